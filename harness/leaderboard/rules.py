@@ -25,7 +25,8 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -34,13 +35,16 @@ from scipy.sparse import coo_matrix
 
 __all__ = [
     "RULES",
+    "Profile",
     "Ranking",
     "Rule",
     "UnknownRuleError",
     "apply_rule",
     "condorcet_winner",
     "pairwise_matrix",
+    "profile",
     "rank_all",
+    "rank_profile",
     "register",
 ]
 
@@ -60,10 +64,12 @@ class Rule:
     """A registered rule and the properties a reader needs to judge it."""
 
     name: str
-    fn: Callable[[pd.DataFrame, pd.Series], Ranking]
+    fn: Callable[[Profile], Ranking]
     handles_missing: bool
     condorcet_consistent: bool
     description: str
+    batch: Callable[[BatchProfile], BatchRanks] | None = None
+    """Optional vectorised form over many replicate tables at once (see :func:`batch_form`)."""
 
 
 class UnknownRuleError(KeyError):
@@ -78,15 +84,30 @@ RULES: dict[str, Rule] = {}
 
 def register(
     name: str, *, handles_missing: bool, condorcet_consistent: bool, description: str
-) -> Callable[[Callable[[pd.DataFrame, pd.Series], Ranking]], Callable[[pd.DataFrame, pd.Series], Ranking]]:
+) -> Callable[[Callable[[Profile], Ranking]], Callable[[Profile], Ranking]]:
     """Decorator adding a rule to :data:`RULES` (one registry, no string dispatch elsewhere)."""
 
     def deco(
-        fn: Callable[[pd.DataFrame, pd.Series], Ranking],
-    ) -> Callable[[pd.DataFrame, pd.Series], Ranking]:
+        fn: Callable[[Profile], Ranking],
+    ) -> Callable[[Profile], Ranking]:
         if name in RULES:
             raise ValueError(f"rule {name!r} registered twice")
         RULES[name] = Rule(name, fn, handles_missing, condorcet_consistent, description)
+        return fn
+
+    return deco
+
+
+def batch_form(name: str) -> Callable[[Callable[[BatchProfile], BatchRanks]], Callable[[BatchProfile], BatchRanks]]:
+    """Decorator attaching a vectorised form to the registered rule `name`.
+
+    The bootstrap re-ranks hundreds of replicate tables; a rule with a batch form ranks them all in a
+    few array operations instead of one call per replicate. A batch form must give exactly the rank
+    positions, winners and skips of the rule's own function on each replicate (tests check this for
+    every rule that has one); rules without one (kemeny, ranked_pairs) run replicate by replicate."""
+
+    def deco(fn: Callable[[BatchProfile], BatchRanks]) -> Callable[[BatchProfile], BatchRanks]:
+        RULES[name] = replace(RULES[name], batch=fn)
         return fn
 
     return deco
@@ -99,10 +120,10 @@ def register(
 WeightsLike = Mapping[str, float] | pd.Series | None
 
 
-def _validate(scores: pd.DataFrame, weights: WeightsLike) -> tuple[pd.DataFrame, pd.Series]:
+def profile(scores: pd.DataFrame, weights: WeightsLike = None) -> Profile:
     """Check the table and weights once, so every rule can assume clean float input.
 
-    Returns the table restricted to positive-weight columns (as float) and the aligned weights.
+    Returns the :class:`Profile` of the positive-weight columns (as float) and their weights.
     """
     if not isinstance(scores, pd.DataFrame):
         raise TypeError(f"scores must be a pandas DataFrame, got {type(scores).__name__}")
@@ -126,9 +147,7 @@ def _validate(scores: pd.DataFrame, weights: WeightsLike) -> tuple[pd.DataFrame,
     x = scores.to_numpy(dtype=float, na_value=np.nan)
     if np.isinf(x).any():
         raise ValueError("scores contain infinite values")
-    df = pd.DataFrame(x, index=pd.Index(names), columns=pd.Index(cols))
-
-    w = pd.Series(1.0, index=df.columns, dtype=float)
+    w = pd.Series(1.0, index=pd.Index(cols), dtype=float)
     if weights is not None:
         items = weights.items() if isinstance(weights, (Mapping, pd.Series)) else None
         if items is None:
@@ -151,9 +170,7 @@ def _validate(scores: pd.DataFrame, weights: WeightsLike) -> tuple[pd.DataFrame,
     keep = w.to_numpy() > 0
     if not keep.any():
         raise ValueError("no task column with a positive weight")
-    if keep.all():
-        return df, w
-    return df.loc[:, keep], w[keep]
+    return Profile(names, [c for c, k in zip(cols, keep) if k], x[:, keep], w.to_numpy()[keep])
 
 
 def _tol(values: np.ndarray) -> float:
@@ -204,42 +221,69 @@ def _skipped(names: Sequence[str], reason: str) -> Ranking:
     return Ranking(groups=[], scores={n: float("nan") for n in names}, winners=[], skipped=reason)
 
 
-def _missing_reason(df: pd.DataFrame) -> str | None:
-    """Why a complete-ballot rule cannot run, or None when no score is missing."""
-    na = df.isna()
-    if not na.to_numpy().any():
-        return None
-    cells = [(r, c) for r, c in zip(*np.nonzero(na.to_numpy()))]
-    first = ", ".join(f"({df.index[r]!s}, {df.columns[c]!s})" for r, c in cells[:3])
-    more = f" and {len(cells) - 3} more" if len(cells) > 3 else ""
-    return (
-        f"needs every system scored on every task; {len(cells)} missing cell(s): {first}{more}. "
-        "Use a pairwise rule (copeland, minimax, kemeny, schulze, ranked_pairs) instead"
-    )
-
-
-def _impute_median(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill a missing cell with its task's median (Vote'n'Rank, arXiv:2210.05769)."""
-    if not np.isnan(df.to_numpy()).any():   # the common, complete case: no pandas work per call
-        return df
-    return df.fillna(df.median(axis=0, skipna=True))
-
-
 def _pairwise(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """N[a, b] = weight of voters scoring a strictly above b, where both are scored."""
     gt = (x[:, None, :] > x[None, :, :]).astype(float)  # NaN compares False: missing never counts
     return gt @ w
 
 
-def _margins(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    n = _pairwise(x, w)
+def _margins_of(n: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Margins N - N^T, with float dust from fractional weights set to an exact 0 (a pairwise tie)."""
     m = n - n.T
     m[np.abs(m) <= 1e-9 * max(1.0, float(w.sum()))] = 0.0
     return m
 
 
-def _arrays(df: pd.DataFrame, w: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
-    return list(df.index), df.to_numpy(dtype=float), w.to_numpy(dtype=float)
+class Profile:
+    """One validated ballot table as arrays: what every rule reads.
+
+    Rules share it, so the matrices several rules need (pairwise counts, margins, positions) are
+    computed once per table, and the bootstrap can rank hundreds of resampled tables without building
+    a DataFrame for each. :func:`profile` builds one from a DataFrame (validating it); tables derived
+    from an already validated one (bootstrap replicates) are built directly."""
+
+    def __init__(self, names: Sequence[str], columns: Sequence[str], x: np.ndarray, w: np.ndarray) -> None:
+        self.names = list(names)
+        self.columns = list(columns)
+        self.x = x
+        self.w = w
+
+    @cached_property
+    def pairwise(self) -> np.ndarray:
+        return _pairwise(self.x, self.w)
+
+    @cached_property
+    def margins(self) -> np.ndarray:
+        return _margins_of(self.pairwise, self.w)
+
+    @cached_property
+    def position_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return _position_stats(self.x)
+
+    @cached_property
+    def missing_reason(self) -> str | None:
+        """Why a complete-ballot rule cannot run, or None when no score is missing."""
+        na = np.isnan(self.x)
+        if not na.any():
+            return None
+        cells = list(zip(*np.nonzero(na)))
+        first = ", ".join(f"({self.names[r]}, {self.columns[c]})" for r, c in cells[:3])
+        more = f" and {len(cells) - 3} more" if len(cells) > 3 else ""
+        return (
+            f"needs every system scored on every task; {len(cells)} missing cell(s): {first}{more}. "
+            "Use a pairwise rule (copeland, minimax, kemeny, schulze, ranked_pairs) instead"
+        )
+
+    @cached_property
+    def imputed(self) -> np.ndarray:
+        """Scores with a missing cell filled by its task's median (Vote'n'Rank, arXiv:2210.05769)."""
+        na = np.isnan(self.x)
+        if not na.any():
+            return self.x
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a task with no score at all stays NaN
+            med = np.nanmedian(self.x, axis=0)
+        return np.where(na, med[None, :], self.x)
 
 
 def _position_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,9 +300,8 @@ def _position_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def pairwise_matrix(scores: pd.DataFrame, weights: WeightsLike = None) -> pd.DataFrame:
     """N[a, b] = total weight of tasks scoring a strictly above b (only where both are scored)."""
-    df, w = _validate(scores, weights)
-    names, x, wv = _arrays(df, w)
-    return pd.DataFrame(_pairwise(x, wv), index=names, columns=names)
+    p = profile(scores, weights)
+    return pd.DataFrame(p.pairwise, index=p.names, columns=p.names)
 
 
 def _condorcet_index(m: np.ndarray) -> int | None:
@@ -271,20 +314,18 @@ def _condorcet_index(m: np.ndarray) -> int | None:
 
 def condorcet_winner(scores: pd.DataFrame, weights: WeightsLike = None) -> str | None:
     """The system beating every other one by weighted pairwise majority, or None."""
-    df, w = _validate(scores, weights)
-    names, x, wv = _arrays(df, w)
-    if len(names) == 1:
-        return names[0]
-    i = _condorcet_index(_margins(x, wv))
-    return None if i is None else names[i]
+    p = profile(scores, weights)
+    if len(p.names) == 1:
+        return p.names[0]
+    i = _condorcet_index(p.margins)
+    return None if i is None else p.names[i]
 
 
 def apply_rule(name: str, scores: pd.DataFrame, weights: WeightsLike = None) -> Ranking:
     """Validate the input, then run the named rule."""
     if name not in RULES:
         raise UnknownRuleError(f"unknown rule {name!r}; allowed: {', '.join(RULES)}")
-    df, w = _validate(scores, weights)
-    return RULES[name].fn(df, w)
+    return RULES[name].fn(profile(scores, weights))
 
 
 def rank_all(
@@ -295,8 +336,12 @@ def rank_all(
     unknown = [r for r in names if r not in RULES]
     if unknown:
         raise UnknownRuleError(f"unknown rule(s) {unknown}; allowed: {', '.join(RULES)}")
-    df, w = _validate(scores, weights)
-    return {r: RULES[r].fn(df, w) for r in names}
+    return rank_profile(profile(scores, weights), names)
+
+
+def rank_profile(p: Profile, rules: Sequence[str]) -> dict[str, Ranking]:
+    """Run registered rules on an already validated profile (no checks: callers resolved the names)."""
+    return {r: RULES[r].fn(p) for r in rules}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,9 +357,9 @@ _IMPUTE_NOTE = "missing cells imputed with the task median (Vote'n'Rank, arXiv:2
     condorcet_consistent=False,
     description=f"weighted arithmetic mean of the task scores; {_IMPUTE_NOTE}",
 )
-def mean_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def mean_rule(p: Profile) -> Ranking:
     """Weighted arithmetic mean. Ties: equal means share a group."""
-    names, x, wv = _arrays(_impute_median(df), w)
+    names, x, wv = p.names, p.imputed, p.w
     return _ranking_from_scores(names, x @ wv / wv.sum())
 
 
@@ -324,14 +369,14 @@ def mean_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=False,
     description=f"weighted geometric mean (needs all scores > 0, else skipped); {_IMPUTE_NOTE}",
 )
-def geometric_mean_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def geometric_mean_rule(p: Profile) -> Ranking:
     """Weighted geometric mean exp(sum w log s / sum w); undefined for scores <= 0, so skipped then
     (a negated lower-is-better column makes every score negative)."""
-    names, x, wv = _arrays(_impute_median(df), w)
+    names, x, wv = p.names, p.imputed, p.w
     if np.isnan(x).any():
         return _skipped(names, "a task has no score at all, nothing to impute from")
     if (x <= 0).any():
-        bad = sorted({df.columns[c] for c in np.nonzero((x <= 0).any(axis=0))[0]})
+        bad = sorted({p.columns[c] for c in np.nonzero((x <= 0).any(axis=0))[0]})
         return _skipped(names, f"geometric mean needs scores > 0; columns with scores <= 0: {bad}")
     return _ranking_from_scores(names, np.exp(np.log(x) @ wv / wv.sum()))
 
@@ -356,10 +401,10 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     condorcet_consistent=False,
     description=f"weighted median of the task scores (midpoint at an exact half); {_IMPUTE_NOTE}",
 )
-def median_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def median_rule(p: Profile) -> Ranking:
     """Weighted median per system: the smallest score reaching half the total weight, or the midpoint
     of the two middle scores when the cumulative weight hits exactly one half."""
-    names, x, wv = _arrays(_impute_median(df), w)
+    names, x, wv = p.names, p.imputed, p.w
     vals = np.array([_weighted_median(row, wv) if not np.isnan(row).any() else np.nan for row in x])
     return _ranking_from_scores(names, vals)
 
@@ -373,11 +418,11 @@ def median_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
         "negated (arXiv:2108.13264, Vote'n'Rank arXiv:2210.05769); " + _IMPUTE_NOTE
     ),
 )
-def optimality_gap_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def optimality_gap_rule(p: Profile) -> Ranking:
     """Mean shortfall from the best score of each task, scaled by that task's range so tasks with
     different scales count alike (without the scaling the order would equal `mean`'s exactly).
     A task where all systems tie contributes 0. Score = -gap, so 0 means best on every task."""
-    names, x, wv = _arrays(_impute_median(df), w)
+    names, x, wv = p.names, p.imputed, p.w
     best = np.nanmax(x, axis=0)
     span = best - np.nanmin(x, axis=0)
     span[span <= 0] = np.inf  # every system ties on this task: no gap for anyone
@@ -396,12 +441,12 @@ def optimality_gap_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=False,
     description="weight of tasks on which the system is best; a tie for first splits that task's weight",
 )
-def plurality_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def plurality_rule(p: Profile) -> Ranking:
     """Each task gives its weight to its top system; k systems tied first get weight/k each."""
-    names, x, wv = _arrays(df, w)
-    if (reason := _missing_reason(df)) is not None:
+    names, wv = p.names, p.w
+    if (reason := p.missing_reason) is not None:
         return _skipped(names, reason)
-    above, tied = _position_stats(x)
+    above, tied = p.position_stats
     pts = np.where(above == 0, 1.0 / (tied + 1.0), 0.0)
     return _ranking_from_scores(names, pts @ wv)
 
@@ -412,19 +457,19 @@ def plurality_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=False,
     description="Borda count: n-position points per task, tied systems share their average position",
 )
-def borda_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def borda_rule(p: Profile) -> Ranking:
     """Borda: a system gets (#systems strictly below) + (#tied)/2 points from each task, i.e. n minus
     its average position; weighted sum. Equals the sum of pairwise margins up to an affine map, which
     is why it agrees with pref_voting's Borda on profiles with ties."""
-    names, x, wv = _arrays(df, w)
-    if (reason := _missing_reason(df)) is not None:
+    names, wv = p.names, p.w
+    if (reason := p.missing_reason) is not None:
         return _skipped(names, reason)
-    return _ranking_from_scores(names, _borda_points(x) @ wv)
+    return _ranking_from_scores(names, _borda_points(p) @ wv)
 
 
-def _borda_points(x: np.ndarray) -> np.ndarray:
-    above, tied = _position_stats(x)
-    n = x.shape[0]
+def _borda_points(p: Profile) -> np.ndarray:
+    above, tied = p.position_stats
+    n = p.x.shape[0]
     return (n - 1 - above) - tied / 2.0
 
 
@@ -434,13 +479,13 @@ def _borda_points(x: np.ndarray) -> np.ndarray:
     condorcet_consistent=False,
     description="Dowdall (Nauru) count: 1/position points per task; ties average 1/p over the tied positions",
 )
-def dowdall_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def dowdall_rule(p: Profile) -> Ranking:
     """Dowdall: 1/p points for position p. A group of k tied systems occupying positions
     q+1..q+k each get the average of 1/p over those positions, so a task's total stays H(n)."""
-    names, x, wv = _arrays(df, w)
-    if (reason := _missing_reason(df)) is not None:
+    names, x, wv = p.names, p.x, p.w
+    if (reason := p.missing_reason) is not None:
         return _skipped(names, reason)
-    above, tied = _position_stats(x)
+    above, tied = p.position_stats
     n = x.shape[0]
     harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
     pts = (harmonic[(above + tied + 1).astype(int)] - harmonic[above.astype(int)]) / (tied + 1.0)
@@ -453,11 +498,11 @@ def _borda_by_margins(m: np.ndarray, alive: np.ndarray) -> np.ndarray:
     return m[np.ix_(alive, alive)].sum(axis=1)
 
 
-def _elimination(df: pd.DataFrame, w: pd.Series, *, nanson: bool) -> Ranking:
-    names, x, wv = _arrays(df, w)
-    if (reason := _missing_reason(df)) is not None:
+def _elimination(p: Profile, *, nanson: bool) -> Ranking:
+    names, wv = p.names, p.w
+    if (reason := p.missing_reason) is not None:
         return _skipped(names, reason)
-    m = _margins(x, wv)
+    m = p.margins
     tol = 1e-9 * max(1.0, float(wv.sum())) * max(1, len(names))
     alive = np.arange(len(names))
     eliminated: list[list[int]] = []  # batches, first eliminated first
@@ -482,11 +527,11 @@ def _elimination(df: pd.DataFrame, w: pd.Series, *, nanson: bool) -> Ranking:
     condorcet_consistent=True,
     description="Baldwin: repeatedly drop every system with the lowest Borda score on the remaining systems",
 )
-def baldwin_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def baldwin_rule(p: Profile) -> Ranking:
     """Baldwin (1926): recompute Borda (ties = average positions) on the surviving systems and drop
     all systems tied for the lowest score at once; when all survivors tie they are joint winners.
     Groups: winners, then elimination batches in reverse order; score = #systems in lower groups."""
-    return _elimination(df, w, nanson=False)
+    return _elimination(p, nanson=False)
 
 
 @register(
@@ -495,11 +540,11 @@ def baldwin_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=True,
     description="Nanson (strict): repeatedly drop every system whose Borda score is strictly below the mean",
 )
-def nanson_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def nanson_rule(p: Profile) -> Ranking:
     """Nanson (1882), the 'strict' variant (pref_voting.strict_nanson): recompute Borda on the
     survivors and drop those strictly below the average; stop when nobody is below (all tie) or one
     remains. Groups: winners, then elimination batches in reverse order."""
-    return _elimination(df, w, nanson=True)
+    return _elimination(p, nanson=True)
 
 
 @register(
@@ -508,14 +553,14 @@ def nanson_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=True,
     description="Black (1958): the Condorcet winner if one exists, otherwise the Borda ranking",
 )
-def black_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def black_rule(p: Profile) -> Ranking:
     """Black: the Condorcet winner first, then the others in Borda order; without a Condorcet winner,
     exactly the Borda ranking. Scores are Borda scores (so the winner need not have the top score)."""
-    names, x, wv = _arrays(df, w)
-    if (reason := _missing_reason(df)) is not None:
+    names, wv = p.names, p.w
+    if (reason := p.missing_reason) is not None:
         return _skipped(names, reason)
-    borda = _borda_points(x) @ wv
-    cw = _condorcet_index(_margins(x, wv)) if len(names) > 1 else 0
+    borda = _borda_points(p) @ wv
+    cw = _condorcet_index(p.margins) if len(names) > 1 else 0
     if cw is None:
         return _ranking_from_scores(names, borda)
     rest = [i for i in range(len(names)) if i != cw]
@@ -535,13 +580,13 @@ def black_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=True,
     description="the Condorcet winner (beats every other system by weighted pairwise majority), else skipped",
 )
-def condorcet_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def condorcet_rule(p: Profile) -> Ranking:
     """Winner group = the Condorcet winner, everyone else tied second. Score 1 for it, 0 otherwise.
     Skipped when no system beats all others (a cycle or a pairwise tie at the top)."""
-    names, x, wv = _arrays(df, w)
+    names = p.names
     if len(names) == 1:
         return _ranking_from_groups(names, [[0]])
-    cw = _condorcet_index(_margins(x, wv))
+    cw = _condorcet_index(p.margins)
     if cw is None:
         return _skipped(names, "no Condorcet winner: no system beats every other one by pairwise majority")
     rest = [i for i in range(len(names)) if i != cw]
@@ -557,11 +602,11 @@ def condorcet_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=True,
     description="Copeland: pairwise majority wins + 1/2 per pairwise tie",
 )
-def copeland_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def copeland_rule(p: Profile) -> Ranking:
     """Copeland: 1 point per pairwise majority win, 1/2 per pairwise tie (equal weight either way,
     or no common task), 0 per loss. Orders like wins - losses (pref_voting's default)."""
-    names, x, wv = _arrays(df, w)
-    m = _margins(x, wv)
+    names = p.names
+    m = p.margins
     n = len(names)
     score = (m > 0).sum(axis=1) + 0.5 * ((m == 0).sum(axis=1) - 1)
     return _ranking_from_scores(names, score.astype(float) if n > 1 else np.zeros(1))
@@ -573,12 +618,12 @@ def copeland_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=True,
     description="Minimax (Simpson-Kramer) with margins: score = -(largest pairwise defeat margin, 0 if none)",
 )
-def minimax_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def minimax_rule(p: Profile) -> Ranking:
     """Minimax, 'margins' variant: a system's loss is the largest margin by which any system beats it
     (0 if unbeaten); score = -loss. Margins rather than winning votes: they differ only with ties,
     and margins match pref_voting's default (Vote'n'Rank defaults to winning votes)."""
-    names, x, wv = _arrays(df, w)
-    m = _margins(x, wv)
+    names = p.names
+    m = p.margins
     loss = np.maximum(m.T, 0.0).max(axis=1) if len(names) > 1 else np.zeros(1)
     return _ranking_from_scores(names, -loss)
 
@@ -589,13 +634,13 @@ def minimax_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     condorcet_consistent=True,
     description="Schulze beat-path with margins (arXiv:1804.02973); groups peel off the undefeated",
 )
-def schulze_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def schulze_rule(p: Profile) -> Ranking:
     """Schulze (arXiv:1804.02973) with margin strengths: p[a,b] = widest path from a to b through
     positive-margin edges; a beats b iff p[a,b] > p[b,a] (a strict partial order). Groups: the
     undefeated systems, then the undefeated among the rest, and so on. Score = #beaten - #beaten by."""
-    names, x, wv = _arrays(df, w)
+    names = p.names
     n = len(names)
-    m = _margins(x, wv)
+    m = p.margins
     p = np.where(m > 0, m, 0.0)
     for k in range(n):  # Floyd-Warshall on the (max, min) semiring
         p = np.maximum(p, np.minimum(p[:, k : k + 1], p[k : k + 1, :]))
@@ -752,7 +797,7 @@ def _rp_put_winners(
         "(pref_voting.ranked_pairs), order below them from one fixed tie-break"
     ),
 )
-def ranked_pairs_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def ranked_pairs_rule(p: Profile) -> Ranking:
     """Ranked pairs (Tideman 1987) with margins: lock pairwise edges from the largest margin down,
     skipping those that would close a cycle; zero-margin pairs are locked last, in either direction.
 
@@ -763,9 +808,9 @@ def ranked_pairs_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     a tie-breaking list), the list being the systems by descending sum of margins, table order next.
     If the winner-set search exceeds RP_STATE_BUDGET states, the fixed tie-break's winner alone is
     returned and a RuntimeWarning says so. Score = #systems in lower groups."""
-    names, x, wv = _arrays(df, w)
+    names = p.names
     n = len(names)
-    m = _margins(x, wv)
+    m = p.margins
     msum = m.sum(axis=1)
     tb = sorted(range(n), key=lambda i: (-msum[i], i))
     pos = {c: k for k, c in enumerate(tb)}
@@ -899,7 +944,7 @@ def _kemeny(nmat: np.ndarray, m: np.ndarray, idx: list[int]) -> tuple[float, lis
         "order below from one optimal order"
     ),
 )
-def kemeny_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
+def kemeny_rule(p: Profile) -> Ranking:
     """Kemeny-Young: the linear order minimising the total weight of (task, pair) disagreements
     with N, i.e. maximising the sum of margins along the order; a task tying a pair disagrees with
     neither order, a task missing either system is not counted.
@@ -909,10 +954,10 @@ def kemeny_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
     pref_voting.kemeny_young - found by re-solving with each candidate of the top component forced
     first (skipped when a lower bound already exceeds the optimum). Below the winners, the systems
     follow one optimal order (others may exist). Score = #systems in lower groups."""
-    names, x, wv = _arrays(df, w)
+    names, wv = p.names, p.w
     n = len(names)
-    nmat = _pairwise(x, wv)
-    m = _margins(x, wv)
+    nmat = p.pairwise
+    m = p.margins
     _opt, order, comps = _kemeny(nmat, m, list(range(n)))
     top = comps[0]
     tol = 1e-9 * max(1.0, float(wv.sum())) * max(1, n) ** 2
@@ -933,3 +978,293 @@ def kemeny_rule(df: pd.DataFrame, w: pd.Series) -> Ranking:
                 win.add(c)
     groups = [sorted(win)] + [[i] for i in order if i not in win]
     return _ranking_from_groups(names, groups)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vectorised forms for the bootstrap: B replicate tables at once
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchRanks:
+    """A rule's outcome on B replicates: competition rank positions (1 = best; NaN where skipped),
+    winner masks (B × systems) and which replicates the rule ranked at all (B,)."""
+
+    positions: np.ndarray
+    winners: np.ndarray
+    valid: np.ndarray
+
+
+class BatchProfile:
+    """B replicate tables (B × systems × tasks) sharing systems, tasks, weights and missing cells,
+    e.g. bootstrap redraws of seeds. The batched twin of :class:`Profile`, matrices computed once."""
+
+    def __init__(self, names: Sequence[str], columns: Sequence[str], x: np.ndarray, w: np.ndarray) -> None:
+        self.names = list(names)
+        self.columns = list(columns)
+        self.x = x
+        self.w = w
+        nan = np.isnan(x)
+        if (nan != nan[:1]).any():
+            raise ValueError("replicates of a BatchProfile must miss the same cells")
+        # the missing cells are the same in every replicate, so is the reason to skip
+        self.missing_reason = Profile(names, columns, x[0], w).missing_reason if len(x) else None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.x.shape[0], self.x.shape[1]
+
+    @cached_property
+    def pairwise(self) -> np.ndarray:
+        return (self.x[:, :, None, :] > self.x[:, None, :, :]).astype(float) @ self.w
+
+    @cached_property
+    def margins(self) -> np.ndarray:
+        n = self.pairwise
+        m = n - n.transpose(0, 2, 1)
+        m[np.abs(m) <= 1e-9 * max(1.0, float(self.w.sum()))] = 0.0
+        return m
+
+    @cached_property
+    def position_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """[b, a, t]: how many systems score strictly above a on task t, and how many tie it."""
+        x = self.x
+        above = (x[:, None, :, :] > x[:, :, None, :]).sum(axis=2)
+        tied = (x[:, None, :, :] == x[:, :, None, :]).sum(axis=2) - 1
+        return above.astype(float), tied.astype(float)
+
+    @cached_property
+    def imputed(self) -> np.ndarray:
+        na = np.isnan(self.x)
+        if not na.any():
+            return self.x
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(self.x, axis=1)
+        return np.where(na, med[:, None, :], self.x)
+
+    @cached_property
+    def condorcet(self) -> np.ndarray:
+        """Index of each replicate's Condorcet winner, -1 where there is none (n > 1)."""
+        n = self.shape[1]
+        beats_all = ((self.margins > 0) | np.eye(n, dtype=bool)[None]).all(axis=2)
+        return np.where(beats_all.any(axis=1), beats_all.argmax(axis=1), -1)
+
+
+def _batch_ranks(values: np.ndarray) -> np.ndarray:
+    """Per row of `values` (B × n), the competition ranks of :func:`_groups_from_scores`' groups: the
+    same descending order, the same tolerance anchored at each group's first (largest) score, every
+    non-finite score in one last group."""
+    b, n = values.shape
+    fin = np.isfinite(values)
+    scale = np.max(np.abs(np.where(fin, values, 0.0)), axis=1, initial=0.0)
+    tol = 1e-9 * np.maximum(1.0, scale)
+    order = np.argsort(np.where(fin, -values, np.inf), axis=1, kind="stable")
+    srt = np.take_along_axis(values, order, axis=1)
+    rank_sorted = np.empty((b, n))
+    anchor, start = srt[:, 0].copy(), np.zeros(b)
+    rank_sorted[:, 0] = 1.0
+    for i in range(1, n):
+        new = np.abs(anchor - srt[:, i]) > tol
+        anchor = np.where(new, srt[:, i], anchor)
+        start = np.where(new, float(i), start)
+        rank_sorted[:, i] = start + 1.0
+    n_fin = fin.sum(axis=1, keepdims=True)
+    rank_sorted = np.where(np.arange(n)[None, :] < n_fin, rank_sorted, n_fin + 1.0)
+    ranks = np.empty((b, n))
+    np.put_along_axis(ranks, order, rank_sorted, axis=1)
+    return ranks
+
+
+def _batch_from_scores(values: np.ndarray, valid: np.ndarray | None = None) -> BatchRanks:
+    ranks = _batch_ranks(values)
+    ok = np.ones(len(values), dtype=bool) if valid is None else valid
+    ranks[~ok] = np.nan
+    return BatchRanks(ranks, (ranks == 1.0) & ok[:, None], ok)
+
+
+def _batch_skipped(bp: BatchProfile) -> BatchRanks:
+    b, n = bp.shape
+    return BatchRanks(np.full((b, n), np.nan), np.zeros((b, n), dtype=bool), np.zeros(b, dtype=bool))
+
+
+@batch_form("mean")
+def _mean_batch(bp: BatchProfile) -> BatchRanks:
+    return _batch_from_scores(bp.imputed @ bp.w / bp.w.sum())
+
+
+@batch_form("geometric_mean")
+def _geometric_mean_batch(bp: BatchProfile) -> BatchRanks:
+    x = bp.imputed
+    ok = ~(np.isnan(x) | (x <= 0)).any(axis=(1, 2))
+    with np.errstate(all="ignore"):
+        return _batch_from_scores(np.exp(np.log(x) @ bp.w / bp.w.sum()), ok)
+
+
+@batch_form("median")
+def _median_batch(bp: BatchProfile) -> BatchRanks:
+    """`_weighted_median` on every row of every replicate at once."""
+    x = bp.imputed
+    order = np.argsort(x, axis=2, kind="stable")
+    v = np.take_along_axis(x, order, axis=2)
+    cum = np.cumsum(bp.w[order], axis=2)
+    total = cum[..., -1:]
+    half = total / 2.0
+    tol = 1e-12 * np.maximum(1.0, total)
+    k = (cum < half - tol).sum(axis=2, keepdims=True)  # = searchsorted(cum, half - tol), left
+    k = np.minimum(k, x.shape[2] - 1)
+    at_k = np.take_along_axis(v, k, axis=2)
+    cum_k = np.take_along_axis(cum, k, axis=2)
+    nxt = np.take_along_axis(v, np.minimum(k + 1, x.shape[2] - 1), axis=2)
+    mid = (np.abs(cum_k - half) <= tol) & (k + 1 < x.shape[2])
+    med = np.where(mid, (at_k + nxt) / 2.0, at_k)[..., 0]
+    return _batch_from_scores(np.where(np.isnan(x).any(axis=2), np.nan, med))
+
+
+@batch_form("optimality_gap")
+def _optimality_gap_batch(bp: BatchProfile) -> BatchRanks:
+    x = bp.imputed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        best = np.nanmax(x, axis=1)
+        span = best - np.nanmin(x, axis=1)
+    span[span <= 0] = np.inf
+    gap = ((best[:, None, :] - x) / span[:, None, :]) @ bp.w / bp.w.sum()
+    return _batch_from_scores(-gap)
+
+
+def _positional(bp: BatchProfile, points: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> BatchRanks:
+    if bp.missing_reason is not None:
+        return _batch_skipped(bp)
+    above, tied = bp.position_stats
+    return _batch_from_scores(points(above, tied) @ bp.w)
+
+
+@batch_form("plurality")
+def _plurality_batch(bp: BatchProfile) -> BatchRanks:
+    return _positional(bp, lambda above, tied: np.where(above == 0, 1.0 / (tied + 1.0), 0.0))
+
+
+def _borda_batch_points(above: np.ndarray, tied: np.ndarray) -> np.ndarray:
+    return (above.shape[1] - 1 - above) - tied / 2.0
+
+
+@batch_form("borda")
+def _borda_batch(bp: BatchProfile) -> BatchRanks:
+    return _positional(bp, _borda_batch_points)
+
+
+@batch_form("dowdall")
+def _dowdall_batch(bp: BatchProfile) -> BatchRanks:
+    n = bp.shape[1]
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+    return _positional(
+        bp, lambda above, tied: (harmonic[(above + tied + 1).astype(int)] - harmonic[above.astype(int)]) / (tied + 1.0)
+    )
+
+
+def _elimination_batch(bp: BatchProfile, *, nanson: bool) -> BatchRanks:
+    """`_elimination` on every replicate: the round in which a system drops out (survivors: never)
+    orders it; rank = 1 + #systems dropped later (or surviving)."""
+    if bp.missing_reason is not None:
+        return _batch_skipped(bp)
+    b, n = bp.shape
+    m = bp.margins
+    tol = 1e-9 * max(1.0, float(bp.w.sum())) * max(1, n)
+    alive = np.ones((b, n), dtype=bool)
+    dropped_at = np.full((b, n), np.inf)
+    active = np.full(b, n > 1)
+    for rnd in range(n):
+        if not active.any():
+            break
+        score = (m * alive[:, None, :]).sum(axis=2)
+        if nanson:
+            out = alive & (score < -tol)
+        else:
+            low = np.where(alive, score, np.inf).min(axis=1, keepdims=True)
+            out = alive & (score <= low + tol)
+        n_out = out.sum(axis=1)
+        act = active & (n_out > 0) & (n_out < alive.sum(axis=1))
+        out &= act[:, None]
+        dropped_at[out] = rnd
+        alive &= ~out
+        active = act & (alive.sum(axis=1) > 1)
+    ranks = 1.0 + (dropped_at[:, None, :] > dropped_at[:, :, None]).sum(axis=2)
+    return BatchRanks(ranks, alive, np.ones(b, dtype=bool))
+
+
+@batch_form("baldwin")
+def _baldwin_batch(bp: BatchProfile) -> BatchRanks:
+    return _elimination_batch(bp, nanson=False)
+
+
+@batch_form("nanson")
+def _nanson_batch(bp: BatchProfile) -> BatchRanks:
+    return _elimination_batch(bp, nanson=True)
+
+
+@batch_form("black")
+def _black_batch(bp: BatchProfile) -> BatchRanks:
+    if bp.missing_reason is not None:
+        return _batch_skipped(bp)
+    b, n = bp.shape
+    above, tied = bp.position_stats
+    borda = _borda_batch_points(above, tied) @ bp.w
+    cw = bp.condorcet if n > 1 else np.zeros(b, dtype=int)
+    has = cw >= 0
+    rows = np.nonzero(has)[0]
+    rest = borda.copy()
+    rest[rows, cw[rows]] = np.nan  # the others are ranked among themselves, below the winner
+    ranks = np.where(has[:, None], _batch_ranks(rest) + 1.0, _batch_ranks(borda))
+    ranks[rows, cw[rows]] = 1.0
+    return BatchRanks(ranks, ranks == 1.0, np.ones(b, dtype=bool))
+
+
+@batch_form("condorcet")
+def _condorcet_batch(bp: BatchProfile) -> BatchRanks:
+    b, n = bp.shape
+    if n == 1:
+        return BatchRanks(np.ones((b, 1)), np.ones((b, 1), dtype=bool), np.ones(b, dtype=bool))
+    cw = bp.condorcet
+    ok = cw >= 0
+    win = (np.arange(n)[None, :] == cw[:, None]) & ok[:, None]
+    ranks = np.where(win, 1.0, 2.0)
+    ranks[~ok] = np.nan
+    return BatchRanks(ranks, win, ok)
+
+
+@batch_form("copeland")
+def _copeland_batch(bp: BatchProfile) -> BatchRanks:
+    m = bp.margins
+    if bp.shape[1] == 1:
+        return _batch_from_scores(np.zeros(bp.shape))
+    return _batch_from_scores((m > 0).sum(axis=2) + 0.5 * ((m == 0).sum(axis=2) - 1.0))
+
+
+@batch_form("minimax")
+def _minimax_batch(bp: BatchProfile) -> BatchRanks:
+    if bp.shape[1] == 1:
+        return _batch_from_scores(np.zeros(bp.shape))
+    return _batch_from_scores(-np.maximum(bp.margins.transpose(0, 2, 1), 0.0).max(axis=2))
+
+
+@batch_form("schulze")
+def _schulze_batch(bp: BatchProfile) -> BatchRanks:
+    b, n = bp.shape
+    m = bp.margins
+    p = np.where(m > 0, m, 0.0)
+    for k in range(n):
+        p = np.maximum(p, np.minimum(p[:, :, k : k + 1], p[:, k : k + 1, :]))
+    p[:, np.arange(n), np.arange(n)] = 0.0
+    beats = p > p.transpose(0, 2, 1) + 1e-12
+    alive = np.ones((b, n), dtype=bool)
+    ranks = np.zeros((b, n))
+    placed = np.zeros((b, 1))
+    for _ in range(n):  # peel the undefeated, as schulze_rule does
+        top = alive & ~(beats & alive[:, :, None]).any(axis=1)
+        ranks = np.where(top, placed + 1.0, ranks)
+        placed = placed + top.sum(axis=1, keepdims=True)
+        alive &= ~top
+        if not alive.any():
+            break
+    return BatchRanks(ranks, ranks == 1.0, np.ones(b, dtype=bool))

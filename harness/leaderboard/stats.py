@@ -14,7 +14,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness.leaderboard.rules import RULES, Ranking, UnknownRuleError, WeightsLike, rank_all
+from harness.leaderboard.rules import (
+    RULES,
+    BatchProfile,
+    Profile,
+    Ranking,
+    UnknownRuleError,
+    WeightsLike,
+    profile,
+    rank_profile,
+)
 
 __all__ = ["BootstrapRule", "bootstrap_ranks", "friedman_nemenyi", "kendall_tau_agreement", "rank_positions"]
 
@@ -91,6 +100,7 @@ def bootstrap_ranks(
     resample_tasks: bool = False,
     rng_seed: int = 0,
     stable_at: float = 0.95,
+    vectorized: bool = True,
 ) -> dict[str, BootstrapRule]:
     """Bootstrap the rankings over seeds (and optionally tasks).
 
@@ -103,6 +113,10 @@ def bootstrap_ranks(
     the shares may sum above 1). ``winner_may_change`` is True when the full-data winner (or, for a
     joint win, the least stable of them) wins in fewer than ``stable_at`` of the replicates; the
     one-line ``summary`` says so in words. Replicates where the rule is skipped are not counted.
+
+    Without task resampling, rules with a batch form (:func:`rules.batch_form`) rank all replicates
+    at once; ``vectorized=False`` runs every rule replicate by replicate instead (same results: the
+    reference the batch forms are tested against).
     """
     unknown = [r for r in rules if r not in RULES]
     if unknown:
@@ -135,17 +149,13 @@ def bootstrap_ranks(
             raise ValueError(f"weights given for unknown tasks {unknown_w}; tasks are {tasks}")
         wmap.update({str(k): float(v) for k, v in weights.items()})
 
-    def table(means: np.ndarray, cols: Sequence[int]) -> tuple[pd.DataFrame, dict[str, float]]:
-        labels = [f"{tasks[j]}#{k}" for k, j in enumerate(cols)]
-        df = pd.DataFrame(means[:, list(cols)], index=systems, columns=labels)
-        return df, {lab: wmap[tasks[j]] for lab, j in zip(labels, cols)}
-
     with np.errstate(all="ignore"):
         full_means = np.where(
             count > 0, np.nansum(np.nan_to_num(vals), axis=2) / np.maximum(count, 1), np.nan
         )
-    df0, w0 = table(full_means, range(len(tasks)))
-    point = rank_all(df0, w0, rules)
+    # the full-data table is validated once (weights included); replicates reuse its checks
+    point = rank_profile(profile(pd.DataFrame(full_means, index=systems, columns=tasks), wmap), rules)
+    wvec = np.array([wmap[t] for t in tasks])
 
     rng = np.random.default_rng(rng_seed)
     ranks = {r: np.full((n_boot, len(systems)), np.nan) for r in rules}
@@ -161,28 +171,7 @@ def bootstrap_ranks(
         with np.errstate(all="ignore"):
             return np.where(count > 0, np.where(slot, picked, 0.0).sum(axis=-1) / np.maximum(count, 1), np.nan)
 
-    block: np.ndarray | None = None
-    block_at = 0
-    per_rep = count.size * kmax
-    step = max(1, min(n_boot, (1 << 21) // max(per_rep, 1)))  # replicates drawn per block (~16 MB of uniforms)
-    for b in range(n_boot):
-        if resample_tasks:  # the task draw interleaves with the seed draws in the stream: one at a time
-            means = resample(rng.random((*count.shape, kmax)))
-        else:
-            # Without task resampling the stream is the seed uniforms alone, replicate after replicate, so
-            # drawing a block of replicates at once consumes the same numbers in the same order (same
-            # results for the same rng_seed) and the means of the whole block are one vectorised pass.
-            if block is None or block_at == len(block):
-                block = resample(rng.random((min(step, n_boot - b), *count.shape, kmax)))
-                block_at = 0
-            means = block[block_at]
-            block_at += 1
-        cols = rng.integers(0, len(tasks), len(tasks)) if resample_tasks else range(len(tasks))
-        df, w = table(means, cols)
-        try:
-            res = rank_all(df, w, rules)
-        except ValueError:
-            continue  # e.g. every drawn task has weight 0: no ranking in this replicate
+    def tally(b: int, res: dict[str, Ranking]) -> None:
         for r, rk in res.items():
             if rk.skipped is not None or not rk.groups:
                 continue
@@ -191,6 +180,39 @@ def bootstrap_ranks(
             ranks[r][b] = [pos[s] for s in systems]
             for s in rk.winners:
                 wins[r][si[s]] += 1
+
+    if resample_tasks:
+        # the task draw interleaves with the seed draws in the stream: one replicate at a time
+        for b in range(n_boot):
+            means = resample(rng.random((*count.shape, kmax)))
+            cols = rng.integers(0, len(tasks), len(tasks))
+            cols = cols[wvec[cols] > 0]  # as validation does: a weight-0 task does not vote
+            if len(cols) == 0:
+                continue  # every drawn task has weight 0: no ranking in this replicate
+            tally(b, rank_profile(Profile(systems, [tasks[j] for j in cols], means[:, cols], wvec[cols]), rules))
+    else:
+        # Without task resampling the stream is the seed uniforms alone, replicate after replicate, so
+        # drawing a block of replicates at once consumes the same numbers in the same order (same
+        # results for the same rng_seed), and every replicate has the same tasks and missing cells:
+        # rules with a batch form rank the whole block at once, the others one replicate at a time.
+        cols = np.nonzero(wvec > 0)[0]  # as validation does: a weight-0 task does not vote
+        names = [tasks[j] for j in cols]
+        batched = [r for r in rules if vectorized and RULES[r].batch is not None]
+        looped = [r for r in rules if r not in batched]
+        per_rep = count.size * kmax
+        step = max(1, min(n_boot, (1 << 21) // max(per_rep, 1)))  # replicates per block (~16 MB of uniforms)
+        for b0 in range(0, n_boot, step):
+            block = resample(rng.random((min(step, n_boot - b0), *count.shape, kmax)))[:, :, cols]
+            if batched:
+                bp = BatchProfile(systems, names, block, wvec[cols])
+                for r in batched:
+                    br = RULES[r].batch(bp)
+                    ranks[r][b0 : b0 + len(block)] = br.positions
+                    wins[r] += br.winners.sum(axis=0)
+                    valid[r] += int(br.valid.sum())
+            if looped:
+                for k, means in enumerate(block):
+                    tally(b0 + k, rank_profile(Profile(systems, names, means, wvec[cols]), looped))
 
     out: dict[str, BootstrapRule] = {}
     for r in rules:
