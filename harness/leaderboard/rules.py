@@ -848,22 +848,24 @@ def _components(m: np.ndarray, idx: list[int]) -> list[list[int]]:
     one, so every Kemeny ranking respects this order (Truchon's extended Condorcet criterion) and
     each component can be solved on its own."""
     k = len(idx)
+    if k == 1:
+        return [list(idx)]
     sub = m[np.ix_(idx, idx)] >= 0
     reach = sub.copy()
     for v in range(k):  # transitive closure (Warshall); components are small to moderate
         reach |= reach[:, v : v + 1] & reach[v : v + 1, :]
     np.fill_diagonal(reach, True)
+    mutual = reach & reach.T
     comps: list[list[int]] = []
-    assigned = [False] * k
+    assigned = np.zeros(k, dtype=bool)
     for a in range(k):
-        if assigned[a]:
-            continue
-        comp = [b for b in range(k) if reach[a, b] and reach[b, a]]
-        for b in comp:
-            assigned[b] = True
-        comps.append(comp)
-    # a component reaching more systems comes first
-    comps.sort(key=lambda c: -int(reach[c[0]].sum()))
+        if not assigned[a]:
+            comp = np.nonzero(mutual[a])[0]
+            assigned[comp] = True
+            comps.append(comp.tolist())
+    # the condensation is a chain (every pair has an edge): a component reaching more comes first
+    n_reach = reach.sum(axis=1)
+    comps.sort(key=lambda c: -int(n_reach[c[0]]))
     return [[idx[i] for i in c] for c in comps]
 
 
@@ -878,6 +880,9 @@ def _kemeny_ilp(nmat: np.ndarray, idx: list[int]) -> tuple[float, list[int]]:
     k = len(idx)
     if k == 1:
         return 0.0, list(idx)
+    if k == 2:  # no triangle: the majority order (the second first on a tie, as below) is optimal
+        i, j = idx
+        return (float(nmat[j, i]), [i, j]) if nmat[j, i] - nmat[i, j] < 0 else (float(nmat[i, j]), [j, i])
     sub = nmat[np.ix_(idx, idx)]
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     var = {p: v for v, p in enumerate(pairs)}
@@ -922,17 +927,19 @@ def _kemeny_ilp(nmat: np.ndarray, idx: list[int]) -> tuple[float, list[int]]:
     return const + float(cost @ xs), [idx[i] for i in order]
 
 
-def _kemeny(nmat: np.ndarray, m: np.ndarray, idx: list[int]) -> tuple[float, list[int], list[list[int]]]:
-    """Optimal cost and order over `idx`, decomposed by majority components; also the components."""
+def _kemeny(nmat: np.ndarray, m: np.ndarray, idx: list[int]) -> tuple[float, list[int], list[list[int]], float]:
+    """Optimal cost and order over `idx`, decomposed by majority components; also the components
+    and the optimal cost inside the first one."""
     comps = _components(m, idx)
-    total, order = 0.0, []
-    for c in comps:
+    order: list[int] = []
+    top_cost = 0.0
+    for k, c in enumerate(comps):
         cst, o = _kemeny_ilp(nmat, c)
-        # disagreements across components are fixed: every later system sits below this component
-        later = [b for b in idx if b not in c and b not in order]
-        total += cst + float(nmat[np.ix_(later, c)].sum()) if later else cst
+        top_cost = cst if k == 0 else top_cost
         order += o
-    return total, order, comps
+    # the cost of the whole order: pairs across components disagree in a fixed way, so one sum
+    total = float(np.tril(nmat[np.ix_(order, order)], -1).sum())
+    return total, order, comps, top_cost
 
 
 @register(
@@ -958,12 +965,11 @@ def kemeny_rule(p: Profile) -> Ranking:
     n = len(names)
     nmat = p.pairwise
     m = p.margins
-    _opt, order, comps = _kemeny(nmat, m, list(range(n)))
+    _opt, order, comps, sub_opt = _kemeny(nmat, m, list(range(n)))
     top = comps[0]
     tol = 1e-9 * max(1.0, float(wv.sum())) * max(1, n) ** 2
     win = {order[0]}
     if len(top) > 1:
-        sub_opt = _kemeny(nmat, m, top)[0]
         for c in top:
             if c in win:
                 continue
