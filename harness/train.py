@@ -114,6 +114,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
 
 
+def reset_peak_rss() -> bool:
+    """Restart this process's peak-RSS count (VmHWM) from its current RSS, so a job run after another
+    in the same process (launcher=debug runs a whole sweep in one) reports its own peak. Linux >= 4.0;
+    False where the kernel does not offer it (the peak then still covers earlier jobs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def count_params(model: nn.Module) -> tuple[int, int, int]:
     """(trainable, total, trainable bytes); shared tensors counted once."""
     seen: set[int] = set()
@@ -305,7 +317,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any
     torch.save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "tokens": tokens,
                 "loss_curve": loss_curve, "eval_history": eval_history,
-                "torch_rng": torch.get_rng_state()}, tmp)
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}, tmp)
     os.replace(tmp, path)
 
 
@@ -317,6 +330,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():   # dropout on the GPU resumes too
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state
 
 
@@ -334,6 +349,10 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         torch.set_num_threads(int(threads))   # never oversubscribe the cores the launcher gave us
     set_seed(spec.seed)
     device = pick_device(spec.device)
+    # peaks are per process, and launcher=debug runs a whole sweep in one: count this job's alone
+    reset_peak_rss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     res = TrainResult(device=str(device))
 
     # 1. model and method
