@@ -368,17 +368,11 @@ def board_cache_dir(results_dir: Path) -> Path:
 
 
 def _versions(html: bool) -> list[str]:
+    # `html` adds nothing: the figures are hand-written SVG (plots.py), no plotting library's version
+    # shapes them; a change to what plots.py draws is a BOARD_CACHE_VERSION bump instead
     import scipy
 
-    out = [np.__version__, pd.__version__, scipy.__version__]
-    if html:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            out.append(version("matplotlib"))
-        except PackageNotFoundError:
-            out.append("?")
-    return out
+    return [np.__version__, pd.__version__, scipy.__version__]
 
 
 def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n_boot: int, n_failed: int,

@@ -1,5 +1,5 @@
 """The leaderboard page really renders: headless Chromium screenshots index.html, and the screenshot
-shows the tables and the plots (not a blank page or broken-image icons).
+shows the tables and the plots (not a blank page, nor inline SVG figures that failed to draw).
 
 Needs Debian's `chromium` (the Makefile installs it for `make test`); skipped, saying so, without it.
 """
@@ -39,7 +39,7 @@ def test_index_html_renders_in_chromium(tmp_path: Path) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert shot.is_file(), f"no screenshot (exit {res.returncode}): {res.stderr[-2000:]}"
 
-    import matplotlib.image
+    import matplotlib.image  # only to read the PNG: the figures themselves are SVG, not matplotlib
 
     img = matplotlib.image.imread(shot)  # float RGBA in [0, 1]
     assert img.shape[:2] == (3000, 1400)
@@ -48,8 +48,10 @@ def test_index_html_renders_in_chromium(tmp_path: Path) -> None:
     colours = np.unique(packed)  # 1-D unique: unique(axis=0) on 4M rows takes seconds
     assert len(colours) > 200, f"only {len(colours)} distinct colours: blank page?"
     assert (rgb.min(axis=-1) < 200).mean() > 0.03, "almost nothing but background on the page"
-    # the plots are drawn, not broken images: viridis ends (rank heatmap) and the Pareto frontier's crimson
+    # the plots are drawn: viridis ends (rank heatmap), the Pareto frontier's crimson and its dominated
+    # points' slate grey, the critical-difference bar's firebrick
     assert _near(rgb, (253, 231, 37)) > 500 and _near(rgb, (68, 1, 84)) > 500
     assert _near(rgb, (220, 20, 60), tol=20) > 50
+    assert _near(rgb, (119, 136, 153)) > 50 and _near(rgb, (178, 34, 34)) > 50
     # the tables: the green of the winners' cells and the header blue-grey are on the page
     assert _near(rgb, (216, 240, 210), tol=3) > 500 and _near(rgb, (233, 238, 244), tol=3) > 500

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pandas as pd
 import pytest
@@ -228,8 +229,17 @@ def test_html_page(board_run: dict[str, Any]) -> None:
     page = (board_run["out"] / "index.html").read_text()
     assert page.count("<section") == 2
     assert "budget=smoke · model=minilm-l6 · suite=glue" in page
-    # A: heatmap + CD diagram + 3 Pareto plots; B: heatmap + 3 Pareto plots (no CD diagram)
-    assert len(re.findall(r"<img src='data:image/png;base64,", page)) == 5 + 4
+    # A: heatmap + CD diagram + 3 Pareto plots; B: heatmap + 3 Pareto plots (no CD diagram), each an
+    # inline SVG that parses as XML and is announced as one image with its alt text
+    svgs = re.findall(r"<figure>(<svg .*?</svg>)<figcaption>", page)
+    assert len(svgs) == page.count("<figure>") == 5 + 4 and "data:image" not in page
+    alts = []
+    for svg in svgs:
+        root = ElementTree.fromstring(svg)
+        assert root.get("role") == "img" and root.get("viewBox")
+        alts.append(root.get("aria-label"))
+    pareto = ["Pareto trainable parameters", "Pareto peak memory (MB)", "Pareto train time (s)"]
+    assert alts == ["rank heatmap", "critical difference diagram", *pareto, "rank heatmap", *pareto]
     assert "Critical-difference diagram" in page
     assert "No critical-difference diagram: Friedman/Nemenyi test not run" in page
     assert "Condorcet winner" in page and "Kendall τ-b" in page and "would the winner change?" in page
