@@ -10,6 +10,7 @@ static HTML page with plots (index.html), and mirrored to one W&B run (offline b
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -359,7 +360,7 @@ def _board_job(args: tuple[Any, ...]) -> tuple[BoardReport, str, str, str, str |
 # Per-board output cache: <results>/leaderboards/.cache/boards/<sha256 of the board's inputs>.json
 # ------------------------------------------------------------------------------------------------
 
-BOARD_CACHE_VERSION = 1  # bump whenever what a board renders to changes for the same inputs
+BOARD_CACHE_VERSION = 2  # the cache layout; the code that renders a board is keyed by its digest
 BOOTSTRAP_SEED = 0       # the rng_seed of every board's bootstrap (see _bootstrap)
 
 
@@ -367,12 +368,21 @@ def board_cache_dir(results_dir: Path) -> Path:
     return Path(results_dir) / "leaderboards" / ".cache" / "boards"
 
 
+@functools.cache
+def _code_digest() -> str:
+    """sha256 of the leaderboard package's source: a cached board is stale as soon as the code that
+    ranks or draws it changes (an upgrade, a local edit), with no version number to remember to bump."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def _versions(html: bool) -> list[str]:
-    # `html` adds nothing: the figures are hand-written SVG (plots.py), no plotting library's version
-    # shapes them; a change to what plots.py draws is a BOARD_CACHE_VERSION bump instead
+    # `html` adds nothing of its own: the figures are hand-written SVG (plots.py), covered by the digest
     import scipy
 
-    return [np.__version__, pd.__version__, scipy.__version__]
+    return [_code_digest(), np.__version__, pd.__version__, scipy.__version__]
 
 
 def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n_boot: int, n_failed: int,

@@ -120,3 +120,18 @@ def test_one_board_on_two_processes_gives_the_same_bytes(tmp_path: Path, monkeyp
     assert len(calls) == 1
     assert run(results, tmp_path / "plain", "--jobs", "1", "--no-cache")[0] == 0
     assert outputs(tmp_path / "second") == outputs(tmp_path / "plain")
+
+
+def test_changed_leaderboard_code_recomputes_every_board(tmp_path: Path, spy: list[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached boards are keyed by a digest of the leaderboard package's source: after an upgrade or
+    an edit of the rules or figures, nothing stale is served."""
+    results = tmp_path / "results"
+    write_records(results, board_a_records() + board_b_records())
+    assert run(results, tmp_path / "first", "--jobs", "1")[0] == 0
+    keys = sorted(spy)
+    spy.clear()
+    assert report._code_digest() == report._code_digest.__wrapped__()  # the digest of the files on disk
+    monkeypatch.setattr(report, "_code_digest", lambda: "0" * 64)
+    assert run(results, tmp_path / "second", "--jobs", "1")[0] == 0
+    assert sorted(spy) == keys
