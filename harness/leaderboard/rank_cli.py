@@ -251,7 +251,8 @@ def ranking_document(
             for r, rk in results.items()
         },
         "agreement": {
-            a: {b: _clean(agreement.loc[a, b]) for b in agreement.columns} for a in agreement.index
+            a: {b: _clean(v) for b, v in zip(agreement.columns, row)}
+            for a, row in zip(agreement.index, agreement.to_numpy())
         },
     }
 

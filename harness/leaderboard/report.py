@@ -205,6 +205,12 @@ def board_frame(board: Board, rankings: dict[str, Ranking]) -> pd.DataFrame:
     return df
 
 
+def _rows(board: Board, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """method → its row of a board table, in the board's task order (one array, not a pandas lookup per cell)."""
+    frame = frame.reindex(index=board.scores.index, columns=board.scores.columns)
+    return dict(zip(frame.index, frame.to_numpy()))
+
+
 def board_title(board: Board) -> str:
     return f"budget={board.budget} · model={board.model} · suite={board.suite}"
 
@@ -223,8 +229,9 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     positions = {r: position_of(rankings[r]) for r in ranked_rules}
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
+    mean, std, n = (_rows(board, f) for f in (board.scores, board.std, board.n_seeds))
     for m in order:
-        cells = [m] + [_fmt(board.scores.at[m, t], board.std.at[m, t], board.n_seeds.at[m, t]) for t in tasks]
+        cells = [m] + [_fmt(mean[m][j], std[m][j], n[m][j]) for j in range(len(tasks))]
         cost = board.cost.loc[m]
         cells += [_fmt_int(cost["trainable_params"]), _fmt_float(cost["peak_memory_mb"], 0),
                   _fmt_float(cost["train_time_s"], 1)]
@@ -285,8 +292,9 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
     doc["board"] = {"budget": b.budget, "model": b.model, "suite": b.suite, "directions": b.directions,
                     "metrics": b.metrics, "n_failed": rep.n_failed, "min_seeds": b.min_seeds, "notes": b.notes,
                     "oriented": "rule inputs are higher-is-better: lower-is-better tasks are negated"}
-    doc["cells"] = {m: {t: {"mean": b.scores.at[m, t], "std": b.std.at[m, t], "n_seeds": b.n_seeds.at[m, t]}
-                        for t in b.scores.columns} for m in b.scores.index}
+    mean, std, n = (_rows(b, f) for f in (b.scores, b.std, b.n_seeds))
+    doc["cells"] = {m: {t: {"mean": mean[m][j], "std": std[m][j], "n_seeds": n[m][j]}
+                        for j, t in enumerate(b.scores.columns)} for m in b.scores.index}
     doc["cost"] = {m: b.cost.loc[m].to_dict() for m in b.cost.index}
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,

@@ -48,19 +48,18 @@ def kendall_tau_agreement(rankings: dict[str, Ranking]) -> pd.DataFrame:
     if not names:
         return pd.DataFrame(dtype=float)
     systems = [s for g in live[names[0]].groups for s in g]
-    pos = {k: rank_positions(r) for k, r in live.items()}
-    vec = {k: np.array([pos[k][s] for s in systems]) for k in names}
-    out = pd.DataFrame(np.nan, index=names, columns=names, dtype=float)
-    for i, a in enumerate(names):
-        for b in names[i:]:
-            if len(systems) < 2:
-                tau = np.nan
-            elif a == b:
-                tau = 1.0 if len(set(vec[a])) > 1 else np.nan
-            else:
-                tau = float(sps.kendalltau(vec[a], vec[b], variant="b").statistic)
-            out.loc[a, b] = out.loc[b, a] = tau
-    return out
+    pos = np.array([[p[s] for s in systems] for p in (rank_positions(live[k]) for k in names)])
+    if len(systems) < 2:
+        return pd.DataFrame(np.nan, index=names, columns=names, dtype=float)
+    # tau-b = (concordant - discordant) / sqrt(pairs untied in a * pairs untied in b): with
+    # sign[r, pair] = sign of the position difference, all rule pairs at once are one matrix product
+    i, j = np.triu_indices(len(systems), 1)
+    sign = np.sign(pos[:, i] - pos[:, j])
+    untied = (sign != 0).sum(axis=1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = (sign @ sign.T) / np.sqrt(np.outer(untied, untied))
+    tau[~np.isfinite(tau)] = np.nan  # an order tying every system: tau-b undefined, as in scipy
+    return pd.DataFrame(np.clip(tau, -1.0, 1.0), index=names, columns=names, dtype=float)
 
 
 @dataclass(frozen=True)

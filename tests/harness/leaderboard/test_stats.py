@@ -54,6 +54,29 @@ def _samples(means: dict[str, float], sd: float, seeds: int, tasks: int, seed: i
 COLS = {"system_col": "method", "task_col": "task", "seed_col": "seed", "value_col": "acc"}
 
 
+def test_kendall_tau_agreement_equals_scipy_on_random_tied_orders():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(2, 9))
+        systems = [f"s{i}" for i in range(n)]
+        rankings = {}
+        for r in range(4):
+            level = rng.integers(0, int(rng.integers(1, n + 1)), n)  # few levels: ties; 1 level: all tied
+            groups = [[s for s, lv in zip(systems, level) if lv == v] for v in sorted(set(level))]
+            rankings[f"r{r}"] = rk(groups)
+        tau = kendall_tau_agreement(rankings)
+        pos = {k: rank_positions(v) for k, v in rankings.items()}
+        for a in rankings:
+            for b in rankings:
+                x = [pos[a][s] for s in systems]
+                y = [pos[b][s] for s in systems]
+                want = sps.kendalltau(x, y, variant="b").statistic
+                if a == b:
+                    want = 1.0 if len(set(x)) > 1 else np.nan
+                got = tau.loc[a, b]
+                assert (np.isnan(want) and np.isnan(got)) or got == pytest.approx(want, abs=1e-12), (a, b)
+
+
 def test_bootstrap_clear_winner_is_stable():
     df = _samples({"A": 0.9, "B": 0.6, "C": 0.3}, sd=0.01, seeds=3, tasks=4)
     out = bootstrap_ranks(df, **COLS, rules=["mean", "kemeny"], n_boot=200)
