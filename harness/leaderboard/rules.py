@@ -22,6 +22,7 @@ Conventions shared by all rules (see each rule's docstring for its own tie conve
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -667,8 +668,8 @@ def _lock_order(n: int, edges: list[tuple[int, int]]) -> list[int]:
     """Lock edges in the given order, skipping any that would close a cycle; return the total order."""
     reach = [1 << i for i in range(n)]  # reach[a]: bitmask of systems a is locked above (incl. a)
     for a, b in edges:
-        if (reach[b] >> a) & 1:
-            continue  # b already above a: locking a>b would close a cycle
+        if (reach[b] >> a) & 1 or (reach[a] >> b) & 1:
+            continue  # b already above a: locking a>b would close a cycle; a above b: nothing to add
         _add_edge(reach, a, b)
     # in a total order, |reach[a]| - 1 = number of systems below a
     return sorted(range(n), key=lambda a: -reach[a].bit_count())
@@ -814,13 +815,14 @@ def ranked_pairs_rule(p: Profile) -> Ranking:
     msum = m.sum(axis=1)
     tb = sorted(range(n), key=lambda i: (-msum[i], i))
     pos = {c: k for k, c in enumerate(tb)}
-    edges = [(a, b) for a in range(n) for b in range(n) if a != b and m[a, b] >= 0]
-    strengths = sorted({float(m[a, b]) for a, b in edges}, reverse=True)
-    by_strength = [
-        sorted([(a, b) for a, b in edges if m[a, b] == s], key=lambda e: (pos[e[0]], pos[e[1]]))
-        for s in strengths
-    ]
-    order = _lock_order(n, [e for grp in by_strength for e in grp])
+    # edges a->b with margin >= 0, strongest first, equal margins by (pos[a], pos[b]); grouped by margin
+    ea, eb = np.nonzero((m >= 0) & ~np.eye(n, dtype=bool))
+    rank_of = np.array([pos[i] for i in range(n)])
+    srt = np.lexsort((rank_of[eb], rank_of[ea], -m[ea, eb]))
+    flat = list(zip(ea[srt].tolist(), eb[srt].tolist()))
+    cuts = [0, *(np.nonzero(np.diff(m[ea, eb][srt]))[0] + 1).tolist(), len(flat)]
+    by_strength = [flat[i:j] for i, j in itertools.pairwise(cuts)]
+    order = _lock_order(n, flat)
     top = _components(m, list(range(n)))[0]
     if len(top) == 1:
         win = set(top)  # a Condorcet winner (or a single system)
@@ -883,7 +885,16 @@ def _kemeny_ilp(nmat: np.ndarray, idx: list[int]) -> tuple[float, list[int]]:
     if k == 2:  # no triangle: the majority order (the second first on a tie, as below) is optimal
         i, j = idx
         return (float(nmat[j, i]), [i, j]) if nmat[j, i] - nmat[i, j] < 0 else (float(nmat[i, j]), [j, i])
-    sub = nmat[np.ix_(idx, idx)]
+    sub = np.ascontiguousarray(nmat[np.ix_(idx, idx)], dtype=float)
+    cost, local = _kemeny_solve(sub.tobytes(), k)
+    return cost, [idx[i] for i in local]
+
+
+@functools.lru_cache(maxsize=4096)
+def _kemeny_solve(sub_bytes: bytes, k: int) -> tuple[float, tuple[int, ...]]:
+    """`_kemeny_ilp` on the k x k pairwise block given as bytes: a pure function of the block, so
+    memoised. Bootstrap replicates often repeat a component's block exactly (counts of a few tasks)."""
+    sub = np.frombuffer(sub_bytes, dtype=float).reshape(k, k)
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     var = {p: v for v, p in enumerate(pairs)}
     const = float(sum(sub[i, j] for i, j in pairs))
@@ -924,7 +935,7 @@ def _kemeny_ilp(nmat: np.ndarray, idx: list[int]) -> tuple[float, list[int]]:
         above[i, j] = xs[v] > 0.5
         above[j, i] = not above[i, j]
     order = sorted(range(k), key=lambda i: -int(above[i].sum()))
-    return const + float(cost @ xs), [idx[i] for i in order]
+    return const + float(cost @ xs), tuple(order)
 
 
 def _kemeny(nmat: np.ndarray, m: np.ndarray, idx: list[int]) -> tuple[float, list[int], list[list[int]], float]:
