@@ -262,6 +262,11 @@ class Profile:
         return _position_stats(self.x)
 
     @cached_property
+    def components(self) -> list[list[int]]:
+        """Strongly connected components of the weak-majority graph, best first (kemeny, ranked_pairs)."""
+        return _components(self.margins, list(range(len(self.names))))
+
+    @cached_property
     def missing_reason(self) -> str | None:
         """Why a complete-ballot rule cannot run, or None when no score is missing."""
         na = np.isnan(self.x)
@@ -823,7 +828,7 @@ def ranked_pairs_rule(p: Profile) -> Ranking:
     cuts = [0, *(np.nonzero(np.diff(m[ea, eb][srt]))[0] + 1).tolist(), len(flat)]
     by_strength = [flat[i:j] for i, j in itertools.pairwise(cuts)]
     order = _lock_order(n, flat)
-    top = _components(m, list(range(n)))[0]
+    top = p.components[0]
     if len(top) == 1:
         win = set(top)  # a Condorcet winner (or a single system)
     else:
@@ -938,10 +943,11 @@ def _kemeny_solve(sub_bytes: bytes, k: int) -> tuple[float, tuple[int, ...]]:
     return const + float(cost @ xs), tuple(order)
 
 
-def _kemeny(nmat: np.ndarray, m: np.ndarray, idx: list[int]) -> tuple[float, list[int], list[list[int]], float]:
-    """Optimal cost and order over `idx`, decomposed by majority components; also the components
-    and the optimal cost inside the first one."""
-    comps = _components(m, idx)
+def _kemeny(nmat: np.ndarray, m: np.ndarray, idx: list[int],
+            comps: list[list[int]] | None = None) -> tuple[float, list[int], list[list[int]], float]:
+    """Optimal cost and order over `idx`, decomposed by majority components (given, or computed);
+    also the components and the optimal cost inside the first one."""
+    comps = _components(m, idx) if comps is None else comps
     order: list[int] = []
     top_cost = 0.0
     for k, c in enumerate(comps):
@@ -976,7 +982,7 @@ def kemeny_rule(p: Profile) -> Ranking:
     n = len(names)
     nmat = p.pairwise
     m = p.margins
-    _opt, order, comps, sub_opt = _kemeny(nmat, m, list(range(n)))
+    _opt, order, comps, sub_opt = _kemeny(nmat, m, list(range(n)), p.components)
     top = comps[0]
     tol = 1e-9 * max(1.0, float(wv.sum())) * max(1, n) ** 2
     win = {order[0]}
