@@ -72,10 +72,9 @@ def _encode(col: np.ndarray, i: int, arrays: dict[str, np.ndarray]) -> dict[str,
     """Store object column ``col`` as arrays ``c{i}_*``; return its JSON description."""
     types = set(map(type, col))
     if types <= {str, type(None)}:
-        uniq: dict[str, int] = {}
-        codes = np.fromiter((-1 if v is None else uniq.setdefault(v, len(uniq)) for v in col), np.int32, len(col))
+        codes, uniq = _factorize(col)
         arrays[f"c{i}_code"] = codes
-        return {"kind": "str", "strings": list(uniq)}
+        return {"kind": "str", "strings": uniq}
     if types == {float}:
         arrays[f"c{i}_f"] = np.array(col, dtype=np.float64)
         return {"kind": "float"}
@@ -86,23 +85,30 @@ def _encode(col: np.ndarray, i: int, arrays: dict[str, np.ndarray]) -> dict[str,
         except OverflowError:
             pass
     # mixed: a kind per cell, then the value in the array of its kind
-    if not types <= set(_KIND) or any(isinstance(v, int) and not -2**63 <= v < 2**63 for v in col):
+    if not types <= set(_KIND):
         raise TypeError("uncacheable value")
     n = len(col)
-    kind = np.fromiter((_KIND[type(v)] for v in col), np.int8, n)
+    kind = np.fromiter(map(_KIND.__getitem__, map(type, col)), np.int8, n)  # C-level loops, no frames
     fl = np.zeros(n, np.float64)
     it = np.zeros(n, np.int64)
-    uniq = {}
     code = np.full(n, -1, np.int32)
-    for j, (k, v) in enumerate(zip(kind.tolist(), col)):
-        if k == 4:
-            fl[j] = v
-        elif k in (2, 3):
-            it[j] = v
-        elif k == 1:
-            code[j] = uniq.setdefault(v, len(uniq))
+    fl[kind == 4] = col[kind == 4].astype(np.float64)
+    ints = (kind == 2) | (kind == 3)
+    try:
+        it[ints] = col[ints].astype(np.int64)
+    except OverflowError:
+        raise TypeError("uncacheable value: an int beyond 64 bits") from None
+    code[kind == 1], uniq = _factorize(col[kind == 1])
     arrays.update({f"c{i}_kind": kind, f"c{i}_f": fl, f"c{i}_i": it, f"c{i}_code": code})
-    return {"kind": "mixed", "strings": list(uniq)}
+    return {"kind": "mixed", "strings": uniq}
+
+
+def _factorize(col: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Codes into the distinct strings in order of first appearance; None → -1 (pandas' C hash table)."""
+    import pandas as pd
+
+    codes, uniq = pd.factorize(col, use_na_sentinel=True)
+    return codes.astype(np.int32), [str(u) for u in uniq]
 
 
 def _decode(desc: dict[str, Any], i: int, z: Any, n: int) -> np.ndarray:

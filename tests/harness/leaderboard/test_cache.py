@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.leaderboard import cache, report
@@ -152,3 +153,30 @@ def test_jobs_must_be_positive(tmp_path: Path) -> None:
     results = tmp_path / "results"
     write_record(results / "records" / "a.json", board_a_records()[0])
     assert run(results, tmp_path / "o", "--jobs", "0")[0] == 2
+
+
+@pytest.mark.parametrize("values", [
+    ["a", None, "b", "a", None],
+    [1.5, -0.0, 2.25],
+    [1, -(2**63), 2**63 - 1],
+    [1, True, None, "x", 2.5, "y", "x", False, 0],
+    [],
+])
+def test_column_codec_round_trips_exact_python_values(values: list) -> None:
+    from harness.leaderboard.cache import _decode, _encode
+
+    col = np.empty(len(values), dtype=object)
+    col[:] = values
+    arrays: dict[str, np.ndarray] = {}
+    desc = _encode(col, 0, arrays)
+    back = _decode(desc, 0, arrays, len(values)).tolist()
+    assert back == values and [type(v) for v in back] == [type(v) for v in values]
+
+
+def test_column_codec_refuses_ints_beyond_64_bits() -> None:
+    from harness.leaderboard.cache import _encode
+
+    col = np.empty(3, dtype=object)
+    col[:] = [1, "x", 2**70]
+    with pytest.raises(TypeError, match="64 bits"):
+        _encode(col, 0, {})
