@@ -47,7 +47,7 @@ def _entry(path: str) -> tuple[list[Any] | None, list[tuple[Any, ...]]]:
     """([budget, seeds] | None, rows) of one record file."""
     from harness.leaderboard.table import record_rows
 
-    rec = read_record(Path(path))
+    rec = read_record(path)
     b = ((rec["run"].get("spec") or {}).get("budget")) or {}
     seeds = [b["name"], int(b["seeds"])] if b.get("seeds") and b.get("name") else None
     return seeds, record_rows(rec, include_failed=True)

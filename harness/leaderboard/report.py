@@ -75,8 +75,8 @@ class BoardReport:
     def positions(self) -> pd.DataFrame:
         """Methods × live rules, rank position (1 = best)."""
         idx = self.board.scores.index
-        return pd.DataFrame({r: [position_of(self.rankings[r]).get(m, np.nan) for m in idx] for r in self.live},
-                            index=idx, dtype=float)
+        pos = {r: position_of(self.rankings[r]) for r in self.live}
+        return pd.DataFrame({r: [pos[r].get(m, np.nan) for m in idx] for r in self.live}, index=idx, dtype=float)
 
     def order(self) -> list[str]:
         """Methods sorted by the first live rule, then name."""
