@@ -223,14 +223,15 @@ def _skipped(names: Sequence[str], reason: str) -> Ranking:
 
 
 def _pairwise(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """N[a, b] = weight of voters scoring a strictly above b, where both are scored."""
-    gt = (x[:, None, :] > x[None, :, :]).astype(float)  # NaN compares False: missing never counts
+    """N[a, b] = weight of voters scoring a strictly above b, where both are scored. `x` is systems ×
+    tasks, or replicates × systems × tasks (then one N per replicate), as are the helpers below."""
+    gt = (x[..., :, None, :] > x[..., None, :, :]).astype(float)  # NaN compares False: missing never counts
     return gt @ w
 
 
 def _margins_of(n: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Margins N - N^T, with float dust from fractional weights set to an exact 0 (a pairwise tie)."""
-    m = n - n.T
+    m = n - np.swapaxes(n, -1, -2)
     m[np.abs(m) <= 1e-9 * max(1.0, float(w.sum()))] = 0.0
     return m
 
@@ -288,14 +289,14 @@ class Profile:
             return self.x
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a task with no score at all stays NaN
-            med = np.nanmedian(self.x, axis=0)
-        return np.where(na, med[None, :], self.x)
+            med = np.nanmedian(self.x, axis=-2)
+        return np.where(na, med[..., None, :], self.x)
 
 
 def _position_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per voter (column): how many systems score strictly above each system, and how many tie it."""
-    above = (x[None, :, :] > x[:, None, :]).sum(axis=1)  # [a, t] = #b with x[b,t] > x[a,t]
-    tied = (x[None, :, :] == x[:, None, :]).sum(axis=1) - 1
+    above = (x[..., None, :, :] > x[..., :, None, :]).sum(axis=-2)  # [a, t] = #b with x[b,t] > x[a,t]
+    tied = (x[..., None, :, :] == x[..., :, None, :]).sum(axis=-2) - 1
     return above.astype(float), tied.astype(float)
 
 
@@ -1018,53 +1019,25 @@ class BatchRanks:
     valid: np.ndarray
 
 
-class BatchProfile:
+class BatchProfile(Profile):
     """B replicate tables (B × systems × tasks) sharing systems, tasks, weights and missing cells,
-    e.g. bootstrap redraws of seeds. The batched twin of :class:`Profile`, matrices computed once."""
+    e.g. bootstrap redraws of seeds. The batched twin of :class:`Profile`: the same matrices, one per
+    replicate, each computed once for the whole batch."""
 
     def __init__(self, names: Sequence[str], columns: Sequence[str], x: np.ndarray, w: np.ndarray) -> None:
-        self.names = list(names)
-        self.columns = list(columns)
-        self.x = x
-        self.w = w
+        super().__init__(names, columns, x, w)
         nan = np.isnan(x)
         if (nan != nan[:1]).any():
             raise ValueError("replicates of a BatchProfile must miss the same cells")
-        # the missing cells are the same in every replicate, so is the reason to skip
-        self.missing_reason = Profile(names, columns, x[0], w).missing_reason if len(x) else None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.x.shape[0], self.x.shape[1]
 
     @cached_property
-    def pairwise(self) -> np.ndarray:
-        return (self.x[:, :, None, :] > self.x[:, None, :, :]).astype(float) @ self.w
-
-    @cached_property
-    def margins(self) -> np.ndarray:
-        n = self.pairwise
-        m = n - n.transpose(0, 2, 1)
-        m[np.abs(m) <= 1e-9 * max(1.0, float(self.w.sum()))] = 0.0
-        return m
-
-    @cached_property
-    def position_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """[b, a, t]: how many systems score strictly above a on task t, and how many tie it."""
-        x = self.x
-        above = (x[:, None, :, :] > x[:, :, None, :]).sum(axis=2)
-        tied = (x[:, None, :, :] == x[:, :, None, :]).sum(axis=2) - 1
-        return above.astype(float), tied.astype(float)
-
-    @cached_property
-    def imputed(self) -> np.ndarray:
-        na = np.isnan(self.x)
-        if not na.any():
-            return self.x
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(self.x, axis=1)
-        return np.where(na, med[:, None, :], self.x)
+    def missing_reason(self) -> str | None:
+        # the missing cells are the same in every replicate, so is the reason to skip
+        return Profile(self.names, self.columns, self.x[0], self.w).missing_reason if len(self.x) else None
 
     @cached_property
     def condorcet(self) -> np.ndarray:
