@@ -53,6 +53,13 @@ def meta_block(spec: JobSpec, result: Any | None) -> dict[str, Any]:
         meta["device"] = result.device
         if result.capacity:
             meta["capacity"] = result.capacity
+    else:   # a failed or cancelled job: still say where it was meant to run
+        from harness.train import pick_device
+
+        try:
+            meta["device"] = str(pick_device(spec.device))
+        except Exception:   # noqa: BLE001 - an unusable device string may be the failure itself
+            meta["device"] = str(spec.device)
     return meta
 
 

@@ -5,6 +5,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 import harness.train
 from harness.dispatch import TRACEBACK_TAIL, execute
@@ -121,6 +122,7 @@ def test_failing_job_writes_failed_record_and_does_not_raise(spec: JobSpec,
     assert run["signature"] == spec.signature and run["method"] == "lora" and run["task"] == "glue/sst2"
     assert run["spec"] == spec.semantic()
     assert "git" in rec["meta"] and "packages" in rec["meta"]
+    assert rec["meta"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # spec.device=auto
 
 
 def test_failed_job_is_retried_next_time(spec: JobSpec, monkeypatch: pytest.MonkeyPatch) -> None:
