@@ -162,7 +162,6 @@ class HarnessLoop:
         """train() steps 1 and 3: capacity, seed, build_model, optimizer, planned steps, schedule."""
         from dataclasses import replace
 
-
         import methods
         from harness.capacity import solve_capacity
         from harness.tracking import NullTracker

@@ -8,7 +8,8 @@ drift out of date); it is monotone in the knob, so a bisection needs ~log2(range
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 MAX_KNOB = 4096
 

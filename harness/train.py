@@ -11,9 +11,10 @@ import random
 import resource
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -180,7 +181,7 @@ def make_optimizer(model: nn.Module, trainable: list[nn.Parameter], method_cfg: 
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, budget: Mapping[str, Any], total_steps: int) -> Any:
-    warmup = int(round(float(budget["warmup_ratio"]) * total_steps))
+    warmup = round(float(budget["warmup_ratio"]) * total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(budget["schedule"], warmup, total_steps))
 
 

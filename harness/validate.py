@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
 MODEL_KINDS = ("encoder", "decoder")
@@ -185,10 +186,10 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
         if need and cfg["model"].get("kind") != need:
             c.add(f"model: task {cfg['task'].get('name')!r} has protocol {protocol!r}, which needs an "
                   f"{need} model; model {cfg['model'].get('name')!r} is a {cfg['model'].get('kind')}")
-    if ok["method"] and ok["budget"]:
-        if cfg["budget"].get("trainable_params") and cfg["method"].get("kind") == "full":
-            c.add("budget.trainable_params: method 'full' trains every weight and has no capacity knob; "
-                  "use a budget without a trainable-parameter target")
+    if (ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params")
+            and cfg["method"].get("kind") == "full"):
+        c.add("budget.trainable_params: method 'full' trains every weight and has no capacity knob; "
+              "use a budget without a trainable-parameter target")
     device = str(cfg.get("device") or "auto")
     if not _DEVICE_RE.match(device):
         c.add(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")

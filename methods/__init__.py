@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def _peft_classes() -> dict[str, tuple[list[str], set[str]]]:
     spec = importlib.util.find_spec("peft")
     if spec is None or not spec.submodule_search_locations:
         return {}
-    root = Path(list(spec.submodule_search_locations)[0])
+    root = Path(next(iter(spec.submodule_search_locations)))
     classes: dict[str, tuple[list[str], set[str]]] = {}
     for path in [root / "config.py", *sorted(root.glob("tuners/*/config.py"))]:
         try:

@@ -1,7 +1,8 @@
 """Full fine-tuning: the baseline every PEFT method must be compared against."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from methods import MethodImpl
 

@@ -1,7 +1,8 @@
 """Build any peft config from a method YAML and wrap the backbone with it."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from methods import PEFT_CONFIGS, MethodImpl
 

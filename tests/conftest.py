@@ -25,12 +25,12 @@ def compose_dictconfig(overrides: list[str] | tuple[str, ...] = ()) -> Any:
         return compose(config_name="config", overrides=list(overrides))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compose_cached(overrides: tuple[str, ...]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     cfg = compose_dictconfig(overrides)
-    keys = [k for k in cfg.keys() if k != "hydra"]
+    keys = [k for k in cfg if k != "hydra"]
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 

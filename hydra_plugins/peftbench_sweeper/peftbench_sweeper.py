@@ -9,9 +9,10 @@ It lives under hydra_plugins/ because Hydra only instantiates plugins from that 
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -25,8 +26,8 @@ log = logging.getLogger("peftbench")
 @dataclass
 class PeftbenchSweeperConf:
     _target_: str = "hydra_plugins.peftbench_sweeper.peftbench_sweeper.PeftbenchSweeper"
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="peftbench", node=PeftbenchSweeperConf,
@@ -34,7 +35,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="peftbench", node=Peftb
 
 
 class PeftbenchSweeper(BasicSweeper):
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         from harness.records import success_exists
         from harness.spec import ConfigError, spec_from_config
 
@@ -45,8 +46,8 @@ class PeftbenchSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=loader)
         jobs = [list(j) for j in self.split_arguments(parser.parse_overrides(params_conf), None)[0]]
 
-        problems: List[str] = []
-        todo: List[List[str]] = []
+        problems: list[str] = []
+        todo: list[list[str]] = []
         skipped = 0
         for i, job in enumerate(jobs):
             where = f"job {i} [{' '.join(job)}]"
@@ -77,8 +78,8 @@ class PeftbenchSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         size = self.max_batch_size or len(todo)
-        returns: List[Sequence[Any]] = []
-        counts: Dict[str, int] = {}
+        returns: list[Sequence[Any]] = []
+        counts: dict[str, int] = {}
         for start in range(0, len(todo), size):
             batch = todo[start: start + size]
             results = self.launcher.launch(batch, initial_job_idx=start)

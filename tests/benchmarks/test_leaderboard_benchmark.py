@@ -20,13 +20,13 @@ def test_leaderboard_benchmark_prints_every_timing() -> None:
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1 = a timing verdict missed: not ours to judge
     out = proc.stdout
-    assert re.search(r"^regeneration \(records → rankings\)\s+\d+\.\d+ s\s+target <= 5 s\s+(PASS|FAIL)$", out, re.M), out
+    assert re.search(r"^regeneration \(records → rankings\)\s+\d+\.\d+ s\s+target <= 5 s\s+(PASS|FAIL)$", out, re.MULTILINE), out
     for label in ("(c) first build, no caches", "(a) regeneration, records unchanged",
                   "(d) every board again, --bootstrap 0", "(b) regeneration after 10 new records, 1 board"):
         line = next((ln for ln in out.splitlines() if label in ln), None)
         assert line is not None, out
         assert "rc=" not in line, line  # the command itself succeeded
     # the cache did its job: nothing recomputed when nothing changed, one board after new records
-    assert re.search(r"\(a\) regeneration, records unchanged .* boards recomputed: 0$", out, re.M), out
-    assert re.search(r"\(b\) regeneration after 10 new records, 1 board .* boards recomputed: 1$", out, re.M), out
-    assert re.search(r"^\s+12\s+9\s+\S+s\s+\S+s", out, re.M) and re.search(r"^\s+30\s+9\s+\S+s", out, re.M), out
+    assert re.search(r"\(a\) regeneration, records unchanged .* boards recomputed: 0$", out, re.MULTILINE), out
+    assert re.search(r"\(b\) regeneration after 10 new records, 1 board .* boards recomputed: 1$", out, re.MULTILINE), out
+    assert re.search(r"^\s+12\s+9\s+\S+s\s+\S+s", out, re.MULTILINE) and re.search(r"^\s+30\s+9\s+\S+s", out, re.MULTILINE), out

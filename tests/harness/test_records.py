@@ -128,7 +128,7 @@ def test_write_creates_parent_dirs_and_serializes_paths_and_scalars(tmp_path: Pa
 def test_schema_version_is_written_first(tmp_path: Path) -> None:
     path = write_record(tmp_path / "x.json", _record())
     raw = json.loads(path.read_text())
-    assert list(raw)[0] == "schema_version"
+    assert next(iter(raw)) == "schema_version"
     assert raw["schema_version"] == SCHEMA_VERSION and isinstance(SCHEMA_VERSION, int)
 
 

@@ -328,6 +328,7 @@ def _run_online(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 

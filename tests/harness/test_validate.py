@@ -200,7 +200,7 @@ def test_cli_validate_invalid_exits_2_with_problems_on_stderr(cli) -> None:
 
 
 def test_cli_validate_unknown_method_exits_2_listing_methods(cli) -> None:
-    rc, out, err = cli["validate_unknown_method"].wait()
+    rc, _out, err = cli["validate_unknown_method"].wait()
     assert rc == 2, err
     assert "Traceback" not in err
     assert "nosuchmethod" in err and all(m in err for m in METHODS)
@@ -208,7 +208,7 @@ def test_cli_validate_unknown_method_exits_2_listing_methods(cli) -> None:
 
 def test_cli_run_invalid_exits_2_and_writes_nothing(cli) -> None:
     run = cli["run_bad"]
-    rc, out, err = run.wait()
+    rc, _out, err = run.wait()
     assert rc == 2, err
     _assert_lists_problems(err)
     assert "Traceback" not in err
@@ -217,7 +217,7 @@ def test_cli_run_invalid_exits_2_and_writes_nothing(cli) -> None:
 
 def test_cli_run_unknown_method_exits_2(cli) -> None:
     run = cli["run_unknown_method"]
-    rc, out, err = run.wait()
+    rc, _out, err = run.wait()
     assert run.written() == []
     assert "nosuchmethod" in err and all(m in err for m in METHODS)
     assert rc == 2, err
@@ -225,7 +225,7 @@ def test_cli_run_unknown_method_exits_2(cli) -> None:
 
 def test_cli_multirun_with_one_bad_job_launches_nothing(cli) -> None:
     run = cli["multirun_unknown_method"]
-    rc, out, err = run.wait()
+    rc, _out, err = run.wait()
     assert rc == 2, err
     assert "nothing was launched" in err and "sweep of 2 jobs" in err
     assert "job 1 [method=nosuchmethod" in err
@@ -237,7 +237,7 @@ def test_cli_multirun_with_one_bad_job_launches_nothing(cli) -> None:
 
 def test_cli_multirun_reports_every_bad_job(cli) -> None:
     run = cli["multirun_bad_values"]
-    rc, out, err = run.wait()
+    rc, _out, err = run.wait()
     assert rc == 2, err
     # jobs: (r=8, seed=0) good; (8, -1) bad seed; (0, 0) bad r; (0, -1) both: 4 problems in 3 jobs
     assert "sweep of 4 jobs; nothing was launched): 4 problem(s)" in err

@@ -29,7 +29,7 @@ def _env() -> dict[str, str]:
 
 def peftbench(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=PROJECT_ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def records(results: Path) -> list[dict]:
