@@ -10,7 +10,7 @@ BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.peftbench-installed
 TEST_STAMP := $(VENV)/.peftbench-test-installed
 
-.PHONY: setup models browser demo test leaderboard clean-results help
+.PHONY: setup models browser demo test lint leaderboard clean-results help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Test-only extras (pref_voting as the ranking oracle, ...) stay out of `make demo`'s install.
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test]"
 	touch $(TEST_STAMP)
 
@@ -44,7 +44,11 @@ browser:
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	    else echo "chromium not installed (not root): the browser test will be skipped"; fi; }
 
-test: models browser $(TEST_STAMP)
+# ruff is pinned to a minor release (test extras) so a new ruff rule cannot fail an unchanged tree.
+lint: $(TEST_STAMP)
+	$(BIN)/python -m ruff check harness methods tasks hydra_plugins tests benchmarks
+
+test: models browser $(TEST_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 leaderboard: setup
