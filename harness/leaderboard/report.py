@@ -28,7 +28,7 @@ import pandas as pd
 from harness.leaderboard.rank_cli import rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi
-from harness.leaderboard.table import Board, aggregate, boards
+from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
 
@@ -529,7 +529,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     samples = samples_by_board(ok)
     all_jobs = [(board, samples[(board.budget, board.model, board.suite)], list(rules), n_boot,
                  failed.get((board.budget, board.model, board.suite), 0), html)
-                for board in boards(agg, min_seeds=seeds)]
+                for board in boards(agg, min_seeds=seeds, hardware=hardware_by_board(long))]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)
     cpaths: list[Path | None] = [None] * len(all_jobs)
     if use_cache:

@@ -21,7 +21,7 @@ BOARD_KEYS = ("budget", "model", "suite")
 CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
 LONG_COLUMNS = ["signature", "status", "method", "model", "task", "suite", "budget", "seed", "metric",
                 "value", "direction", "primary", "trainable_params", "total_params", "peak_memory_mb",
-                "train_time_s", "task_version"]
+                "train_time_s", "task_version", "hardware"]
 
 
 def long_table(records: Iterable[Mapping[str, Any]], *, include_failed: bool = False) -> pd.DataFrame:
@@ -35,21 +35,39 @@ def long_table(records: Iterable[Mapping[str, Any]], *, include_failed: bool = F
     return rows_frame(rows)
 
 
+def hardware_label(meta: Mapping[str, Any] | None) -> str | None:
+    """What a run's time and memory were measured on: 'cuda: <GPU name>' or 'cpu: <CPU model>' (None
+    when the record does not say). Boards flag a mix, since those costs do not compare across it."""
+    meta = meta or {}
+    device = meta.get("device")
+    if not isinstance(device, str) or not device:
+        return None
+    hw = meta.get("hardware") or {}
+    if device.startswith("cuda"):
+        gpus = hw.get("gpus") or []
+        idx = int(device.split(":", 1)[1]) if ":" in device and device.split(":", 1)[1].isdigit() else 0
+        return f"cuda: {gpus[idx]}" if idx < len(gpus) else "cuda"
+    if device == "cpu" and hw.get("cpu"):
+        return f"cpu: {hw['cpu']}"
+    return device
+
+
 def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list[tuple[Any, ...]]:
     """The long-table rows (LONG_COLUMNS order) of one record; `long_table` is these, concatenated."""
     run = rec["run"]
+    hardware = hardware_label(rec.get("meta"))
     if run["status"] != "success":
         if include_failed:
             return [(run["signature"], run["status"], run["method"], run["model"], run["task"],
                      run.get("suite"), run["budget"], run["seed"], None, float("nan"), None, None, float("nan"),
-                     float("nan"), float("nan"), float("nan"), None)]
+                     float("nan"), float("nan"), float("nan"), None, hardware)]
         return []
     ev, tr = rec["eval"], rec["train"]
     primary = ev["primary_metric"]
     head = (run["signature"], "success", run["method"], run["model"], run["task"], run.get("suite") or "",
             run["budget"], run["seed"])
     tail = (tr["trainable_params"], tr["total_params"], tr["peak_memory_mb"], tr["train_time_s"],
-            ev["task_version"])
+            ev["task_version"], hardware)
     return [(*head, name, m["value"], m["direction"], name == primary, *tail) for name, m in ev["metrics"].items()]
 
 
@@ -116,8 +134,24 @@ class Board:
 COST_COLUMNS = ["trainable_params", "peak_memory_mb", "train_time_s"]
 
 
-def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None) -> list[Board]:
+def hardware_by_board(long: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, int]]:
+    """(budget, model, suite) → {hardware label: successful runs}, for runs whose record names it."""
+    ok = long[(long["status"] == "success") & long["hardware"].notna()] if "hardware" in long else long.iloc[:0]
+    if ok.empty:
+        return {}
+    runs = ok.drop_duplicates("signature").groupby([*BOARD_KEYS, "hardware"], sort=True).size()
+    out: dict[tuple[str, str, str], dict[str, int]] = {}
+    for (budget, model, suite, hw), n in runs.items():
+        out.setdefault((str(budget), str(model), str(suite)), {})[str(hw)] = int(n)
+    return out
+
+
+def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
+           hardware: Mapping[tuple[str, str, str], Mapping[str, int]] | None = None) -> list[Board]:
     """Split the aggregate table into boards on the primary metric of each task.
+
+    ``hardware`` (from :func:`hardware_by_board`) adds a note to every board whose runs were measured
+    on more than one kind of device: its time and memory columns then do not compare like for like.
 
     Sorted once, then each board is a contiguous slice filled into numpy matrices: per-board pandas
     pivots/groupbys cost ~6 ms of index building each, which dominated at a hundred boards.
@@ -155,5 +189,10 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None) -> 
             board.notes.append(f"{int(scores.isna().sum().sum())} method×task cell(s) have no successful run")
         if board.min_seeds and (n.fillna(0) < board.min_seeds).any().any():
             board.notes.append(f"some cells have fewer than the {board.min_seeds} seeds budget {budget!r} asks for")
+        mix = (hardware or {}).get((board.budget, board.model, board.suite), {})
+        if len(mix) > 1:
+            kinds = ", ".join(f"{hw} ({k} run{'s' if k != 1 else ''})" for hw, k in sorted(mix.items()))
+            board.notes.append(f"runs measured on different hardware — {kinds}: train time and peak memory "
+                               "do not compare across them")
         out.append(board)
     return out

@@ -1,0 +1,62 @@
+"""Boards from records: the hardware a run's costs were measured on, and the note when a board mixes it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.leaderboard import report
+from harness.leaderboard.table import aggregate, boards, hardware_by_board, hardware_label, long_table
+from tests.harness.leaderboard.test_report import make_record, write_records
+
+H100 = {"device": "cuda", "hardware": {"cpu": "Xeon", "gpus": ["NVIDIA H100 80GB HBM3", "NVIDIA A100"]}}
+
+
+@pytest.mark.parametrize(("meta", "label"), [
+    (H100, "cuda: NVIDIA H100 80GB HBM3"),
+    ({**H100, "device": "cuda:1"}, "cuda: NVIDIA A100"),
+    ({**H100, "device": "cuda:7"}, "cuda"),
+    ({"device": "cpu", "hardware": {"cpu": "AMD EPYC 9654"}}, "cpu: AMD EPYC 9654"),
+    ({"device": "cpu", "hardware": {}}, "cpu"),
+    ({"device": "mps"}, "mps"),
+    ({"hardware": {"cpu": "x"}}, None),   # an old record that does not say
+    (None, None),
+])
+def test_hardware_label(meta, label):
+    assert hardware_label(meta) == label
+
+
+def _records(devices: list[dict]) -> list[dict]:
+    out = []
+    for i, meta in enumerate(devices):
+        for method, v in (("lora", 0.8), ("dora", 0.7)):
+            rec = make_record(method, "glue/sst2", i, v + 0.01 * i)
+            rec["meta"].update(meta)
+            out.append(rec)
+    return out
+
+
+def test_board_notes_a_hardware_mix_and_only_then():
+    cpu = {"device": "cpu", "hardware": {"cpu": "AMD EPYC 9654"}}
+    same = long_table(_records([H100, H100]))
+    (board,) = boards(aggregate(same), hardware=hardware_by_board(same))
+    assert not any("hardware" in n for n in board.notes)
+
+    mixed = long_table(_records([H100, cpu, cpu, {}]))  # the record without a device is not counted
+    assert hardware_by_board(mixed) == {("smoke", "minilm-l6", "glue"): {
+        "cpu: AMD EPYC 9654": 4, "cuda: NVIDIA H100 80GB HBM3": 2}}
+    (board,) = boards(aggregate(mixed), hardware=hardware_by_board(mixed))
+    (note,) = [n for n in board.notes if "hardware" in n]
+    assert "cpu: AMD EPYC 9654 (4 runs)" in note and "cuda: NVIDIA H100 80GB HBM3 (2 runs)" in note
+    assert "train time and peak memory" in note
+
+
+def test_leaderboard_page_and_markdown_carry_the_note(tmp_path: Path):
+    results = tmp_path / "results"
+    write_records(results, _records([H100, {"device": "cpu", "hardware": {"cpu": "AMD EPYC 9654"}}]))
+    assert report.main(["--results-dir", str(results), "--no-wandb", "--quiet", "--bootstrap", "0",
+                        "--jobs", "1"]) == 0
+    out = results / "leaderboards"
+    md = next(out.glob("smoke__minilm-l6__glue.md")).read_text()
+    assert "runs measured on different hardware" in md
+    assert "runs measured on different hardware" in (out / "index.html").read_text()
