@@ -366,8 +366,15 @@ _IMPUTE_NOTE = "missing cells imputed with the task median (Vote'n'Rank, arXiv:2
 )
 def mean_rule(p: Profile) -> Ranking:
     """Weighted arithmetic mean. Ties: equal means share a group."""
-    names, x, wv = p.names, p.imputed, p.w
-    return _ranking_from_scores(names, x @ wv / wv.sum())
+    return _ranking_from_scores(p.names, _mean_scores(p))
+
+
+# A rule's scores come from one function that takes a Profile or a BatchProfile alike (systems on
+# axis -2, tasks on axis -1): the rule ranks them, its batch form ranks every replicate's at once.
+
+
+def _mean_scores(p: Profile) -> np.ndarray:
+    return p.imputed @ p.w / p.w.sum()
 
 
 @register(
@@ -379,27 +386,38 @@ def mean_rule(p: Profile) -> Ranking:
 def geometric_mean_rule(p: Profile) -> Ranking:
     """Weighted geometric mean exp(sum w log s / sum w); undefined for scores <= 0, so skipped then
     (a negated lower-is-better column makes every score negative)."""
-    names, x, wv = p.names, p.imputed, p.w
+    names, x = p.names, p.imputed
     if np.isnan(x).any():
         return _skipped(names, "a task has no score at all, nothing to impute from")
     if (x <= 0).any():
         bad = sorted({p.columns[c] for c in np.nonzero((x <= 0).any(axis=0))[0]})
         return _skipped(names, f"geometric mean needs scores > 0; columns with scores <= 0: {bad}")
-    return _ranking_from_scores(names, np.exp(np.log(x) @ wv / wv.sum()))
+    return _ranking_from_scores(names, _geometric_scores(p))
 
 
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """Smallest value reaching half the weight; the midpoint when the half falls exactly between two
-    values (so unit weights give the usual median)."""
-    order = np.argsort(values, kind="stable")
-    v, wt = values[order], weights[order]
-    cum = np.cumsum(wt)
-    half = cum[-1] / 2.0
-    tol = 1e-12 * max(1.0, cum[-1])
-    k = int(np.searchsorted(cum, half - tol))
-    if abs(cum[k] - half) <= tol and k + 1 < len(v):
-        return float((v[k] + v[k + 1]) / 2.0)
-    return float(v[k])
+def _geometric_scores(p: Profile) -> np.ndarray:
+    with np.errstate(all="ignore"):  # log of a score <= 0: the callers skip those tables
+        return np.exp(np.log(p.imputed) @ p.w / p.w.sum())
+
+
+def _median_scores(p: Profile) -> np.ndarray:
+    """Per system, the smallest score reaching half the total weight; the midpoint of the two middle
+    scores when the cumulative weight hits exactly one half (so unit weights give the usual median).
+    NaN for a system with a score still missing after imputation."""
+    x = p.imputed
+    t = x.shape[-1]
+    order = np.argsort(x, axis=-1, kind="stable")
+    v = np.take_along_axis(x, order, axis=-1)
+    cum = np.cumsum(p.w[order], axis=-1)
+    total = cum[..., -1:]
+    half = total / 2.0
+    tol = 1e-12 * np.maximum(1.0, total)
+    k = np.minimum((cum < half - tol).sum(axis=-1, keepdims=True), t - 1)  # = searchsorted(cum, half - tol)
+    at_k = np.take_along_axis(v, k, axis=-1)
+    nxt = np.take_along_axis(v, np.minimum(k + 1, t - 1), axis=-1)
+    mid = (np.abs(np.take_along_axis(cum, k, axis=-1) - half) <= tol) & (k + 1 < t)
+    med = np.where(mid, (at_k + nxt) / 2.0, at_k)[..., 0]
+    return np.where(np.isnan(x).any(axis=-1), np.nan, med)
 
 
 @register(
@@ -411,9 +429,7 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 def median_rule(p: Profile) -> Ranking:
     """Weighted median per system: the smallest score reaching half the total weight, or the midpoint
     of the two middle scores when the cumulative weight hits exactly one half."""
-    names, x, wv = p.names, p.imputed, p.w
-    vals = np.array([_weighted_median(row, wv) if not np.isnan(row).any() else np.nan for row in x])
-    return _ranking_from_scores(names, vals)
+    return _ranking_from_scores(p.names, _median_scores(p))
 
 
 @register(
@@ -429,12 +445,17 @@ def optimality_gap_rule(p: Profile) -> Ranking:
     """Mean shortfall from the best score of each task, scaled by that task's range so tasks with
     different scales count alike (without the scaling the order would equal `mean`'s exactly).
     A task where all systems tie contributes 0. Score = -gap, so 0 means best on every task."""
-    names, x, wv = p.names, p.imputed, p.w
-    best = np.nanmax(x, axis=0)
-    span = best - np.nanmin(x, axis=0)
+    return _ranking_from_scores(p.names, _gap_scores(p))
+
+
+def _gap_scores(p: Profile) -> np.ndarray:
+    x = p.imputed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a task with no score at all stays NaN
+        best = np.nanmax(x, axis=-2)
+        span = best - np.nanmin(x, axis=-2)
     span[span <= 0] = np.inf  # every system ties on this task: no gap for anyone
-    gap = ((best[None, :] - x) / span[None, :]) @ wv / wv.sum()
-    return _ranking_from_scores(names, -gap)
+    return -(((best[..., None, :] - x) / span[..., None, :]) @ p.w / p.w.sum())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,12 +471,14 @@ def optimality_gap_rule(p: Profile) -> Ranking:
 )
 def plurality_rule(p: Profile) -> Ranking:
     """Each task gives its weight to its top system; k systems tied first get weight/k each."""
-    names, wv = p.names, p.w
     if (reason := p.missing_reason) is not None:
-        return _skipped(names, reason)
+        return _skipped(p.names, reason)
+    return _ranking_from_scores(p.names, _plurality_points(p) @ p.w)
+
+
+def _plurality_points(p: Profile) -> np.ndarray:
     above, tied = p.position_stats
-    pts = np.where(above == 0, 1.0 / (tied + 1.0), 0.0)
-    return _ranking_from_scores(names, pts @ wv)
+    return np.where(above == 0, 1.0 / (tied + 1.0), 0.0)
 
 
 @register(
@@ -476,8 +499,7 @@ def borda_rule(p: Profile) -> Ranking:
 
 def _borda_points(p: Profile) -> np.ndarray:
     above, tied = p.position_stats
-    n = p.x.shape[0]
-    return (n - 1 - above) - tied / 2.0
+    return (p.x.shape[-2] - 1 - above) - tied / 2.0
 
 
 @register(
@@ -489,14 +511,15 @@ def _borda_points(p: Profile) -> np.ndarray:
 def dowdall_rule(p: Profile) -> Ranking:
     """Dowdall: 1/p points for position p. A group of k tied systems occupying positions
     q+1..q+k each get the average of 1/p over those positions, so a task's total stays H(n)."""
-    names, x, wv = p.names, p.x, p.w
     if (reason := p.missing_reason) is not None:
-        return _skipped(names, reason)
+        return _skipped(p.names, reason)
+    return _ranking_from_scores(p.names, _dowdall_points(p) @ p.w)
+
+
+def _dowdall_points(p: Profile) -> np.ndarray:
     above, tied = p.position_stats
-    n = x.shape[0]
-    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
-    pts = (harmonic[(above + tied + 1).astype(int)] - harmonic[above.astype(int)]) / (tied + 1.0)
-    return _ranking_from_scores(names, pts @ wv)
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, p.x.shape[-2] + 1))])
+    return (harmonic[(above + tied + 1).astype(int)] - harmonic[above.astype(int)]) / (tied + 1.0)
 
 
 def _borda_by_margins(m: np.ndarray, alive: np.ndarray) -> np.ndarray:
@@ -612,11 +635,12 @@ def condorcet_rule(p: Profile) -> Ranking:
 def copeland_rule(p: Profile) -> Ranking:
     """Copeland: 1 point per pairwise majority win, 1/2 per pairwise tie (equal weight either way,
     or no common task), 0 per loss. Orders like wins - losses (pref_voting's default)."""
-    names = p.names
-    m = p.margins
-    n = len(names)
-    score = (m > 0).sum(axis=1) + 0.5 * ((m == 0).sum(axis=1) - 1)
-    return _ranking_from_scores(names, score.astype(float) if n > 1 else np.zeros(1))
+    return _ranking_from_scores(p.names, _copeland_scores(p))
+
+
+def _copeland_scores(p: Profile) -> np.ndarray:
+    m = p.margins  # the diagonal is a zero margin: the -1 takes it out (a lone system scores 0)
+    return (m > 0).sum(axis=-1) + 0.5 * ((m == 0).sum(axis=-1) - 1.0)
 
 
 @register(
@@ -629,10 +653,12 @@ def minimax_rule(p: Profile) -> Ranking:
     """Minimax, 'margins' variant: a system's loss is the largest margin by which any system beats it
     (0 if unbeaten); score = -loss. Margins rather than winning votes: they differ only with ties,
     and margins match pref_voting's default (Vote'n'Rank defaults to winning votes)."""
-    names = p.names
-    m = p.margins
-    loss = np.maximum(m.T, 0.0).max(axis=1) if len(names) > 1 else np.zeros(1)
-    return _ranking_from_scores(names, -loss)
+    return _ranking_from_scores(p.names, _minimax_scores(p))
+
+
+def _minimax_scores(p: Profile) -> np.ndarray:
+    # the diagonal's zero margin makes an unbeaten (or lone) system's loss 0
+    return -np.maximum(np.swapaxes(p.margins, -1, -2), 0.0).max(axis=-1)
 
 
 @register(
@@ -1086,77 +1112,44 @@ def _batch_skipped(bp: BatchProfile) -> BatchRanks:
 
 @batch_form("mean")
 def _mean_batch(bp: BatchProfile) -> BatchRanks:
-    return _batch_from_scores(bp.imputed @ bp.w / bp.w.sum())
+    return _batch_from_scores(_mean_scores(bp))
 
 
 @batch_form("geometric_mean")
 def _geometric_mean_batch(bp: BatchProfile) -> BatchRanks:
     x = bp.imputed
-    ok = ~(np.isnan(x) | (x <= 0)).any(axis=(1, 2))
-    with np.errstate(all="ignore"):
-        return _batch_from_scores(np.exp(np.log(x) @ bp.w / bp.w.sum()), ok)
+    return _batch_from_scores(_geometric_scores(bp), ~(np.isnan(x) | (x <= 0)).any(axis=(1, 2)))
 
 
 @batch_form("median")
 def _median_batch(bp: BatchProfile) -> BatchRanks:
-    """`_weighted_median` on every row of every replicate at once."""
-    x = bp.imputed
-    order = np.argsort(x, axis=2, kind="stable")
-    v = np.take_along_axis(x, order, axis=2)
-    cum = np.cumsum(bp.w[order], axis=2)
-    total = cum[..., -1:]
-    half = total / 2.0
-    tol = 1e-12 * np.maximum(1.0, total)
-    k = (cum < half - tol).sum(axis=2, keepdims=True)  # = searchsorted(cum, half - tol), left
-    k = np.minimum(k, x.shape[2] - 1)
-    at_k = np.take_along_axis(v, k, axis=2)
-    cum_k = np.take_along_axis(cum, k, axis=2)
-    nxt = np.take_along_axis(v, np.minimum(k + 1, x.shape[2] - 1), axis=2)
-    mid = (np.abs(cum_k - half) <= tol) & (k + 1 < x.shape[2])
-    med = np.where(mid, (at_k + nxt) / 2.0, at_k)[..., 0]
-    return _batch_from_scores(np.where(np.isnan(x).any(axis=2), np.nan, med))
+    return _batch_from_scores(_median_scores(bp))
 
 
 @batch_form("optimality_gap")
 def _optimality_gap_batch(bp: BatchProfile) -> BatchRanks:
-    x = bp.imputed
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        best = np.nanmax(x, axis=1)
-        span = best - np.nanmin(x, axis=1)
-    span[span <= 0] = np.inf
-    gap = ((best[:, None, :] - x) / span[:, None, :]) @ bp.w / bp.w.sum()
-    return _batch_from_scores(-gap)
+    return _batch_from_scores(_gap_scores(bp))
 
 
-def _positional(bp: BatchProfile, points: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> BatchRanks:
+def _positional(bp: BatchProfile, points: Callable[[Profile], np.ndarray]) -> BatchRanks:
     if bp.missing_reason is not None:
         return _batch_skipped(bp)
-    above, tied = bp.position_stats
-    return _batch_from_scores(points(above, tied) @ bp.w)
+    return _batch_from_scores(points(bp) @ bp.w)
 
 
 @batch_form("plurality")
 def _plurality_batch(bp: BatchProfile) -> BatchRanks:
-    return _positional(bp, lambda above, tied: np.where(above == 0, 1.0 / (tied + 1.0), 0.0))
-
-
-def _borda_batch_points(above: np.ndarray, tied: np.ndarray) -> np.ndarray:
-    return (above.shape[1] - 1 - above) - tied / 2.0
+    return _positional(bp, _plurality_points)
 
 
 @batch_form("borda")
 def _borda_batch(bp: BatchProfile) -> BatchRanks:
-    return _positional(bp, _borda_batch_points)
+    return _positional(bp, _borda_points)
 
 
 @batch_form("dowdall")
 def _dowdall_batch(bp: BatchProfile) -> BatchRanks:
-    n = bp.shape[1]
-    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
-    return _positional(
-        bp, lambda above, tied: (harmonic[(above + tied + 1).astype(int)] - harmonic[above.astype(int)]) / (tied + 1.0)
-    )
+    return _positional(bp, _dowdall_points)
 
 
 def _elimination_batch(bp: BatchProfile, *, nanson: bool) -> BatchRanks:
@@ -1204,8 +1197,7 @@ def _black_batch(bp: BatchProfile) -> BatchRanks:
     if bp.missing_reason is not None:
         return _batch_skipped(bp)
     b, n = bp.shape
-    above, tied = bp.position_stats
-    borda = _borda_batch_points(above, tied) @ bp.w
+    borda = _borda_points(bp) @ bp.w
     cw = bp.condorcet if n > 1 else np.zeros(b, dtype=int)
     has = cw >= 0
     rows = np.nonzero(has)[0]
@@ -1231,17 +1223,12 @@ def _condorcet_batch(bp: BatchProfile) -> BatchRanks:
 
 @batch_form("copeland")
 def _copeland_batch(bp: BatchProfile) -> BatchRanks:
-    m = bp.margins
-    if bp.shape[1] == 1:
-        return _batch_from_scores(np.zeros(bp.shape))
-    return _batch_from_scores((m > 0).sum(axis=2) + 0.5 * ((m == 0).sum(axis=2) - 1.0))
+    return _batch_from_scores(_copeland_scores(bp))
 
 
 @batch_form("minimax")
 def _minimax_batch(bp: BatchProfile) -> BatchRanks:
-    if bp.shape[1] == 1:
-        return _batch_from_scores(np.zeros(bp.shape))
-    return _batch_from_scores(-np.maximum(bp.margins.transpose(0, 2, 1), 0.0).max(axis=2))
+    return _batch_from_scores(_minimax_scores(bp))
 
 
 @batch_form("schulze")
