@@ -300,19 +300,14 @@ def pareto_front(cost: pd.Series, score: pd.Series, *, higher_is_better: bool = 
 
     Methods with a missing cost or score are not candidates."""
     ok = cost.notna() & score.notna()
-    c = cost[ok].astype(float)
-    s = score[ok].astype(float) if higher_is_better else -score[ok].astype(float)
-    front = []
-    for m in c.index:
-        dominated = ((c <= c[m]) & (s >= s[m]) & ((c < c[m]) | (s > s[m]))).any()
-        if not dominated:
-            front.append(str(m))
-    return front
+    s = score[ok].to_numpy(dtype=float)
+    mask = _front_mask(cost[ok].to_numpy(dtype=float), s if higher_is_better else -s)
+    return [str(m) for m, f in zip(cost[ok].index, mask) if f]
 
 
 def _front_mask(c: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """:func:`pareto_front`'s rule on arrays (s oriented higher-is-better, no NaN), vectorised: the plot
-    must not pay pareto_front's per-method pandas loop (~17 ms for 20 methods, three plots per board)."""
+    """:func:`pareto_front` on arrays (s oriented higher-is-better, no NaN), vectorised over all pairs:
+    the plot calls it directly, three plots per board."""
     ci, cj, si, sj = c[:, None], c[None, :], s[:, None], s[None, :]  # [i, j]: does j dominate i?
     return ~((cj <= ci) & (sj >= si) & ((cj < ci) | (sj > si))).any(axis=1)
 
