@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.leaderboard import plots
-from harness.leaderboard.report import BoardReport, _fmt, _fmt_float, _fmt_int, board_title
+from harness.leaderboard.report import BoardReport, _fmt, _fmt_float, _fmt_int, _rows, board_title
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #1d2430;
@@ -90,14 +90,14 @@ def _scores_table(rep: BoardReport) -> str:
     head = ["method", *[f"{t} ({b.metrics[t]} {'↑' if b.directions[t] == 'max' else '↓'})" for t in tasks],
             "trainable params", "peak mem (MB)", "train time (s)"]
     order = rep.order()
-    # whole frames to nested lists once: a pandas .at/.loc per cell made these tables cost more than the
+    # whole frames to arrays once: a pandas .at/.loc per cell made these tables cost more than the
     # board's figures (~10 ms for 20 × 8)
-    mean, std, n = (f.loc[order, tasks].to_numpy().tolist() for f in (b.scores, b.std, b.n_seeds))
+    mean, std, n = (_rows(b, f) for f in (b.scores, b.std, b.n_seeds))
     cost = b.cost.loc[order, ["trainable_params", "peak_memory_mb", "train_time_s"]].to_numpy(dtype=float)
     rows = []
     for i, m in enumerate(order):
         params, mem, secs = cost[i].tolist()
-        rows.append([m, *[_fmt(mean[i][j], std[i][j], n[i][j]) for j in range(len(tasks))],
+        rows.append([m, *[_fmt(mean[m][j], std[m][j], n[m][j]) for j in range(len(tasks))],
                      _fmt_int(params), _fmt_float(mem, 0), _fmt_float(secs, 1)])
     return _table(head, rows)
 
