@@ -43,9 +43,10 @@ def hardware_label(meta: Mapping[str, Any] | None) -> str | None:
     if not isinstance(device, str) or not device:
         return None
     hw = meta.get("hardware") or {}
-    if device.startswith("cuda"):
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
         gpus = hw.get("gpus") or []
-        idx = int(device.split(":", 1)[1]) if ":" in device and device.split(":", 1)[1].isdigit() else 0
+        idx = int(index) if index.isdigit() else 0
         return f"cuda: {gpus[idx]}" if idx < len(gpus) else "cuda"
     if device == "cpu" and hw.get("cpu"):
         return f"cpu: {hw['cpu']}"
