@@ -186,7 +186,7 @@ class HarnessLoop:
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(model, trainable, spec.method, impl)
         budget = spec.budget
-        max_len = min(int(budget["max_seq_len"]), int(spec.model["max_seq_len"]))
+        max_len = spec.max_len
         total = _planned_steps(budget, train_examples, loaded.tokenizer, classify_batch, max_len,
                                int(budget["batch_size"])) if train_examples else int(budget.get("steps") or 100)
         scheduler = make_scheduler(optimizer, budget, total)
@@ -311,7 +311,7 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Job, Any, list[Any], l
     data = load_task(spec.task, spec.data_dir)
     train_examples = list(data.train)
     budget = spec.budget
-    max_len = min(int(budget["max_seq_len"]), int(spec.model["max_seq_len"]))
+    max_len = spec.max_len
     stream = batch_stream(train_examples, int(budget["batch_size"]), spec.seed)
     batches = [classify_batch(tokenizer, next(stream), max_len) for _ in range(args.n_batches)]
     batches_file = tmp / "batches.pt"

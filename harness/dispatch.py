@@ -100,7 +100,6 @@ def execute(spec: JobSpec) -> dict[str, Any]:
                         config={**spec.semantic(), "signature": spec.signature},
                         root_dir=spec.runs_dir)
     record: dict[str, Any]
-    result = None
     try:
         from harness.train import train
 

@@ -54,7 +54,7 @@ def _length_order(texts: Sequence[str]) -> list[int]:
 def _classify(model, tokenizer, subset, spec, device):
     from harness.train import classify_batch
 
-    max_len = min(int(spec.budget["max_seq_len"]), int(spec.model["max_seq_len"]))
+    max_len = spec.max_len
     bs = int(spec.budget["eval_batch_size"])
     order = _length_order([(e.text_a or "") + (e.text_b or "") for e in subset])
     preds = [0] * len(subset)

@@ -79,6 +79,11 @@ class JobSpec:
                 f"{self.budget['name']}|s{self.seed}")
 
     @property
+    def max_len(self) -> int:
+        """Token cap per example: the budget's, never beyond what the model takes."""
+        return min(int(self.budget["max_seq_len"]), int(self.model["max_seq_len"]))
+
+    @property
     def record_path(self) -> Path:
         return self.results_dir / "records" / f"{self.signature}.json"
 

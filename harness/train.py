@@ -196,7 +196,7 @@ def classify_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> dic
 
 def causal_lm_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> dict[str, torch.Tensor]:
     """prompt + target + EOS; the loss sees only target tokens (prompt and padding are -100)."""
-    rows, masks = [], []
+    rows = []
     for e in examples:
         p_ids = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
         t_ids = tokenizer(e.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -212,7 +212,6 @@ def causal_lm_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> di
         input_ids[i, : len(ids)] = torch.tensor(ids)
         labels_t[i, : len(labels)] = torch.tensor(labels)
         attn[i, : len(ids)] = 1
-        masks.append(len(ids))
     return {"input_ids": input_ids, "attention_mask": attn, "labels": labels_t}
 
 
@@ -378,7 +377,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     if budget.get("train_size"):
         train_examples = random.Random(spec.seed).sample(train_examples,
                                                           min(len(train_examples), budget["train_size"]))
-    max_len = min(int(budget["max_seq_len"]), int(spec.model["max_seq_len"]))
+    max_len = spec.max_len
     make_batch = classify_batch if protocol == "classify" else causal_lm_batch
     batch_size = int(budget["batch_size"])
     if len(train_examples) < batch_size:
@@ -455,7 +454,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes)
     res.peak_memory_mb = peak_rss_mb()
     if device.type == "cuda":
-        res.peak_accelerator_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        res.peak_accelerator_mb = _peak_mb(device)
     res.wall_time_s = time.perf_counter() - t_start
     if ckpt.exists():
         ckpt.unlink()   # finished: the record is the result, the checkpoint was only for resuming
