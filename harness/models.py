@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.provenance import sha256_file
 
 MANIFEST = "peftbench-manifest.json"
 
@@ -33,14 +34,6 @@ class LoadedModel:
     backbone: Any
     tokenizer: Any
     source: dict[str, Any] = field(default_factory=dict)   # goes into record.meta.model
-
-
-def sha256_file(path: Path, _chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def local_dir(model_cfg: Mapping[str, Any], cache_dir: Path) -> Path:

@@ -79,13 +79,18 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-@cache
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
+def sha256_file(path: str | Path, _chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in 1 MiB blocks (model payloads are hundreds of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
+        while block := fh.read(_chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@cache
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    return sha256_file(path)
 
 
 def file_sha256(path: str | Path) -> str:
