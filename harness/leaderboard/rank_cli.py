@@ -23,9 +23,10 @@ import io
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -217,13 +218,19 @@ def prepare(args: argparse.Namespace) -> RankInput:
     return RankInput(scores, weights, rules, index)
 
 
-def _clean(v: object) -> object:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+def _clean(v: Any) -> Any:
+    """JSON-safe, recursively: NaN/inf → None, numpy scalars → Python, tuples → lists."""
+    if isinstance(v, Mapping):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
     if isinstance(v, (float, np.floating)):
         f = float(v)
         return f if math.isfinite(f) else None
     if isinstance(v, np.integer):
         return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
     return v
 
 

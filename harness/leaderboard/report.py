@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard.rank_cli import rank_table, ranking_document
+from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
-from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi
+from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
 from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
@@ -40,15 +40,9 @@ def rank_board(board: Board, rules: Sequence[str]) -> dict[str, Ranking]:
     return rank_table(board.oriented(), None, list(rules))[0]
 
 
-def position_of(ranking: Ranking) -> dict[str, float]:
-    """Rank position per method (1 = best); tied methods share the best position of their group."""
-    pos: dict[str, float] = {}
-    at = 1
-    for group in ranking.groups:
-        for name in group:
-            pos[name] = at
-        at += len(group)
-    return pos
+def position_of(ranking: Ranking) -> dict[str, int]:
+    """Rank position per method (1 = best) as integers for the tables: stats.rank_positions' ranks."""
+    return {name: int(p) for name, p in rank_positions(ranking).items()}
 
 
 @dataclass
@@ -267,22 +261,6 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
         lines.append(f"- note: {note}")
     lines.append("")
     return "\n".join(lines)
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe, recursively: NaN/inf → None, numpy scalars → Python, tuples → lists."""
-    if isinstance(v, Mapping):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
 
 
 def board_document(rep: BoardReport) -> dict[str, Any]:
