@@ -16,16 +16,18 @@ from tasks.metrics import ANSWER_PARSERS, METRICS, compute_metrics
 
 @dataclass(frozen=True)
 class Example:
-    """One example. classify: text_a, text_b (or None), label (int).
-    generate: prompt, target (training text, appended directly to prompt), answer (normalized gold).
+    """One example. classify: text_a, text_b (or None), label (int class; float for regression).
+    generate / loglik: prompt, target (training text, appended directly to prompt), answer
+    (normalized gold), choices (multiple choice: the option words this example offers, in order).
     """
 
     text_a: str | None = None
     text_b: str | None = None
-    label: int | None = None
+    label: int | float | None = None
     prompt: str | None = None
     target: str | None = None
     answer: str | None = None
+    choices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
