@@ -46,16 +46,36 @@ def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
     import hydra
 
     if not any(a in ("-m", "--multirun") or a.startswith("--") for a in argv):
-        # A single run: compose first, so a typo in a group option exits 2 with the allowed values,
-        # like every other config error (a multirun's sweeper does the same per job).
+        # A single run: compose, validate and check the data first, so a typo in a group option or
+        # a task whose data is nowhere exits 2 with one clear message, like every other config error
+        # (a multirun's sweeper does the same for every job before launching any).
         try:
-            _compose([a for a in argv if not a.startswith("-")])
+            _check_single([a for a in argv if not a.startswith("-")])
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return 2
     sys.argv = [prog, *argv]
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)()
     return 0
+
+
+def _check_single(overrides: list[str]) -> Any:
+    """The JobSpec of a single run, or ConfigError: a suite given as the task, an invalid config,
+    or task data that neither a local copy nor the hub can provide."""
+    from harness.spec import spec_from_config
+    from tasks import data_problems
+    from tasks.suites import load_suites
+
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~") == "task" and value in load_suites():
+            raise ConfigError([f"task={value} is a suite ({', '.join(load_suites()[value].expand)}): "
+                               f"run it as a multirun, e.g. peftbench run -m task={value} ..."])
+    spec = spec_from_config(_compose(overrides))
+    problems = data_problems(spec.task, spec.data_dir)
+    if problems:
+        raise ConfigError(problems)
+    return spec
 
 
 def _sweep(argv: list[str]) -> int:
@@ -74,10 +94,8 @@ def _sweep(argv: list[str]) -> int:
 def _validate(argv: list[str]) -> int:
     from omegaconf import OmegaConf
 
-    from harness.spec import spec_from_config
-
     try:
-        spec = spec_from_config(_compose(argv))
+        spec = _check_single(argv)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -76,16 +76,39 @@ def train_block(result: Any) -> dict[str, Any]:
 
 
 def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
-    directions = {m["name"]: m["direction"] for m in spec.task["metrics"]}
+    """The record's eval block. Top level: the primary (first) evaluated set, as older readers expect;
+    ``subtasks``: every set by its leaderboard voter name when the job evaluated several (MNLI m/mm,
+    commonsense/all); ``baseline``: the trivial baseline on the same examples."""
+    from tasks import metrics_of
+
+    specs = metrics_of(spec.task)
+    directions = {m["name"]: m["direction"] for m in specs}
+    primary = specs[0]["name"]
     final = result.final_eval
-    return {
-        "metrics": {k: {"value": v, "direction": directions.get(k, "max")} for k, v in final["metrics"].items()},
-        "primary_metric": spec.task["metrics"][0]["name"],
-        "n_examples": final["n_examples"], "split": spec.task.get("splits", {}).get("eval"),
+    sets = final.get("sets") or []
+
+    def metrics(values: dict[str, float]) -> dict[str, Any]:
+        return {k: {"value": v, "direction": directions.get(k, "max")} for k, v in values.items()}
+
+    block: dict[str, Any] = {
+        "metrics": metrics(final["metrics"]), "primary_metric": primary,
+        "n_examples": final["n_examples"],
+        "split": sets[0].split if sets else spec.task.get("splits", {}).get("eval"),
+        "eval_split": spec.task.get("eval_split", "reported"),
         "task_version": spec.task["version"], "protocol": spec.task["protocol"],
         "eval_time_s": round(final["eval_time_s"], 3), "history": result.eval_history,
         "samples": final["samples"],
     }
+    if sets:
+        block["baseline"] = sets[0].baseline
+    if len(sets) > 1:
+        block["subtasks"] = {s.name: {"metrics": metrics(s.metrics), "primary_metric": primary,
+                                      "n_examples": s.n_examples, "split": s.split, "baseline": s.baseline,
+                                      "samples": s.samples[:2]} for s in sets}
+    infos = {s.name: s.info for s in sets if s.info}
+    if infos:
+        block["lm_eval"] = infos
+    return block
 
 
 def execute(spec: JobSpec) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""Evaluation per protocol: classify (argmax of the head) and generate (greedy, then parse)."""
+"""Evaluation per protocol: classify (argmax of the head, or the regression output), generate
+(greedy, then parse) and loglik (multiple choice scored by lm-eval). A job may evaluate several
+sets (MNLI matched and mismatched, the eight commonsense test sets); each gets its metrics, its
+trivial baseline and a few sample predictions."""
 from __future__ import annotations
 
 import time
@@ -12,38 +15,83 @@ N_SAMPLES = 5   # a few predictions kept in the record so a reader can see what 
 
 
 @dataclass
-class EvalResult:
+class SetResult:
+    """One evaluated set: its metrics (task metric order), size, baseline and samples."""
+
+    name: str
+    split: str
     metrics: dict[str, float]
     n_examples: int
-    seconds: float
+    baseline: dict[str, Any]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """All sets of one evaluation; ``metrics``/``n_examples``/``samples`` are the primary (first) set's."""
+
+    sets: list[SetResult]
+    seconds: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.sets[0].metrics
+
+    @property
+    def n_examples(self) -> int:
+        return self.sets[0].n_examples
+
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        return self.sets[0].samples
 
 
 def eval_subset(examples: Sequence[Any], spec: Any) -> list[Any]:
-    """The first N examples of the reported split (file order: the same for every method)."""
+    """The first N examples of an evaluated split (file order: the same for every method)."""
     key = "eval_size" if spec.task["protocol"] == "classify" else "eval_size_generate"
     cap = spec.budget.get(key)
     return list(examples[: int(cap)]) if cap else list(examples)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Any], spec: Any,
+def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: Any,
              device: torch.device) -> EvalResult:
+    """Evaluate every set (``tasks.EvalSet``) in order; the model's train/eval mode is restored."""
+    from tasks import metrics_of
+    from tasks.baselines import baseline
     from tasks.metrics import compute_metrics
 
     t0 = time.perf_counter()
-    subset = eval_subset(examples, spec)
     was_training = model.training
     model.eval()
-    if spec.task["protocol"] == "classify":
-        preds, refs, samples = _classify(model, tokenizer, subset, spec, device)
-    else:
-        preds, refs, samples = _generate(model, tokenizer, subset, spec, device)
-    metrics = compute_metrics(spec.task, preds, refs)
-    if was_training:
-        model.train()
-    return EvalResult(metrics={k: float(v) for k, v in metrics.items()}, n_examples=len(subset),
-                      seconds=time.perf_counter() - t0, samples=samples)
+    out: list[SetResult] = []
+    protocol = spec.task["protocol"]
+    try:
+        for es in sets:
+            subset = eval_subset(es.examples, spec)
+            if not subset:
+                raise ValueError(f"task {spec.task['name']}: evaluated set {es.name} is empty")
+            set_cfg = dict((spec.task.get("evals") or {}).get(es.name) or {})
+            base = baseline(spec.task, subset, kind=set_cfg.get("baseline"))
+            info: dict[str, Any] = {}
+            if protocol == "loglik":
+                from harness.loglik import evaluate_loglik
+
+                ll = evaluate_loglik(model, tokenizer, subset, spec.task,
+                                     batch_size=int(spec.budget["eval_batch_size"]), device=device,
+                                     workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"))
+                metrics, samples, info = ll.metrics, ll.samples, ll.info
+            else:
+                run = _classify if protocol == "classify" else _generate
+                preds, refs, samples = run(model, tokenizer, subset, spec, device)
+                metrics = compute_metrics({"name": spec.task["name"], "metrics": metrics_of(spec.task)}, preds, refs)
+            out.append(SetResult(name=es.name, split=es.split, metrics={k: float(v) for k, v in metrics.items()},
+                                 n_examples=len(subset), baseline=base, samples=samples, info=info))
+    finally:
+        if was_training:
+            model.train()
+    return EvalResult(sets=out, seconds=time.perf_counter() - t0)
 
 
 def _length_order(texts: Sequence[str]) -> list[int]:
@@ -52,49 +100,38 @@ def _length_order(texts: Sequence[str]) -> list[int]:
 
 
 def _classify(model, tokenizer, subset, spec, device):
-    from harness.train import classify_batch
+    from harness.batching import classify_batch
 
     max_len = spec.max_len
     bs = int(spec.budget["eval_batch_size"])
+    regression = bool(spec.task.get("regression"))
     order = _length_order([(e.text_a or "") + (e.text_b or "") for e in subset])
-    preds = [0] * len(subset)
+    preds: list[Any] = [0] * len(subset)
     for i in range(0, len(order), bs):
         idx = order[i: i + bs]
         batch = classify_batch(tokenizer, [subset[j] for j in idx], max_len)
         batch.pop("labels")
         logits = model(**{k: v.to(device) for k, v in batch.items()})
-        for j, p in zip(idx, logits.argmax(-1).tolist()):
-            preds[j] = int(p)
-    refs = [int(e.label) for e in subset]
+        out = logits.squeeze(-1).float().tolist() if regression else logits.argmax(-1).tolist()
+        for j, p in zip(idx, out):
+            preds[j] = float(p) if regression else int(p)
+    refs = [float(e.label) if regression else int(e.label) for e in subset]
     samples = [{"input": e.text_a if e.text_b is None else [e.text_a, e.text_b], "prediction": p,
                 "reference": r} for e, p, r in list(zip(subset, preds, refs))[:N_SAMPLES]]
     return preds, refs, samples
 
 
 def _generate(model, tokenizer, subset, spec, device):
+    from harness.generation import generate_texts
     from tasks import parse_answer
 
-    bs = int(spec.budget["eval_batch_size"])
     # The task's own length, capped by the budget's; 64 only when neither says.
     caps = [int(c) for c in (spec.budget.get("max_new_tokens"), spec.task.get("max_new_tokens")) if c]
-    max_new = min(caps) if caps else 64
-    order = _length_order([e.prompt for e in subset])
-    outputs = [""] * len(subset)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"   # decoder-only generation continues from the right edge
-    try:
-        for i in range(0, len(order), bs):
-            idx = order[i: i + bs]
-            enc = tokenizer([subset[j].prompt for j in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            out = model.generate(**enc, max_new_tokens=max_new, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for j, text in zip(idx, texts):
-                outputs[j] = text
-    finally:
-        tokenizer.padding_side = side
-    preds = [parse_answer(spec.task, text) for text in outputs]
+    outputs = generate_texts(model, tokenizer, [e.prompt for e in subset],
+                             max_new_tokens=min(caps) if caps else 64,
+                             batch_size=int(spec.budget["eval_batch_size"]), device=device,
+                             stop=list(spec.task.get("stop") or []))
+    preds = [parse_answer(spec.task, text, e.choices) for e, text in zip(subset, outputs)]
     refs = [e.answer for e in subset]
     samples = [{"prompt": e.prompt[-300:], "generation": g, "parsed": p, "reference": r}
                for e, g, p, r in list(zip(subset, outputs, preds, refs))[:N_SAMPLES]]

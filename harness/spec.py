@@ -143,10 +143,12 @@ def spec_from_config(cfg: Any) -> JobSpec:
     if problems:
         raise ConfigError(problems)
     _normalize_floats(cfg)
+    from tasks import resolve_task
+
     return JobSpec(
         method=dict(cfg["method"]),
         model=dict(cfg["model"]),
-        task=dict(cfg["task"]),
+        task=resolve_task(cfg["task"], cfg.get("data_dir")),
         budget=dict(cfg["budget"]),
         seed=int(cfg["seed"]),
         sweep_name=str(cfg.get("sweep_name") or "adhoc"),

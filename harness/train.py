@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.batching import batch_stream, causal_lm_batch, classify_batch
 from harness.evaluate import evaluate
 from harness.models import LoadedModel, load
 from harness.spec import JobSpec
@@ -185,68 +186,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, budget: Mapping[str, Any], 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(budget["schedule"], warmup, total_steps))
 
 
-# --------------------------------------------------------------------------------------- batches
-def classify_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> dict[str, torch.Tensor]:
-    texts_a = [e.text_a for e in examples]
-    texts_b = [e.text_b for e in examples] if examples[0].text_b is not None else None
-    enc = tokenizer(texts_a, texts_b, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
-    enc["labels"] = torch.tensor([e.label for e in examples], dtype=torch.long)
-    return dict(enc)
-
-
-def causal_lm_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> dict[str, torch.Tensor]:
-    """prompt + target + EOS; the loss sees only target tokens (prompt and padding are -100)."""
-    rows = []
-    for e in examples:
-        p_ids = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
-        t_ids = tokenizer(e.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = (p_ids + t_ids)[:max_len]
-        labels = ([-100] * len(p_ids) + t_ids)[:max_len]
-        rows.append((ids, labels))
-    width = max(len(ids) for ids, _ in rows)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    labels_t = torch.full((len(rows), width), -100, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, labels) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels_t[i, : len(labels)] = torch.tensor(labels)
-        attn[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attn, "labels": labels_t}
-
-
-def example_length(e: Any) -> int:
-    """Cheap length proxy (characters) used to bucket similar lengths into one batch."""
-    return sum(len(t) for t in (e.text_a, e.text_b, e.prompt, e.target) if t)
-
-
-def batch_stream(examples: Sequence[Any], batch_size: int, seed: int, *, bucket: int = 20):
-    """Endless shuffled batches of similar-length examples.
-
-    Each epoch: shuffle (seeded by seed and epoch), cut into chunks of `bucket` batches, sort each
-    chunk by length, split into batches, shuffle the batch order. Padding waste drops several-fold
-    (short SST-2 phrases no longer pad to the longest review) while batches stay random.
-    """
-    epoch = 0
-    while True:
-        rng = random.Random(seed * 100003 + epoch)
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        batches: list[list[int]] = []
-        span = batch_size * max(1, bucket)
-        for c in range(0, len(order), span):
-            chunk = sorted(order[c: c + span], key=lambda j: example_length(examples[j]))
-            batches += [chunk[i: i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
-        rng.shuffle(batches)
-        for b in batches:
-            yield [examples[j] for j in b]
-        epoch += 1
-
-
 def loss_of(model: nn.Module, batch: Mapping[str, torch.Tensor], protocol: str) -> torch.Tensor:
+    """Cross-entropy for classes, MSE for a real-valued target (STS-B), the LM loss for decoders."""
     if protocol == "classify":
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return nn.functional.cross_entropy(model(**inputs), batch["labels"])
+        labels = batch["labels"]
+        if labels.is_floating_point():
+            return nn.functional.mse_loss(model(**inputs).squeeze(-1), labels)
+        return nn.functional.cross_entropy(model(**inputs), labels)
     return model(**batch).loss
 
 
@@ -355,7 +302,11 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         torch.cuda.reset_peak_memory_stats(device)
     res = TrainResult(device=str(device))
 
-    # 1. model and method
+    # 1. data first: a task whose data is nowhere fails before a model is loaded
+    data = load_task(task, spec.data_dir)
+    res.data = data
+
+    # 2. model and method
     loaded = load(spec.model, spec.cache_dir)
     res.model_source = loaded.source
     tokenizer = loaded.tokenizer
@@ -370,9 +321,6 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     model = build_model(spec, loaded, task.get("num_labels")).to(device)
     res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
 
-    # 2. data
-    data = load_task(task, spec.data_dir)
-    res.data = data
     train_examples = list(data.train)
     if budget.get("train_size"):
         train_examples = random.Random(spec.seed).sample(train_examples,
@@ -432,7 +380,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.3f}")
         if eval_every and st.step % eval_every == 0:
-            ev = evaluate(model, tokenizer, data.eval, spec, device)
+            ev = evaluate(model, tokenizer, data.evals[:1], spec, device)   # the primary set: cheap, for curves
             res.eval_history.append({"step": st.step, **ev.metrics})
             log({f"eval/{k}": v for k, v in ev.metrics.items()}, st.step)
             save_checkpoint(ckpt, model, optimizer, scheduler, st.step, st.tokens, st.losses, res.eval_history)
@@ -444,9 +392,9 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     step = st.step
 
     # 6. evaluate
-    ev = evaluate(model, tokenizer, data.eval, spec, device)
+    ev = evaluate(model, tokenizer, data.evals, spec, device)
     res.final_eval = {"metrics": ev.metrics, "n_examples": ev.n_examples, "samples": ev.samples,
-                      "eval_time_s": ev.seconds}
+                      "eval_time_s": ev.seconds, "sets": ev.sets}
     res.eval_history.append({"step": step, **ev.metrics})
     log({f"eval/{k}": v for k, v in ev.metrics.items()}, step)
 

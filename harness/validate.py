@@ -14,7 +14,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 MODEL_KINDS = ("encoder", "decoder")
 MODEL_SOURCES = ("auto", "local", "hub")
 POOLINGS = ("mean", "cls")
-PROTOCOL_MODEL_KIND = {"classify": "encoder", "generate": "decoder"}
+PROTOCOL_MODEL_KIND = {"classify": "encoder", "generate": "decoder", "loglik": "decoder"}
 SCHEDULES = ("linear", "cosine", "constant")
 DIRECTIONS = ("max", "min")
 METHOD_KINDS = ("peft", "full", "custom")
@@ -182,7 +182,7 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
         c.add(f"seed: {seed!r} must be an integer >= 0")
     if ok["model"] and ok["task"]:
         protocol = cfg["task"].get("protocol")
-        need = PROTOCOL_MODEL_KIND.get(protocol)
+        need = PROTOCOL_MODEL_KIND.get(protocol) if protocol in (cfg["task"].get("protocols") or []) else None
         if need and cfg["model"].get("kind") != need:
             c.add(f"model: task {cfg['task'].get('name')!r} has protocol {protocol!r}, which needs an "
                   f"{need} model; model {cfg['model'].get('name')!r} is a {cfg['model'].get('kind')}")

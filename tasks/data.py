@@ -229,71 +229,134 @@ class RawRow:
 
 @dataclass(frozen=True)
 class RawSplits:
-    """Raw rows of the train and eval splits, from one source."""
+    """Raw rows of the requested splits, from one source."""
 
     source: str  # "local" | "hub"
-    rows: dict[str, list[RawRow]]  # "train" / "eval" -> rows in file order
-    files: dict[str, str]  # "train" / "eval" -> absolute path read (hub: cache file, else hub id)
+    rows: dict[str, list[RawRow]]  # split key ("train", "eval", ...) -> rows in file order
+    files: dict[str, str]  # split key -> absolute path read (hub: cache file, else hub id)
     notes: list[str]
 
 
 Reader = Callable[[Path], Iterator[tuple[int, Mapping[str, Any]]]]
 
 
-def fetch_splits(task_cfg: Mapping[str, Any], data_dir: str | None, *, ext: str, read: Reader) -> RawSplits:
-    """Read ``<root>/<source.local>/<split><ext>`` for both splits, else the hub, else raise.
+def split_names(task_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Split key -> split (file) name: train and eval always, plus any further eval sets (MNLI-mm)."""
+    splits = dict(task_cfg["splits"])
+    return {str(k): str(v) for k, v in splits.items() if v}
 
+
+def fetch_splits(task_cfg: Mapping[str, Any], data_dir: str | None, *, ext: str, read: Reader,
+                 splits: Mapping[str, str] | None = None, source: Mapping[str, Any] | None = None) -> RawSplits:
+    """Read ``<root>/<source.local>/<split><ext>`` for every split, else the hub, else raise.
+
+    ``splits`` (key -> split name; default: the task's ``splits``) and ``source`` (default: the
+    task's) let a loader read one data set out of several, e.g. each train file of a union.
     The hub is tried only when the local files are missing, never when they are malformed: a
     broken local file must be fixed, not silently replaced by a different copy of the data.
     """
-    source = task_cfg.get("source") or {}
-    splits = task_cfg["splits"]
+    source = task_cfg.get("source") or {} if source is None else source
+    splits = split_names(task_cfg) if splits is None else dict(splits)
     local = source.get("local")
     local_error: DataNotFoundError | None = None
     if local:
-        names = {key: f"{splits[key]}{ext}" for key in SPLIT_KEYS}
+        names = {key: f"{name}{ext}" for key, name in splits.items()}
         try:
             paths = resolve_files(str(local), sorted(set(names.values())), data_dir)
         except DataNotFoundError as exc:
             local_error = exc
         else:
-            rows = {
-                key: [RawRow(str(paths[names[key]]), line, row) for line, row in read(paths[names[key]])]
-                for key in SPLIT_KEYS
-            }
-            files = {key: str(paths[names[key]]) for key in SPLIT_KEYS}
+            rows = {key: [RawRow(str(paths[names[key]]), line, row) for line, row in read(paths[names[key]])]
+                    for key in splits}
+            files = {key: str(paths[names[key]]) for key in splits}
             return RawSplits("local", rows, files, [])
-    return _fetch_hub(task_cfg, local_error)
+    return _fetch_hub(task_cfg, source, splits, local_error)
 
 
-def _fetch_hub(task_cfg: Mapping[str, Any], local_error: DataNotFoundError | None) -> RawSplits:
+def hub_id(hub: Mapping[str, Any]) -> str:
+    """'path/name' of a load_dataset call, for messages and provenance."""
+    return "/".join(str(hub[k]) for k in ("path", "name") if hub.get(k))
+
+
+def _fetch_hub(task_cfg: Mapping[str, Any], source: Mapping[str, Any], splits: Mapping[str, str],
+               local_error: DataNotFoundError | None) -> RawSplits:
     """Load from the hub with ``datasets.load_dataset(**source.hub)`` (imported only here)."""
-    source = task_cfg.get("source") or {}
     hub = source.get("hub")
     searched = list(local_error.searched) if local_error else []
     local_part = str(local_error) if local_error else "no source.local configured"
     if not hub:
         raise DataNotFoundError(f"{local_part}\nno source.hub configured to fall back on", searched)
     hub_kwargs = {str(k): v for k, v in hub.items()}
-    hub_id = "/".join(str(hub_kwargs[k]) for k in ("path", "name") if hub_kwargs.get(k))
-    hub_splits = source.get("hub_splits") or task_cfg["splits"]
+    name = hub_id(hub_kwargs)
+    hub_splits = {key: (source.get("hub_splits") or {}).get(key, split) for key, split in splits.items()}
+    unreachable = _hub_problem(hub_kwargs)
+    if unreachable is not None:   # fail at once: datasets would retry for ~25 s before giving up
+        raise DataNotFoundError(
+            f"{local_part}\nthen tried the hub for {name}: not reachable ({unreachable}); this task needs the "
+            "hub or a local copy", [*searched, f"hub:{name}"])
     try:
         import datasets  # heavy; only on this path
 
         dsets = datasets.load_dataset(**hub_kwargs)
-        chosen = {key: dsets[hub_splits[key]] for key in SPLIT_KEYS}
+        chosen = {key: dsets[hub_splits[key]] for key in splits}
     except Exception as exc:  # any hub failure (network, auth, missing split) becomes one message
         raise DataNotFoundError(
-            f"{local_part}\nthen tried the hub: datasets.load_dataset({hub_kwargs}) [{hub_id}] "
+            f"{local_part}\nthen tried the hub: datasets.load_dataset({hub_kwargs}) [{name}] "
             f"splits {dict(hub_splits)} failed: {type(exc).__name__}: {exc}",
-            [*searched, f"hub:{hub_id}"],
+            [*searched, f"hub:{name}"],
         ) from exc
     rows: dict[str, list[RawRow]] = {}
     files: dict[str, str] = {}
     for key, dset in chosen.items():
-        origin = f"hub:{hub_id}[{hub_splits[key]}]"
+        origin = f"hub:{name}[{hub_splits[key]}]"
         rows[key] = [RawRow(origin, i, dict(r)) for i, r in enumerate(dset, start=1)]
         cache = getattr(dset, "cache_files", None) or []
         files[key] = str(Path(cache[0]["filename"]).resolve()) if cache else origin
-    notes = [f"data loaded from the Hugging Face hub ({hub_id}), not from local files"]
+    notes = [f"data loaded from the Hugging Face hub ({name}), not from local files"]
     return RawSplits("hub", rows, files, notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Before any compute: is every data set a job needs reachable, locally or on the hub?
+
+_HUB_REACHABLE: dict[str, str | None] = {}
+
+
+def _hub_problem(hub: Mapping[str, Any]) -> str | None:
+    """None when the hub answers for this data set, else why not (cached per data set per process)."""
+    repo = str(hub.get("path"))
+    if repo not in _HUB_REACHABLE:
+        if any(os.environ.get(v, "").strip() not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+            _HUB_REACHABLE[repo] = "offline mode is set (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+        else:
+            try:
+                from huggingface_hub import HfApi
+
+                HfApi().dataset_info(repo, timeout=10)
+                _HUB_REACHABLE[repo] = None
+            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable from here"
+                _HUB_REACHABLE[repo] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return _HUB_REACHABLE[repo]
+
+
+def availability_problem(rel_dir: str | None, names: Sequence[str], hub: Mapping[str, Any] | None,
+                         data_dir: str | None, *, what: str) -> str | None:
+    """One clear message when neither a local copy nor the hub can provide a data set, else None.
+
+    Cheap (a few stat calls; one hub probe per data set when no local copy exists), so the sweeper
+    runs it for every task of a sweep before anything is launched.
+    """
+    local_msg = "no source.local configured"
+    if rel_dir:
+        try:
+            resolve_files(rel_dir, list(names), data_dir)
+            return None
+        except DataNotFoundError as exc:
+            local_msg = str(exc)
+    if hub:
+        why = _hub_problem(hub)
+        if why is None:
+            return None
+        return (f"{what}: needs the Hugging Face hub ({hub_id(hub)}) or a local copy, and has neither: "
+                f"the hub is not reachable ({why}); {local_msg}")
+    return f"{what}: no local copy and no hub source; {local_msg}"

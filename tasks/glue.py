@@ -10,12 +10,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks import Example, TaskData, register
+from tasks import DATA_NEEDS, Example, TaskData, build_evals, register, source_needs
 from tasks.data import DataFormatError, RawRow, fetch_splits, read_tsv, require_fields
 
 
-def label_index(value: Any, task_cfg: Mapping[str, Any], origin: str, line: int | None) -> int:
-    """Map a label cell to 0..num_labels-1: a label name maps to its position, else an integer."""
+def label_index(value: Any, task_cfg: Mapping[str, Any], origin: str, line: int | None) -> int | float:
+    """Map a label cell to 0..num_labels-1: a label name maps to its position, else an integer.
+    A regression task (STS-B) keeps the cell as a finite float score."""
+    if task_cfg.get("regression"):
+        try:
+            score = float(str(value).strip())
+        except ValueError:
+            score = float("nan")
+        if score != score or score in (float("inf"), float("-inf")):
+            raise DataFormatError(origin, line, f"a real-valued score, got {str(value).strip()!r}")
+        return score
     names = [str(n) for n in (task_cfg.get("label_names") or [])]
     n = int(task_cfg["num_labels"])
     text = str(value).strip()
@@ -59,4 +68,7 @@ def load_glue(task_cfg: Mapping[str, Any], data_dir: str | None) -> TaskData:
     notes = [*raw.notes, *(task_cfg.get("notes") or [])]
     if raw.source == "local":
         notes += list(source.get("local_notes") or [])
-    return TaskData(split["train"], split["eval"], raw.source, raw.files, [str(n) for n in notes])
+    return TaskData(split["train"], build_evals(task_cfg, split), raw.source, raw.files, [str(n) for n in notes])
+
+
+DATA_NEEDS["glue"] = source_needs(".tsv")

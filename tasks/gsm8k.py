@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tasks import Example, TaskData, register
+from tasks import DATA_NEEDS, Example, TaskData, build_evals, register, source_needs
 from tasks.data import DataFormatError, RawRow, fetch_splits, read_jsonl, require_fields
 from tasks.metrics import normalize_number
 
@@ -59,4 +59,7 @@ def load_gsm8k(task_cfg: Mapping[str, Any], data_dir: str | None) -> TaskData:
     raw = fetch_splits(task_cfg, data_dir, ext=".jsonl", read=read_jsonl)
     split = {key: [_example(r, task_cfg) for r in rows] for key, rows in raw.rows.items()}
     notes = [*raw.notes, *(str(n) for n in task_cfg.get("notes") or [])]
-    return TaskData(split["train"], split["eval"], raw.source, raw.files, notes)
+    return TaskData(split["train"], build_evals(task_cfg, split), raw.source, raw.files, notes)
+
+
+DATA_NEEDS["gsm8k"] = source_needs(".jsonl")

@@ -7,7 +7,9 @@ A suite is ``conf/suite/<name>.yaml``:
   such as MNLI matched/mismatched or ``commonsense/all``, produces one column per set);
 * ``average``: the suite's conventional single number (the GLUE score, the commonsense "Avg."):
   ``metrics: all|primary`` (does a task count as the mean of all its metrics, or its primary one)
-  and ``groups`` (voters that count together as one task, e.g. MNLI-m and MNLI-mm).
+  and ``groups`` (voters that count together as one task, e.g. MNLI-m and MNLI-mm); optional
+  ``task_metrics`` names a voter's metrics where the convention takes fewer than all it records (CoLA
+  records accuracy beside Matthews correlation; the GLUE score counts Matthews only).
 
 Plain YAML read with ``yaml.safe_load``: no Hydra, no torch, so the sweeper and the leaderboard can
 read it in milliseconds.
@@ -33,6 +35,7 @@ class Suite:
     average_name: str
     average_metrics: str                              # "all" | "primary"
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)   # task -> voters averaged first
+    task_metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # voter -> the metrics it averages
 
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
         """The averaging units in order: (task, its voters). A voter outside every group is its own unit."""
@@ -75,6 +78,15 @@ def suite_problems(name: str, raw: Any) -> list[str]:
             for task, members in groups.items():
                 if not isinstance(members, list) or not set(members) <= voters:
                     problems.append(f"{where}: average.groups.{task}: a list of voters of this suite")
+        task_metrics = avg.get("task_metrics") or {}
+        if not isinstance(task_metrics, Mapping):
+            problems.append(f"{where}: average.task_metrics: a mapping voter -> [metric names]")
+        else:
+            for voter, names in task_metrics.items():
+                if voter not in voters or not isinstance(names, list) or not names \
+                        or not all(isinstance(n, str) for n in names):
+                    problems.append(f"{where}: average.task_metrics.{voter}: a voter of this suite -> a "
+                                    "non-empty list of metric names")
     return problems
 
 
@@ -96,7 +108,8 @@ def load_suites(suite_dir: str | None = None) -> dict[str, Suite]:
         out[path.stem] = Suite(
             name=path.stem, expand=tuple(raw["expand"]), voters=tuple(raw["voters"]),
             average_name=str(avg["name"]), average_metrics=str(avg["metrics"]),
-            groups={str(k): tuple(v) for k, v in (avg.get("groups") or {}).items()})
+            groups={str(k): tuple(v) for k, v in (avg.get("groups") or {}).items()},
+            task_metrics={str(k): tuple(v) for k, v in (avg.get("task_metrics") or {}).items()})
     if problems:
         raise ValueError("invalid suite config:\n  " + "\n  ".join(problems))
     return out
@@ -111,3 +124,13 @@ def expand_tasks(values: Sequence[str]) -> list[str]:
             if task not in out:
                 out.append(task)
     return out
+
+
+def expand_override(override: str) -> str:
+    """A ``task=a,b`` sweep override with suite names expanded (``task=glue`` -> its nine tasks);
+    any other override, or a sweep function such as ``choice(...)``, is returned unchanged."""
+    key, sep, value = override.partition("=")
+    if not sep or key.lstrip("+~") != "task" or "(" in value or "[" in value:
+        return override
+    values = [v.strip() for v in value.split(",") if v.strip()]
+    return f"{key}={','.join(expand_tasks(values))}" if any(v in load_suites() for v in values) else override

@@ -2,11 +2,15 @@
 
 1. Compose and validate *every* job of the sweep first; if any is invalid, report all problems at
    once and launch nothing (a typo in job 37 must not surface after 36 jobs of GPU time).
-2. Skip jobs whose success record already exists (same signature), before submitting them, so a
+   That includes the data: a task whose data neither a local copy nor the hub can provide (MNLI
+   offline) is reported here, not after a model was loaded.
+2. ``task=<suite>`` (glue, gsm8k, commonsense) expands to the suite's tasks (conf/suite/).
+3. Skip jobs whose success record already exists (same signature), before submitting them, so a
    re-run sweep costs nothing for finished work — on SLURM it does not even queue them.
 It lives under hydra_plugins/ because Hydra only instantiates plugins from that namespace.
 """
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -40,8 +44,10 @@ class PeftbenchSweeper(BasicSweeper):
         from harness.spec import ConfigError, spec_from_config
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
-        params_conf = self._parse_config()
-        params_conf.extend(arguments)
+        from tasks import data_problems
+        from tasks.suites import expand_override
+
+        params_conf = [expand_override(o) for o in [*self._parse_config(), *arguments]]
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)
         jobs = [list(j) for j in self.split_arguments(parser.parse_overrides(params_conf), None)[0]]
@@ -49,6 +55,7 @@ class PeftbenchSweeper(BasicSweeper):
         problems: list[str] = []
         todo: list[list[str]] = []
         skipped = 0
+        data_checked: dict[tuple[Any, str], list[str]] = {}
         for i, job in enumerate(jobs):
             where = f"job {i} [{' '.join(job)}]"
             try:
@@ -60,6 +67,12 @@ class PeftbenchSweeper(BasicSweeper):
                 spec = spec_from_config(cfg)
             except ConfigError as exc:
                 problems.extend(f"{where}: {p}" for p in exc.problems)
+                continue
+            task_key = (spec.data_dir, json.dumps(spec.task, sort_keys=True, default=str))
+            if task_key not in data_checked:   # each distinct task once: a stat call or a hub probe
+                data_checked[task_key] = data_problems(spec.task, spec.data_dir)
+            problems.extend(f"{where}: {p}" for p in data_checked[task_key])
+            if data_checked[task_key]:
                 continue
             if not spec.force and success_exists(spec.record_path):
                 skipped += 1
