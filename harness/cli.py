@@ -6,6 +6,7 @@
   peftbench rank TABLE.csv [options]       social-choice ranking of any score table
   peftbench fetch-models [NAME ...]        local copies of the embedded models
   peftbench validate [overrides]           compose + validate a job config, print it, run nothing
+  peftbench tasks [--format md|json]       every task: suite, protocols, metrics, split sizes, data
 """
 from __future__ import annotations
 
@@ -116,6 +117,12 @@ def _rank(argv: list[str]) -> int:
     return main(argv)
 
 
+def _tasks(argv: list[str]) -> int:
+    from tasks.catalog import main
+
+    return main(argv)
+
+
 def _fetch(argv: list[str]) -> int:
     from harness.models import main
 
@@ -123,7 +130,7 @@ def _fetch(argv: list[str]) -> int:
 
 
 COMMANDS = {"run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
-            "fetch-models": _fetch, "validate": _validate}
+            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks}
 
 
 def main(argv: list[str] | None = None) -> int:
