@@ -539,7 +539,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
              + (f" ({n_failed} failed/cancelled run(s) not ranked)." if n_failed else "."),
              ("Scores: mean ± std over seeds of each task's primary metric (n = seeds). "
               "Ranks per social-choice rule; tasks are the voters."), ""]
-    agg = aggregate(long)
+    agg = aggregate(ok, resolved=True)
     failed = failed_by_board(long)
     samples = samples_by_board(ok)
     suites = known_suites(agg["suite"].unique().tolist() if not agg.empty else [])

@@ -169,10 +169,11 @@ def _subtask_duplicates(long: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.
     return drop, pos[first], mean
 
 
-def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+def aggregate(long: pd.DataFrame, *, resolved: bool = False) -> pd.DataFrame:
     """Mean, std (ddof=1; NaN for one seed), n seeds and a 95% t-interval half-width per cell (one
-    value per cell and seed where a multi-set record is involved: :func:`one_value_per_seed`)."""
-    ok = one_value_per_seed(long, success_only=True)
+    value per cell and seed where a multi-set record is involved: :func:`one_value_per_seed`).
+    ``resolved``: ``long`` already is ``one_value_per_seed(..., success_only=True)`` (saves a pass)."""
+    ok = long if resolved else one_value_per_seed(long, success_only=True)
     if ok.empty:
         return pd.DataFrame(columns=[*CELL_KEYS, "direction", "primary", "mean", "std", "n_seeds", "ci95",
                                      "trainable_params", "peak_memory_mb", "train_time_s"])
