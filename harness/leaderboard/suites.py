@@ -122,7 +122,7 @@ class SuiteAverage:
 def describe(suite: Suite) -> str:
     """The averaging convention in one sentence, for the reader of a board."""
     units = suite.units()
-    parts = [f"unweighted mean over the suite's {len(units)} task(s)"]
+    parts = [f"unweighted mean over the suite's {len(units)} task{'s' if len(units) != 1 else ''}"]
     if suite.average_metrics == "all":
         parts.append("a task with several metrics counts as their mean")
     else:
