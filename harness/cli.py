@@ -55,6 +55,12 @@ def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return 2
+    from tasks.suites import expand_override
+
+    # task=glue names a suite: Hydra would look for conf/task/glue.yaml while composing the primary
+    # config, before any sweeper sees the override, so the expansion happens here (and in the
+    # sweeper, for sweeps/*.yaml that list a suite in hydra.sweeper.params).
+    argv = [expand_override(a) if not a.startswith("-") else a for a in argv]
     sys.argv = [prog, *argv]
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)()
     return 0
