@@ -533,7 +533,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     ok = one_value_per_seed(long, success_only=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    n_runs = ok["signature"].nunique() if not ok.empty else 0
+    # counted before resolving duplicates: a multi-set run wholly superseded by single-task runs still ran
+    n_runs = long["signature"][long["status"] == "success"].nunique() if not long.empty else 0
     parts = ["# peftbench leaderboard", "",
              f"Generated from {n_runs} successful run record(s) in `{results_dir / 'records'}`"
              + (f" ({n_failed} failed/cancelled run(s) not ranked)." if n_failed else "."),

@@ -311,3 +311,15 @@ def test_known_suites_loads_only_when_a_board_needs_it(names: list[str] | None, 
     got = known_suites(names)
     assert set(got) == (set(load_suites()) if loads else set())
     assert not loads or {"glue", "commonsense", "gsm8k"} <= set(got)
+
+
+def test_a_superseded_multi_set_run_still_counts_as_a_run(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    recs = [multi_record("lora", "commonsense/all", 0, commonsense_sets(0.5))]
+    recs += [make_record("lora", t, 0, 0.9, model="smollm2-135m") for t in COMMONSENSE]
+    write_records(results, recs)
+    assert run(results, tmp_path / "out", "--jobs", "1")[0] == 0
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "Generated from 9 successful run record(s)" in text
+    doc = json.loads((tmp_path / "out" / f"{KEY_CS}.json").read_text())
+    assert doc["cells"]["lora"]["commonsense/piqa"] == {"mean": 0.9, "std": None, "n_seeds": 1.0}
