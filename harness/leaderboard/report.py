@@ -29,6 +29,7 @@ from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
 from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board
+from harness.leaderboard.tuning import add_search_notes
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
 
@@ -507,7 +508,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     samples = samples_by_board(ok)
     all_jobs = [(board, samples[(board.budget, board.model, board.suite)], list(rules), n_boot,
                  failed.get((board.budget, board.model, board.suite), 0), html)
-                for board in boards(agg, min_seeds=seeds, hardware=hardware_by_board(long))]
+                for board in add_search_notes(boards(agg, min_seeds=seeds, hardware=hardware_by_board(long)),
+                                              results_dir, ok["signature"])]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)
     cpaths: list[Path | None] = [None] * len(all_jobs)
     if use_cache:
