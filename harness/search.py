@@ -489,8 +489,12 @@ def _now() -> str:
 class Driver:
     """Asks, dispatches and tells, keeping up to `parallelism` trials in flight (no batch barrier)."""
 
-    def __init__(self, search: Search, *, executor: Any = None, log_fn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, search: Search, *, executor: Any = None, log_fn: Callable[[str], None] | None = None,
+                 job: Callable[[JobSpec], dict[str, Any]] | None = None) -> None:
+        from harness.dispatch import execute
+
         self.search = search
+        self.job = job or execute   # what runs a trial: dispatch.execute (benchmarks pass a no-op)
         folder = search.base_spec.runs_dir / "search" / search.study_name
         self.executor = executor or make_executor(search.launcher, search.launcher_params, folder / "%j")
         # in-process jobs run one at a time whatever the setting
@@ -505,10 +509,8 @@ class Driver:
 
     # -- one trial
     def submit(self, study: Any, number: int, trial_id: int, params: Mapping[str, Any]) -> InFlight:
-        from harness.dispatch import execute
-
         spec = trial_spec(self.search, params, number=number, trial_id=trial_id)
-        job = self.executor.submit(execute, spec)
+        job = self.executor.submit(self.job, spec)
         self.storage.set_trial_system_attr(trial_id, "peftbench_job", {
             "launcher": self.search.launcher, "job_id": str(job.job_id), "signature": spec.signature,
             "folder": str(getattr(job, "paths", None) and job.paths.folder or ""), "submitted_at": _now()})
@@ -585,7 +587,8 @@ class Driver:
         target = min(search.n_trials, grid_size(search)) if search.sampler == "grid" else search.n_trials
         t0 = time.perf_counter()
         in_flight = self.reconcile(study)
-        asked = len(study.get_trials(deepcopy=False))
+        # enqueued (WAITING) trials are not asked yet: they count once the loop asks for them
+        asked = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
         self.say(f"study {search.study_name}: {asked} trial(s) so far, target {target}, "
                  f"parallelism {self.parallelism}, storage {search.storage}")
         while in_flight or asked < target:
