@@ -23,5 +23,5 @@ def test_search_benchmark_runs_and_reports() -> None:
     out = proc.stdout
     assert re.search(r"in-process \d+\.\d ms; local subprocess \d+ ms", out), out
     for mode in ("async", "batch"):
-        assert re.search(rf"^  {mode}\s+wall\s+\d+\.\d s\s+occupancy\s+\d+\.\d%", out, re.M), out
+        assert re.search(rf"^  {mode}\s+wall\s+\d+\.\d s\s+occupancy\s+\d+\.\d%", out, re.MULTILINE), out
     assert re.search(r"async occupancy = \d+\.\d% \(target >= 90%\): (PASS|MISS)$", out.strip()), out
