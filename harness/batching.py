@@ -19,14 +19,20 @@ def classify_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> dic
 
 
 def causal_lm_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> dict[str, torch.Tensor]:
-    """prompt + target + EOS; the loss sees only target tokens (prompt and padding are -100)."""
+    """prompt + target + EOS; the loss sees only target tokens (prompt and padding are -100).
+
+    Over ``max_len``, the target keeps its first tokens (at least half the window, or all of it) and
+    the prompt its last ones: cutting from the right would leave rows whose every label is masked
+    (a long commonsense instruction fills the window before its answer), and a batch of those has
+    no loss at all (NaN)."""
     rows = []
     for e in examples:
         p_ids = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
         t_ids = tokenizer(e.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = (p_ids + t_ids)[:max_len]
-        labels = ([-100] * len(p_ids) + t_ids)[:max_len]
-        rows.append((ids, labels))
+        t_keep = min(len(t_ids), max(max_len - len(p_ids), max_len // 2, 1))
+        p_keep = max_len - t_keep
+        p_ids, t_ids = (p_ids[len(p_ids) - p_keep:] if p_keep > 0 else []), t_ids[:t_keep]
+        rows.append((p_ids + t_ids, [-100] * len(p_ids) + t_ids))
     width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.pad_token_id
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)

@@ -6,6 +6,7 @@
   peftbench rank TABLE.csv [options]       social-choice ranking of any score table
   peftbench fetch-models [NAME ...]        local copies of the embedded models
   peftbench validate [overrides]           compose + validate a job config, print it, run nothing
+  peftbench tasks [--format md|json]       every task: suite, protocols, metrics, split sizes, data
   peftbench search [overrides]             an Optuna study: trials are jobs on the validation split
   peftbench tune -m method=A,B [overrides] equal search budget per method, then best configs x seeds
   peftbench studies [STUDY] [--results-dir DIR] [--storage URL]   trials, states, best so far
@@ -57,6 +58,12 @@ def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return 2
+    from tasks.suites import expand_override
+
+    # task=glue names a suite: Hydra would look for conf/task/glue.yaml while composing the primary
+    # config, before any sweeper sees the override, so the expansion happens here (and in the
+    # sweeper, for sweeps/*.yaml that list a suite in hydra.sweeper.params).
+    argv = [expand_override(a) if not a.startswith("-") else a for a in argv]
     sys.argv = [prog, *argv]
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)()
     return 0
@@ -115,6 +122,12 @@ def _leaderboard(argv: list[str]) -> int:
 
 def _rank(argv: list[str]) -> int:
     from harness.leaderboard.rank_cli import main
+
+    return main(argv)
+
+
+def _tasks(argv: list[str]) -> int:
+    from tasks.catalog import main
 
     return main(argv)
 
@@ -181,7 +194,7 @@ def _studies(argv: list[str]) -> int:
 
 
 COMMANDS = {"run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
-            "fetch-models": _fetch, "validate": _validate, "search": _search, "tune": _tune,
+            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks, "search": _search, "tune": _tune,
             "studies": _studies}
 
 

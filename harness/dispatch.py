@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import traceback
 from typing import Any
 
@@ -96,7 +97,9 @@ def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
     sets = final.get("sets") or []
 
     def metrics(values: dict[str, float]) -> dict[str, Any]:
-        return {k: {"value": v, "direction": directions.get(k, "max")} for k, v in values.items()}
+        # an undefined score (the correlation of a constant prediction) is null, never a made-up 0
+        return {k: {"value": v if math.isfinite(v) else None, "direction": directions.get(k, "max")}
+                for k, v in values.items()}
 
     block: dict[str, Any] = {
         "metrics": metrics(final["metrics"]), "primary_metric": primary,
@@ -168,5 +171,6 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     if ok:
         primary = record["eval"]["primary_metric"]
         summary[primary] = record["eval"]["metrics"][primary]["value"]
-        log.info("done %s: %s=%.4f", spec.label, primary, summary[primary])
+        log.info("done %s: %s=%s", spec.label, primary, "undefined" if summary[primary] is None
+                 else f"{summary[primary]:.4f}")
     return summary

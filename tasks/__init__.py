@@ -205,7 +205,8 @@ def task_config_problems(task_cfg: Mapping[str, Any]) -> list[str]:
         if not _is_int(mnt, 1):
             bad("max_new_tokens", "a positive integer for generate")
         stop = task_cfg.get("stop")
-        if stop is not None and (not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop)):
+        if stop is not None and (isinstance(stop, str) or not isinstance(stop, Sequence)
+                                 or not all(isinstance(x, str) and x for x in stop)):
             bad("stop", "a list of non-empty stop strings")
     shots = task_cfg.get("num_fewshot", 0)
     if not _is_int(shots, 0):
@@ -338,6 +339,9 @@ def parse_answer(task_cfg: Mapping[str, Any], generation: str,
         raise ValueError(
             f"task {task_cfg.get('name')!r} has answer_parser {parser!r}; known: {sorted(ANSWER_PARSERS)}"
         )
+    if not choices and not task_cfg.get("choices"):   # a single-set task keeps its options on the set
+        sets = [v for v in (task_cfg.get("evals") or {}).values() if v.get("choices")]
+        choices = sets[0]["choices"] if len(sets) == 1 else None
     cfg = {**task_cfg, "choices": list(choices)} if choices else task_cfg
     return ANSWER_PARSERS[parser](generation, cfg)
 

@@ -14,7 +14,8 @@ from harness.spec import CONF_DIR
 def conf_names(group: str) -> list[str]:
     """Every option of a config group, as Hydra names it (task options carry their suite: glue/sst2)."""
     root = Path(CONF_DIR) / group
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")
+                  if not p.name.startswith("_"))   # _base.yaml and the like are shared parts, not options
 
 
 def compose_dictconfig(overrides: list[str] | tuple[str, ...] = ()) -> Any:

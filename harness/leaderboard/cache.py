@@ -10,7 +10,7 @@ included) and the budget's seed count — is cached per file under
 * the cache is columnar: a numpy ``.npz`` read with ``allow_pickle=False``, one array per long-table
   column — strings as integer codes into a JSON string table, numbers as int64/float64, a column that
   mixes types (ints and the NaN of failed runs, bools and None) as a per-cell kind plus values — and
-  the per-file keys and row offsets. No pickle: the file sits in a shared results tree, and unpickling
+  the per-file keys and row offsets (an all-bool column, like ``subtask``, as a bool array). No pickle: the file sits in a shared results tree, and unpickling
   a file someone else can write is code execution; this file can at worst hold wrong data, and it is
   rebuilt whole when it fails to load or is inconsistent. Written atomically (temp file + rename);
 * a cold read of many files is spread over a process pool (``jobs``), in sorted chunks, so the
@@ -33,7 +33,7 @@ import numpy as np
 from harness.leaderboard.table import LONG_COLUMNS
 from harness.records import atomic_write, read_record
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: rows of records with eval.subtasks, the `subtask` column
 CACHE_NAME = "records.npz"
 POOL_MIN_FILES = 2000  # below this a pool's start-up costs more than it saves
 N_COLUMNS = len(LONG_COLUMNS)
@@ -79,6 +79,9 @@ def _encode(col: np.ndarray, i: int, arrays: dict[str, np.ndarray]) -> dict[str,
     if types == {float}:
         arrays[f"c{i}_f"] = np.array(col, dtype=np.float64)
         return {"kind": "float"}
+    if types == {bool}:  # the `subtask` flag: decoded by indexing, not through the mixed path
+        arrays[f"c{i}_b"] = np.array(col, dtype=bool)
+        return {"kind": "bool"}
     if types == {int}:
         try:
             arrays[f"c{i}_i"] = np.array(col, dtype=np.int64)
@@ -126,6 +129,11 @@ def _decode(desc: dict[str, Any], i: int, z: Any, n: int) -> np.ndarray:
         if arr.shape != (n,) or arr.dtype != np.float64:
             raise ValueError("bad float column")
         return np.array(arr.tolist(), dtype=object)
+    if kind == "bool":
+        arr = z[f"c{i}_b"]
+        if arr.shape != (n,) or arr.dtype != np.bool_:
+            raise ValueError("bad bool column")
+        return np.array([False, True], dtype=object)[arr.astype(np.intp)]
     if kind == "int":
         arr = z[f"c{i}_i"]
         if arr.shape != (n,) or arr.dtype != np.int64:

@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 
 from harness.leaderboard import plots
-from harness.leaderboard.report import BoardReport, _fmt, _fmt_float, _fmt_int, _rows, board_title
+from harness.leaderboard.report import (
+    BoardReport,
+    _fmt,
+    _fmt_float,
+    _fmt_int,
+    _rows,
+    average_cell,
+    average_header,
+    board_title,
+)
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #1d2430;
@@ -87,8 +96,10 @@ def pareto_score(rep: BoardReport) -> tuple[pd.Series, str, bool]:
 def _scores_table(rep: BoardReport) -> str:
     b = rep.board
     tasks = list(b.scores.columns)
+    avg = b.average
     head = ["method", *[f"{t} ({b.metrics[t]} {'↑' if b.directions[t] == 'max' else '↓'})" for t in tasks],
-            "trainable params", "peak mem (MB)", "train time (s)"]
+            *([average_header(avg)] if avg is not None else []), "trainable params", "peak mem (MB)",
+            "train time (s)"]
     order = rep.order()
     # whole frames to arrays once: a pandas .at/.loc per cell made these tables cost more than the
     # board's figures (~10 ms for 20 × 8)
@@ -98,8 +109,12 @@ def _scores_table(rep: BoardReport) -> str:
     for i, m in enumerate(order):
         params, mem, secs = cost[i].tolist()
         rows.append([m, *[_fmt(mean[m][j], std[m][j], n[m][j]) for j in range(len(tasks))],
+                     *([average_cell(avg, m)] if avg is not None else []),
                      _fmt_int(params), _fmt_float(mem, 0), _fmt_float(secs, 1)])
-    return _table(head, rows)
+    table = _table(head, rows)
+    if avg is not None:
+        table += f"<p class='muted'>{_e(avg.label)}: {_e(avg.description)}</p>"
+    return table
 
 
 def _ranks_table(rep: BoardReport) -> str:

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,10 +28,14 @@ import pandas as pd
 from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
-from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board
+from harness.leaderboard.suites import attach_averages, known_suites
+from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board, one_value_per_seed
 from harness.leaderboard.tuning import add_search_notes
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
+
+if TYPE_CHECKING:
+    from harness.leaderboard.suites import SuiteAverage
 
 DEFAULT_RULES: tuple[str, ...] = tuple(RULES)  # every registered rule (issue #3)
 DEFAULT_BOOTSTRAP = 200  # replicates: enough for 95% rank intervals at a few seconds per board
@@ -89,6 +93,7 @@ class BoardReport:
 
 def board_samples(long_ok: pd.DataFrame, board: Board) -> pd.DataFrame:
     """Per (method, task, seed) primary-metric values of one board, oriented higher-is-better."""
+    long_ok = one_value_per_seed(long_ok)
     part = long_ok[(long_ok["budget"] == board.budget) & (long_ok["model"] == board.model)
                    & (long_ok["suite"] == board.suite) & long_ok["primary"].astype(bool)]
     return _oriented_samples(part)
@@ -190,6 +195,12 @@ def board_frame(board: Board, rankings: dict[str, Ranking]) -> pd.DataFrame:
         cols[f"{task}:{board.metrics[task]}"] = board.scores[task]
         cols[f"{task}:std"] = board.std[task]
         cols[f"{task}:n_seeds"] = board.n_seeds[task]
+    avg = board.average
+    if avg is not None:  # named after the suite's convention ("GLUE score"), whatever the coverage
+        cols[avg.name] = avg.mean.reindex(index)
+        cols[f"{avg.name}:std"] = avg.std.reindex(index)
+        cols[f"{avg.name}:n_seeds"] = avg.n_seeds.reindex(index)
+        cols[f"{avg.name}:tasks"] = pd.Series(float(len(avg.units)), index=index).where(avg.mean.reindex(index).notna())
     for col in board.cost.columns:
         cols[col] = board.cost[col]
     for rule, ranking in rankings.items():
@@ -208,6 +219,17 @@ def _rows(board: Board, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return dict(zip(frame.index, frame.to_numpy()))
 
 
+def average_header(avg: SuiteAverage) -> str:
+    """The suite-average column's header: its label (which says when it covers part of the suite), ↑."""
+    return f"{avg.label} ↑"
+
+
+def average_cell(avg: SuiteAverage, method: str) -> str:
+    """mean ± std (n) of one method's suite average; "—" when it lacks a task (the board's notes say which)."""
+    return _fmt(float(avg.mean.get(method, np.nan)), float(avg.std.get(method, np.nan)),
+                float(avg.n_seeds.get(method, 0.0)))
+
+
 def board_title(board: Board) -> str:
     return f"budget={board.budget} · model={board.model} · suite={board.suite}"
 
@@ -215,8 +237,10 @@ def board_title(board: Board) -> str:
 def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardReport | None = None) -> str:
     lines = [f"## {board_title(board)}", ""]
     tasks = list(board.scores.columns)
+    avg = board.average
     head = ["method", *[f"{t} ({board.metrics[t]}, {'↑' if board.directions[t] == 'max' else '↓'})"
-                         for t in tasks], "trainable params", "peak mem (MB)", "train time (s)"]
+                         for t in tasks], *([average_header(avg)] if avg is not None else []),
+            "trainable params", "peak mem (MB)", "train time (s)"]
     ranked_rules = [r for r, rk in rankings.items() if not rk.skipped]
     head += [f"rank: {r}" for r in ranked_rules]
     order = list(board.scores.index)
@@ -229,6 +253,8 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     mean, std, n = (_rows(board, f) for f in (board.scores, board.std, board.n_seeds))
     for m in order:
         cells = [m] + [_fmt(mean[m][j], std[m][j], n[m][j]) for j in range(len(tasks))]
+        if avg is not None:
+            cells.append(average_cell(avg, m))
         cost = board.cost.loc[m]
         cells += [_fmt_int(cost["trainable_params"]), _fmt_float(cost["peak_memory_mb"], 0),
                   _fmt_float(cost["train_time_s"], 1)]
@@ -237,6 +263,8 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
             cells.append(str(int(p)) if p is not None else "—")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if avg is not None:
+        lines.append(f"- **{avg.label}**: {avg.description}")
     for r, rk in rankings.items():
         if rk.skipped:
             lines.append(f"- **{r}**: skipped — {rk.skipped}")
@@ -277,6 +305,12 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
     doc["cells"] = {m: {t: {"mean": mean[m][j], "std": std[m][j], "n_seeds": n[m][j]}
                         for j, t in enumerate(b.scores.columns)} for m in b.scores.index}
     doc["cost"] = {m: b.cost.loc[m].to_dict() for m in b.cost.index}
+    if b.average is not None:
+        a = b.average
+        doc["average"] = {"name": a.name, "label": a.label, "description": a.description, "units": list(a.units),
+                          "suite_units": list(a.suite_units), "ranked": False,
+                          "cells": {m: {"mean": a.mean.get(m), "std": a.std.get(m), "n_seeds": a.n_seeds.get(m),
+                                        "lacking": a.lacking.get(m, [])} for m in b.scores.index}}
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,
                         "rules": {r: br.as_dict() for r, br in (rep.bootstrap or {}).items()}}
@@ -378,7 +412,9 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
                     html: bool, versions: Sequence[str] = ()) -> str:
     """sha256 of everything `render_board_files` reads: the board's cells and costs, the per-seed
     samples the bootstrap resamples, the rules, n_boot, the bootstrap seed, html on/off, the code's
-    cache version and the numeric libraries' versions."""
+    cache version and the numeric libraries' versions. The suite average (``board.average``) enters
+    whole (its convention in words, units, values), so an edit of conf/suite — outside the code
+    digest — is seen too."""
     h = hashlib.sha256()
 
     def put(obj: Any) -> None:
@@ -391,7 +427,8 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
         h.update(arr.tobytes())
 
     put([BOARD_CACHE_VERSION, BOOTSTRAP_SEED, list(rules), int(n_boot), int(n_failed), bool(html), list(versions),
-         board.budget, board.model, board.suite, board.directions, board.metrics, board.min_seeds, board.notes])
+         board.budget, board.model, board.suite, board.directions, board.metrics, board.min_seeds, board.notes,
+         board.average.cache_parts() if board.average is not None else None])
     for df in (board.scores, board.std, board.n_seeds, board.cost):
         put([[str(x) for x in df.index], [str(x) for x in df.columns], df.index.name, df.columns.name])
         put_array(df.to_numpy(dtype=np.float64))
@@ -494,22 +531,26 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     jobs = max(1, jobs or os.cpu_count() or 1)
     long, seeds = read_frame(results_dir, jobs=jobs, use_cache=use_cache)
     n_failed = int((long["status"] != "success").sum()) if not long.empty else 0
-    ok = long[long["status"] == "success"]
+    ok = one_value_per_seed(long, success_only=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    n_runs = ok["signature"].nunique() if not ok.empty else 0
+    # counted before resolving duplicates: a multi-set run wholly superseded by single-task runs still ran
+    n_runs = long["signature"][long["status"] == "success"].nunique() if not long.empty else 0
     parts = ["# peftbench leaderboard", "",
              f"Generated from {n_runs} successful run record(s) in `{results_dir / 'records'}`"
              + (f" ({n_failed} failed/cancelled run(s) not ranked)." if n_failed else "."),
              ("Scores: mean ± std over seeds of each task's primary metric (n = seeds). "
               "Ranks per social-choice rule; tasks are the voters."), ""]
-    agg = aggregate(long)
+    agg = aggregate(ok, resolved=True)
     failed = failed_by_board(long)
     samples = samples_by_board(ok)
+    suites = known_suites(agg["suite"].unique().tolist() if not agg.empty else [])
+    bs = boards(agg, min_seeds=seeds, hardware=hardware_by_board(long),
+                voter_order={name: s.voters for name, s in suites.items()})
+    attach_averages(bs, ok, suites)
+    add_search_notes(bs, results_dir, ok["signature"])
     all_jobs = [(board, samples[(board.budget, board.model, board.suite)], list(rules), n_boot,
-                 failed.get((board.budget, board.model, board.suite), 0), html)
-                for board in add_search_notes(boards(agg, min_seeds=seeds, hardware=hardware_by_board(long)),
-                                              results_dir, ok["signature"])]
+                 failed.get((board.budget, board.model, board.suite), 0), html) for board in bs]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)
     cpaths: list[Path | None] = [None] * len(all_jobs)
     if use_cache:

@@ -3,14 +3,19 @@
 Each stage is a plain DataFrame so a rule, a plot or a user's notebook can start from any of them.
 Boards are keyed by (budget, model, suite): rankings never mix budgets, and methods are compared
 on the same backbone.
+
+A record whose eval block carries ``subtasks`` (one trained model evaluated on several sets: MNLI
+matched/mismatched, ``commonsense/all``'s eight test sets) gives one row-set per subtask, the task
+being the subtask's key; :func:`one_value_per_seed` keeps such a record from adding a second value
+to a (cell, seed) that another record already fills.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,11 +23,14 @@ import pandas as pd
 from harness.leaderboard.tuning import is_validation_run
 from harness.records import iter_records
 
+if TYPE_CHECKING:
+    from harness.leaderboard.suites import SuiteAverage
+
 BOARD_KEYS = ("budget", "model", "suite")
 CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
 LONG_COLUMNS = ["signature", "status", "method", "model", "task", "suite", "budget", "seed", "metric",
                 "value", "direction", "primary", "trainable_params", "total_params", "peak_memory_mb",
-                "train_time_s", "task_version", "hardware"]
+                "train_time_s", "task_version", "hardware", "subtask"]
 
 
 def long_table(records: Iterable[Mapping[str, Any]], *, include_failed: bool = False) -> pd.DataFrame:
@@ -64,14 +72,27 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
         if include_failed:
             return [(run["signature"], run["status"], run["method"], run["model"], run["task"],
                      run.get("suite"), run["budget"], run["seed"], None, float("nan"), None, None, float("nan"),
-                     float("nan"), float("nan"), float("nan"), None, hardware)]
+                     float("nan"), float("nan"), float("nan"), None, hardware, False)]
         return []
     ev, tr = rec["eval"], rec["train"]
+    cost = (tr["trainable_params"], tr["total_params"], tr["peak_memory_mb"], tr["train_time_s"])
+    subtasks = ev.get("subtasks")
+    if subtasks:
+        # one row-set per evaluated set; the record's own `metrics` repeat the first set's (kept for
+        # readers that predate subtasks) and are not read again here
+        out: list[tuple[Any, ...]] = []
+        for task, sub in subtasks.items():
+            head = (run["signature"], "success", run["method"], run["model"], task, run.get("suite") or "",
+                    run["budget"], run["seed"])
+            tail = (*cost, sub.get("task_version", ev["task_version"]), hardware, True)
+            primary = sub["primary_metric"]
+            out += [(*head, name, m["value"], m["direction"], name == primary, *tail)
+                    for name, m in sub["metrics"].items()]
+        return out
     primary = ev["primary_metric"]
     head = (run["signature"], "success", run["method"], run["model"], run["task"], run.get("suite") or "",
             run["budget"], run["seed"])
-    tail = (tr["trainable_params"], tr["total_params"], tr["peak_memory_mb"], tr["train_time_s"],
-            ev["task_version"], hardware)
+    tail = (*cost, ev["task_version"], hardware, False)
     return [(*head, name, m["value"], m["direction"], name == primary, *tail) for name, m in ev["metrics"].items()]
 
 
@@ -84,9 +105,78 @@ def load_long_table(results_dir: Path, **kwargs: Any) -> pd.DataFrame:
     return long_table(iter_records(results_dir), **kwargs)
 
 
-def aggregate(long: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=1; NaN for one seed), n seeds and a 95% t-interval half-width per cell."""
-    ok = long[long["status"] == "success"]
+def one_value_per_seed(long: pd.DataFrame, *, success_only: bool = False) -> pd.DataFrame:
+    """The long table with at most one value per (cell, seed) where a multi-set record is involved
+    (``success_only``: and only successful runs, in the same single filtering pass).
+
+    A user may run ``commonsense/all`` (eight subtask row-sets) and also ``commonsense/piqa`` for the
+    same method, model, budget and seed: one cell then has two values for one seed, which would count
+    as two samples in the std and the bootstrap. The dedicated single-task record wins (it is the run
+    made for exactly that task); several multi-set records on one (cell, seed) are replaced by their
+    mean, as one value. Rows are otherwise kept in order. Duplicates among single-task records (one
+    method name used for two configurations) are left as they always were: this only resolves what
+    subtasks introduced, and costs nothing when no record has subtasks.
+    """
+    keep = (long["status"] == "success").to_numpy(copy=True) if success_only else None
+    fix = _subtask_duplicates(long)
+    if fix is None:
+        return long[keep] if keep is not None else long
+    drop, first, mean = fix
+    keep = ~drop if keep is None else keep & ~drop
+    out = long[keep]
+    if len(first):
+        # positions among the kept rows: the rows before each `first` that were dropped shift it left
+        at = first - np.cumsum(~keep)[first]
+        col = out.columns.get_loc("value")
+        values = out["value"].to_numpy(dtype=float, copy=True)
+        values[at] = mean
+        out.isetitem(col, values)
+    return out
+
+
+def _subtask_duplicates(long: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(rows to drop as a mask over ``long``, positions of rows whose value becomes a mean, those means);
+    None when nothing needs resolving. Only the boards holding a multi-set record are grouped (each
+    board key filtered on its own: a superset of their rows, still small), so a table of 100k
+    records with a few multi-set ones pays milliseconds."""
+    if "subtask" not in long.columns or long.empty:
+        return None
+    sub = long["subtask"].to_numpy(dtype=bool)  # every row says True or False (failed rows: False)
+    if not sub.any():
+        return None
+    mask = (long["status"] == "success").to_numpy(copy=True)
+    for key in BOARD_KEYS:
+        col = long[key]
+        mask &= col.isin(col[sub].unique()).to_numpy(dtype=bool)
+    pos = np.flatnonzero(mask)
+    part = long.iloc[pos]
+    gid = part.groupby([*CELL_KEYS, "seed"], sort=False, dropna=False).ngroup().to_numpy()
+    is_sub = sub[pos]
+    n_dedicated = np.bincount(gid, weights=~is_sub)
+    n_sub = np.bincount(gid, weights=is_sub)
+    drop_part = is_sub & (n_dedicated[gid] > 0)                      # superseded by a dedicated record
+    several = is_sub & (n_dedicated[gid] == 0) & (n_sub[gid] > 1)  # only multi-set records: their mean
+    if not drop_part.any() and not several.any():
+        return None
+    first = np.zeros(len(gid), bool)
+    mean = np.zeros(0)
+    if several.any():
+        values = part["value"].to_numpy(dtype=float)
+        total = np.bincount(gid[several], weights=values[several], minlength=len(n_sub))
+        _, at = np.unique(gid[several], return_index=True)
+        first[np.flatnonzero(several)[at]] = True
+        mean = total[gid[first]] / n_sub[gid[first]]
+        drop_part |= several & ~first
+    drop = np.zeros(len(long), bool)
+    drop[pos[drop_part]] = True
+    return drop, pos[first], mean
+
+
+def aggregate(long: pd.DataFrame, *, resolved: bool = False) -> pd.DataFrame:
+    """Mean, std (ddof=1; NaN for one seed), n seeds and a 95% t-interval half-width per cell (one
+    value per cell and seed where a multi-set record is involved: :func:`one_value_per_seed`).
+    ``resolved``: ``long`` already is ``one_value_per_seed(..., success_only=True)`` (saves a pass)."""
+    ok = long if resolved else one_value_per_seed(long, success_only=True)
     if ok.empty:
         return pd.DataFrame(columns=[*CELL_KEYS, "direction", "primary", "mean", "std", "n_seeds", "ci95",
                                      "trainable_params", "peak_memory_mb", "train_time_s"])
@@ -121,6 +211,7 @@ class Board:
     cost: pd.DataFrame            # method → trainable_params, peak_memory_mb, train_time_s (medians)
     min_seeds: int | None = None  # budget.seeds; cells with fewer are flagged
     notes: list[str] = field(default_factory=list)
+    average: SuiteAverage | None = None  # the suite's conventional average (GLUE score), when known
 
     @property
     def key(self) -> str:
@@ -151,8 +242,13 @@ def hardware_by_board(long: pd.DataFrame) -> dict[tuple[str, str, str], dict[str
 
 
 def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
-           hardware: Mapping[tuple[str, str, str], Mapping[str, int]] | None = None) -> list[Board]:
+           hardware: Mapping[tuple[str, str, str], Mapping[str, int]] | None = None,
+           voter_order: Mapping[str, Sequence[str]] | None = None) -> list[Board]:
     """Split the aggregate table into boards on the primary metric of each task.
+
+    Tasks are columns in alphabetical order, except on a board whose suite ``voter_order`` names
+    (suite → its voters, as conf/suite lists them): those come in the suite's order, any other task
+    after them alphabetically, so a GLUE board reads as the GLUE papers print it.
 
     ``hardware`` (from :func:`hardware_by_board`) adds a note to every board whose runs were measured
     on more than one kind of device: its time and memory columns then do not compare like for like.
@@ -174,6 +270,12 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
         budget, model, suite = (cols[k][a] for k in BOARD_KEYS)
         methods, mi = np.unique(cols["method"][a:b].astype(str), return_inverse=True)
         tasks, ti = np.unique(cols["task"][a:b].astype(str), return_inverse=True)
+        order = (voter_order or {}).get(str(suite))
+        if order:
+            rank = {t: i for i, t in enumerate(order)}
+            new = sorted(tasks.tolist(), key=lambda t: (rank.get(t, len(rank)), t))
+            ti = np.array([new.index(t) for t in tasks.tolist()], dtype=np.intp)[ti]
+            tasks = np.array(new, dtype=object)
         mats = {}
         for c in ("mean", "std", "n_seeds", *COST_COLUMNS):
             m = np.full((len(methods), len(tasks)), np.nan)

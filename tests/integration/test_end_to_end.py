@@ -39,15 +39,15 @@ def records(results: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One real multirun through the submitit *local* launcher: two methods that work and one job
-    that fails at run time (its data directory does not exist), to show failure isolation."""
+    that fails at run time (its memory cap is broken at the first step), to show failure isolation."""
     root = tmp_path_factory.mktemp("e2e")
     results, runs = root / "results", root / "runs"
     args = ["run", "-m", "method=lora,full", "task=glue/sst2", "seed=0", "launcher=local",
             "logger=wandb", f"results_dir={results}", f"runs_dir={runs}", "sweep_name=e2e-test",
             f"hydra.sweep.dir={runs}/hydra", *TINY]
     first = peftbench(*args)
-    bad = peftbench("run", "-m", "method=lora", "task=glue/sst2", "task.source.local=glue/NO-SUCH-DIR",
-                    "task.source.hub=null", "seed=0", "launcher=local", "logger=none",
+    bad = peftbench("run", "-m", "method=lora", "task=glue/sst2", "budget.memory_cap_mb=1",
+                    "seed=0", "launcher=local", "logger=none",
                     f"results_dir={results}", f"runs_dir={runs}", f"hydra.sweep.dir={runs}/hydra-bad", *TINY)
     return {"root": root, "results": results, "runs": runs, "args": args, "first": first, "bad": bad}
 
@@ -78,7 +78,7 @@ def test_failing_job_is_isolated_and_recorded(sweep: dict) -> None:
     failed = [r for r in records(sweep["results"]) if r["run"]["status"] == "failed"]
     assert len(failed) == 1
     run = failed[0]["run"]
-    assert "NO-SUCH-DIR" in run["error"] and run["traceback"]
+    assert "BudgetExceeded" in run["error"] and "memory_cap_mb=1" in run["error"] and run["traceback"]
     assert failed[0]["train"] is None and failed[0]["eval"] is None
 
 

@@ -25,7 +25,10 @@ def glue_cfg(**over: Any) -> dict[str, Any]:
         "suite": "glue",
         "version": 1,
         "protocol": "classify",
+        "protocols": ["classify"],
         "loader": "glue",
+        "validation": {"size": 1, "seed": 0},
+        "baseline": "majority",
         "source": {
             "local": "toy",
             "hub": {"path": "nyu-mll/glue", "name": "rte"},
@@ -141,6 +144,7 @@ def test_missing_everywhere_names_local_places_and_hub(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_datasets: list
 ) -> None:
     monkeypatch.setenv("PEFTBENCH_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(tdata, "_hub_problem", lambda hub: None)   # the hub answers, the load then fails
     with pytest.raises(DataNotFoundError) as info:
         load_task(glue_cfg(), str(tmp_path / "explicit"))
     msg = str(info.value)
@@ -174,6 +178,10 @@ def test_hub_rows_become_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             "train": Split([{"sentence1": "a", "sentence2": "b", "label": 1, "idx": 0}]),
             "validation": Split([{"sentence1": "c", "sentence2": "d", "label": 0, "idx": 0}]),
         },
+        "zwhe99/commonsense_170k": {   # LLM-Adapters records already: they pass through
+            "train": Split([{"instruction": "Please choose ...\n\nAnswer format: answer1/answer2", "input": "",
+                             "output": "the correct answer is answer2", "answer": "answer2"}]),
+        },
         "google/boolq": {
             "train": Split([{"question": "is the sky blue", "answer": True, "passage": "p"}]),
             "validation": Split([{"question": "do fish fly", "answer": False, "passage": "p"}]),
@@ -182,6 +190,7 @@ def test_hub_rows_become_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(
         sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda **kw: tables[kw["path"]])
     )
+    monkeypatch.setattr(tdata, "_hub_problem", lambda hub: None)   # the hub "answers" (no network here)
     monkeypatch.delenv("PEFTBENCH_DATA", raising=False)
     data = load_task(glue_cfg(), str(tmp_path))
     assert data.source == "hub" and data.files == {"train": str(cache), "eval": str(cache)}
@@ -189,16 +198,35 @@ def test_hub_rows_become_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert data.eval == [tasks.Example(text_a="c", text_b="d", label=0)]
     assert any("hub" in n for n in data.notes)
 
-    import yaml
+    from tests.conftest import compose_dict
 
-    boolq = yaml.safe_load((PROJECT / "conf/task/commonsense/boolq.yaml").read_text())
-    boolq["source"]["local"] = "not/here"
+    boolq = tasks.resolve_task(compose_dict(["task=commonsense/boolq"])["task"], None)
+    boolq["evals"]["commonsense/boolq"]["local"] = "not/here"   # the test set falls back to google/boolq
+    assert boolq["train_set"] == "commonsense_170k"   # no local copy, but the hub answers: the literature's set
     data = load_task(boolq, str(tmp_path))
-    assert data.train[0].answer == "true" and data.eval[0].answer == "false"
-    assert data.train[0].target == "the correct answer is true"
+    assert data.train == [tasks.Example(prompt=data.train[0].prompt, target="the correct answer is answer2",
+                                        answer="answer2", choices=("answer1", "answer2"))]
+    assert data.files["train"] == str(cache)
+    assert data.eval[0].answer == "false" and data.eval[0].choices == ("true", "false")
     assert (
-        "question: is the sky blue?\n\nAnswer format: true/false\n\n### Response:\n" in data.train[0].prompt
+        "question: do fish fly?\n\nAnswer format: true/false\n\n### Response:\n" in data.eval[0].prompt
     )
+    assert data.files["eval:commonsense/boolq"] == str(cache)
+
+
+def test_hub_unreachable_fails_at_once_without_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      fake_datasets: list) -> None:
+    """No local copy and an unreachable hub: one DataNotFoundError naming both, and load_dataset is
+    never called (it would retry for ~25 s)."""
+    monkeypatch.setattr(tdata, "_hub_problem", lambda hub: "ConnectError: no network")
+    cfg = glue_cfg()
+    cfg["source"]["local"] = "not/here"
+    with pytest.raises(DataNotFoundError, match=r"nyu-mll/glue/rte: not reachable \(ConnectError"):
+        load_task(cfg, str(tmp_path))
+    assert fake_datasets == []
+    problem = tasks.data_problems(cfg, str(tmp_path))
+    assert len(problem) == 1 and "needs the Hugging Face hub (nyu-mll/glue/rte) or a local copy" in problem[0]
+    assert str(tmp_path / "not/here") in problem[0]
 
 
 def test_real_datasets_offline_fails_fast(tmp_path: Path) -> None:
@@ -307,10 +335,10 @@ def test_jsonl_errors(tmp_path: Path) -> None:
 
 
 def test_json_array_errors_name_the_record_line(tmp_path: Path) -> None:
-    import yaml
+    from tests.conftest import compose_dict
 
-    cfg = yaml.safe_load((PROJECT / "conf/task/commonsense/boolq.yaml").read_text())
-    cfg["source"]["local"] = "b"
+    cfg = compose_dict(["task=commonsense/boolq", "task.train_set=local_union"])["task"]
+    cfg["evals"]["commonsense/boolq"]["local"] = "b"
     d = tmp_path / "b"
     d.mkdir()
     rec = {"instruction": "i", "input": "", "output": "the correct answer is true", "answer": "true"}

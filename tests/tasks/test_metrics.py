@@ -184,3 +184,37 @@ def test_parse_answer_dispatches_on_task() -> None:
     assert parse_answer(cfg, "the correct answer is false") == "false"
     with pytest.raises(ValueError, match="answer_parser"):
         parse_answer({"name": "glue/sst2"}, "positive")
+
+
+# ------------------------------------------------------------------------------------------------
+# degenerate cases the GLUE metrics meet at tiny budgets
+
+
+def test_matthews_degenerate_cases() -> None:
+    """One predicted class (or one gold class) has no correlation: 0, as sklearn; perfect and inverted
+    predictions are +1 and -1, also with three classes (MNLI-sized label spaces)."""
+    assert METRICS["matthews"]([0, 0, 0, 0], [0, 1, 0, 1]) == 0.0
+    assert METRICS["matthews"]([0, 1, 0, 1], [1, 1, 1, 1]) == 0.0
+    assert METRICS["matthews"]([0, 1, 2, 2], [0, 1, 2, 2]) == pytest.approx(1.0)
+    assert METRICS["matthews"]([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
+    # three classes by hand: C = [[1,1,0],[0,1,0],[0,0,1]] (rows gold, cols predicted), n = 4, c = 3
+    # t = (2,1,1), p = (1,2,1): (3*4 - (2+2+1)) / sqrt((16-6)*(16-6)) = 7/10
+    assert METRICS["matthews"]([0, 1, 1, 2], [0, 0, 1, 2]) == pytest.approx(0.7)
+
+
+def test_correlation_of_constant_predictions_is_undefined() -> None:
+    """A constant regression output (an untrained STS-B head can be one) has no defined correlation:
+    NaN, which the record stores as null rather than pretending it is 0."""
+    assert math.isnan(METRICS["pearson"]([2.5, 2.5, 2.5], [1.0, 2.0, 4.0]))
+    assert math.isnan(METRICS["spearman"]([2.5, 2.5, 2.5], [1.0, 2.0, 4.0]))
+    assert METRICS["pearson"]([1.0, 2.0, 4.0], [1.0, 2.0, 4.0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_spearman_with_heavy_ties_against_scipy(seed: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(100 + seed)
+    x = [rng.randint(0, 3) for _ in range(60)]
+    y = [rng.randint(0, 2) for _ in range(60)]
+    assert METRICS["spearman"](x, y) == pytest.approx(stats.spearmanr(x, y)[0])
+    assert METRICS["pearson"](x, y) == pytest.approx(stats.pearsonr(x, y)[0])

@@ -160,6 +160,7 @@ def test_jobs_must_be_positive(tmp_path: Path) -> None:
     [1.5, -0.0, 2.25],
     [1, -(2**63), 2**63 - 1],
     [1, True, None, "x", 2.5, "y", "x", False, 0],
+    [True, False, False, True],   # the `subtask` column: its own bool kind
     [],
 ])
 def test_column_codec_round_trips_exact_python_values(values: list) -> None:
