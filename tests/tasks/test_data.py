@@ -372,3 +372,17 @@ def test_import_is_light() -> None:
         [sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_regression_score_must_be_a_number(tmp_path: Path) -> None:
+    """STS-B: a score cell that is not a finite number names the file and line."""
+    cfg = glue_cfg(regression=True, num_labels=1, label_names=None, baseline="chance",
+                   metrics=[{"name": "pearson", "direction": "max"}])
+    write_toy(tmp_path, "s1\ts2\tlabel\na\tb\t4.5\nc\td\tn/a\n")
+    with pytest.raises(DataFormatError, match=r"toy/train.tsv:3: a real-valued score, got 'n/a'"):
+        load_task(cfg, str(tmp_path))
+    write_toy(tmp_path, "s1\ts2\tlabel\na\tb\t4.5\nc\td\tnan\n")
+    with pytest.raises(DataFormatError, match=r"train.tsv:3: a real-valued score, got 'nan'"):
+        load_task(cfg, str(tmp_path))
+    write_toy(tmp_path, "s1\ts2\tlabel\na\tb\t4.5\nc\td\t0.25\n")
+    assert [e.label for e in load_task(cfg, str(tmp_path)).train] == [4.5, 0.25]
