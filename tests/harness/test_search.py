@@ -214,3 +214,16 @@ def test_unequal_budget_is_flagged() -> None:
     assert search_budget_note(["lora", "vera"], {"lora": {6}, "vera": {6}}).startswith("equal search budget")
     note = search_budget_note(["full", "lora", "vera"], {"lora": {6}, "vera": {2}})
     assert note.startswith("UNEQUAL search budget") and "full untuned" in note and "vera 2 trial(s)" in note
+
+
+def test_two_objectives_report_a_pareto_front(tmp_path: Path) -> None:
+    overrides = [*TINY, *_dirs(tmp_path), "search.n_trials=2", "search.sampler=nsgaii",
+                 "search.objective.second=trainable_params"]
+    with pytest.raises(Exception, match="cannot prune a multi-objective study"):
+        plan([*overrides, "search.pruner=hyperband"])
+    result = run_search(overrides, log_fn=lambda s: None)
+    assert result.states == {"COMPLETE": 2} and result.best
+    records = {r["run"]["search"]["trial"]: r for r in iter_records(tmp_path / "results")}
+    for b in result.best:   # the Pareto front: (validation accuracy, trainable parameters)
+        rec = records[b["number"]]
+        assert b["values"] == [rec["eval"]["metrics"]["accuracy"]["value"], rec["train"]["trainable_params"]]
