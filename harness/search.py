@@ -559,9 +559,8 @@ class Driver:
 
         out: list[InFlight] = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if set(t.params) != {p.path for p in self.search.params}:   # asked, never sampled: start over
-                study.tell(t.number, state=TrialState.FAIL)
-                continue
+            if set(t.params) != {p.path for p in self.search.params}:   # killed while sampling it
+                t = self.complete_sampling(study, t.number)
             spec = trial_spec(self.search, t.params, number=t.number, trial_id=self.trial_id(study, t.number))
             info = t.system_attrs.get("peftbench_job") or {}
             if info.get("launcher") in ("local", "slurm") and info.get("job_id"):
@@ -577,6 +576,23 @@ class Driver:
             self.say(f"trial {t.number}: its job left no record; running it again")
             out.append(self.submit(study, t.number, self.trial_id(study, t.number), t.params))
         return out
+
+    def complete_sampling(self, study: Any, number: int) -> Any:
+        """Sample the values a killed driver had not yet drawn for this trial (the same trial number:
+        no trial is lost or duplicated), and return it refreshed."""
+        import optuna
+
+        study.sampler = make_sampler(self.search, number)
+        trial = optuna.trial.Trial(study, self.trial_id(study, number))
+        for p in self.search.params:
+            d = p.distribution()
+            if p.type == "categorical":
+                trial.suggest_categorical(p.path, d.choices)
+            elif p.type == "int":
+                trial.suggest_int(p.path, d.low, d.high, step=d.step, log=d.log)
+            else:
+                trial.suggest_float(p.path, d.low, d.high, step=d.step, log=d.log)
+        return self.storage.get_trial(self.trial_id(study, number))
 
     # -- the loop
     def run(self) -> SearchResult:

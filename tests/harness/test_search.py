@@ -6,6 +6,7 @@ from a subprocess, reproducibility, tune's equal budget), not the model.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -102,7 +103,7 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "search", *overrides], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    complete, running = 0, 0
+    complete, running, killed_at = 0, 0, None
     try:
         while proc.poll() is None and time.perf_counter() - t0 < 240:
             if Path(search.storage).exists():
@@ -114,14 +115,16 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 running = sum(t.state.name == "RUNNING" for t in trials)
                 if complete >= 3:
                     proc.send_signal(signal.SIGKILL)
+                    killed_at = datetime.datetime.now()
                     break
             time.sleep(0.2)
     finally:
         proc.wait(timeout=30)
-    assert complete >= 3, "the driver never got to 3 complete trials"
+    assert complete >= 3 and killed_at is not None, "the driver never got to 3 complete trials"
     lines: list[str] = []
     result = run_search(overrides, log_fn=lines.append)
-    return {"search": search, "result": result, "root": root, "running_at_kill": running, "log": lines}
+    return {"search": search, "result": result, "root": root, "running_at_kill": running, "log": lines,
+            "killed_at": killed_at}
 
 
 def test_killed_study_resumes_to_six_without_duplicates(killed_and_resumed: dict) -> None:
@@ -133,8 +136,10 @@ def test_killed_study_resumes_to_six_without_duplicates(killed_and_resumed: dict
     if killed_and_resumed["running_at_kill"]:
         assert any("still running" in s or "reconciled" in s or "running it again" in s
                    for s in killed_and_resumed["log"])
-    # parallelism 2: two trials were in flight together, never three
-    spans = [(t.datetime_start, t.datetime_complete) for t in trials]
+    # parallelism 2 (judged on the first driver's trials: a rerun trial keeps its first start time):
+    # two trials were in flight together, never three
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials
+             if t.datetime_complete < killed_and_resumed["killed_at"]]
     overlap = [sum(a <= s < b for a, b in spans) for s, _ in spans]
     assert max(overlap) <= 2 and any(o == 2 for o in overlap)
     # one record per trial, each naming its trial; every one evaluated on the validation split
@@ -227,3 +232,20 @@ def test_two_objectives_report_a_pareto_front(tmp_path: Path) -> None:
     for b in result.best:   # the Pareto front: (validation accuracy, trainable parameters)
         rec = records[b["number"]]
         assert b["values"] == [rec["eval"]["metrics"]["accuracy"]["value"], rec["train"]["trainable_params"]]
+
+
+def test_a_trial_killed_while_being_sampled_is_finished_not_lost(tmp_path: Path) -> None:
+    """A driver killed inside ask() leaves a RUNNING trial with some values drawn: the next driver
+    draws the rest for the same trial number and runs it (launcher=debug)."""
+    overrides = [*TINY, *_dirs(tmp_path), "search.n_trials=1"]
+    search = plan(overrides)
+    study = open_study(search)
+    half = study.ask()
+    half.suggest_float("method.optim.lr", 1e-5, 1e-2, log=True)   # killed here, before the rest
+    result = run_search(overrides, log_fn=lambda s: None)
+    assert result.states == {"COMPLETE": 1}
+    (trial,) = _load(search).trials
+    assert trial.number == 0 and set(trial.params) == {p.path for p in search.params}
+    assert trial.params["method.optim.lr"] == half.params["method.optim.lr"]
+    (rec,) = iter_records(tmp_path / "results")
+    assert rec["run"]["search"]["params"] == trial.params
