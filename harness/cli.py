@@ -7,6 +7,9 @@
   peftbench fetch-models [NAME ...]        local copies of the embedded models
   peftbench validate [overrides]           compose + validate a job config, print it, run nothing
   peftbench tasks [--format md|json]       every task: suite, protocols, metrics, split sizes, data
+  peftbench search [overrides]             an Optuna study: trials are jobs on the validation split
+  peftbench tune -m method=A,B [overrides] equal search budget per method, then best configs x seeds
+  peftbench studies [STUDY] [--results-dir DIR] [--storage URL]   trials, states, best so far
 """
 from __future__ import annotations
 
@@ -135,8 +138,64 @@ def _fetch(argv: list[str]) -> int:
     return main(argv)
 
 
+def _search(argv: list[str]) -> int:
+    if "--status" in argv:
+        i = argv.index("--status")
+        rest = argv[:i] + argv[i + 1:]
+        return _studies(rest)
+    from harness.search import run_search
+
+    logging.basicConfig(level=logging.INFO, format="[peftbench] %(message)s", force=True)
+    try:
+        result = run_search(argv)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"study {result.study}: {result.n_trials} trial(s) "
+          f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(result.states.items()))}); storage {result.storage}")
+    for b in result.best:
+        print(f"  best: trial {b['number']} values={b['values']} params={b['params']}")
+    return 0
+
+
+def _tune(argv: list[str]) -> int:
+    from harness.search import tune
+
+    logging.basicConfig(level=logging.INFO, format="[peftbench] %(message)s", force=True)
+    try:
+        out = tune([a for a in argv if a not in ("-m", "--multirun")])
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    for s in out["studies"]:
+        print(f"study {s}")
+    counts: dict[str, int] = {}
+    for summary in out["finals"]:
+        counts[summary.get("status", "?")] = counts.get(summary.get("status", "?"), 0) + 1
+    print("final runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 0 if set(counts) <= {"success", "skipped"} else 1
+
+
+def _studies(argv: list[str]) -> int:
+    import argparse
+
+    from harness.search import status_lines
+    from harness.spec import PROJECT_ROOT, _path_or
+
+    ap = argparse.ArgumentParser(prog="peftbench studies")
+    ap.add_argument("study", nargs="?")
+    ap.add_argument("--results-dir", default=None)
+    ap.add_argument("--storage", default=None, help="an RDB URL or journal file (default: results/studies/*)")
+    args = ap.parse_args(argv)
+    results = _path_or(args.results_dir, "PEFTBENCH_RESULTS", PROJECT_ROOT / "results")
+    lines = status_lines(results, args.study, storage=args.storage)
+    print("\n".join(lines) if lines else f"no studies under {results / 'studies'}")
+    return 1 if args.study and lines and lines[0].startswith("no study") else 0
+
+
 COMMANDS = {"run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
-            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks}
+            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks, "search": _search, "tune": _tune,
+            "studies": _studies}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.records import success_exists, write_record
 from harness.spec import JobSpec
+from harness.trial_report import TrialPruned
 
 log = logging.getLogger("peftbench")
 TRACEBACK_TAIL = 4000
@@ -37,7 +38,14 @@ def run_block(spec: JobSpec, status: str, started: str, *, error: str | None = N
         "error": error, "traceback": tb[-TRACEBACK_TAIL:] if tb else None,
         "started_at": started, "finished_at": _now(), "host": socket.gethostname(),
         "slurm": slurm_env() or None,
+        "search": search_block(spec),
     }
+
+
+def search_block(spec: JobSpec) -> dict[str, Any] | None:
+    """run.search of a search trial: which study and trial, and the values the sampler chose."""
+    link = spec.trial
+    return None if not link else {"study": link["study"], "trial": link["number"], "params": link["params"]}
 
 
 def meta_block(spec: JobSpec, result: Any | None) -> dict[str, Any]:
@@ -138,11 +146,17 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         write_record(spec.record_path, record)
         tracker.finish(failed=True)
         raise
+    except TrialPruned as exc:   # the study stopped it: a verdict, not a failure
+        log.info("pruned %s: %s", spec.label, exc)
+        record = {"run": run_block(spec, "pruned", started, error=f"TrialPruned: {exc}"),
+                  "train": None, "eval": None, "meta": meta_block(spec, None)}
     except Exception as exc:   # noqa: BLE001 - failure isolation: record it, keep the sweep going
         log.error("job %s failed: %s: %s", spec.label, type(exc).__name__, exc)
         record = {"run": run_block(spec, "failed", started, error=f"{type(exc).__name__}: {exc}",
                                    tb=traceback.format_exc()),
                   "train": None, "eval": None, "meta": meta_block(spec, None)}
+    if spec.tuning:
+        record["tuning"] = spec.tuning
     if tracker.run_dir is not None:
         record["run"]["wandb_dir"] = str(tracker.run_dir)
     write_record(spec.record_path, record)

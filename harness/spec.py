@@ -61,6 +61,11 @@ class JobSpec:
     threads: int | None = None
     force: bool = False
     launcher: str = "debug"
+    # Set by `peftbench search` / `tune` only (plumbing, never in the signature): `trial` links a trial's
+    # job to its study (the record's run.search; where to report for pruning), `tuning` says how a
+    # final run's config was chosen (the record's tuning block).
+    trial: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
 
     def semantic(self) -> dict[str, Any]:
         model = {k: v for k, v in self.model.items() if k not in _MODEL_LOCATION_KEYS}

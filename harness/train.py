@@ -23,6 +23,7 @@ from harness.batching import batch_stream, causal_lm_batch, classify_batch
 from harness.evaluate import evaluate
 from harness.models import LoadedModel, load
 from harness.spec import JobSpec
+from harness.trial_report import report_trial
 
 LogFn = Callable[[Mapping[str, float], int], None]
 LOSS_CURVE_POINTS = 200
@@ -384,6 +385,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             res.eval_history.append({"step": st.step, **ev.metrics})
             log({f"eval/{k}": v for k, v in ev.metrics.items()}, st.step)
             save_checkpoint(ckpt, model, optimizer, scheduler, st.step, st.tokens, st.losses, res.eval_history)
+            report_trial(spec.trial, st.step, ev.metrics)   # a search trial: may raise TrialPruned
     if bar is not None:
         bar.close()
     res.train_time_s = time.perf_counter() - t_train

@@ -30,6 +30,7 @@ from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
 from harness.leaderboard.suites import attach_averages, known_suites
 from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board, one_value_per_seed
+from harness.leaderboard.tuning import add_search_notes
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
 
@@ -547,6 +548,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     bs = boards(agg, min_seeds=seeds, hardware=hardware_by_board(long),
                 voter_order={name: s.voters for name, s in suites.items()})
     attach_averages(bs, ok, suites)
+    add_search_notes(bs, results_dir, ok["signature"])
     all_jobs = [(board, samples[(board.budget, board.model, board.suite)], list(rules), n_boot,
                  failed.get((board.budget, board.model, board.suite), 0), html) for board in bs]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)

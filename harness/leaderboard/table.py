@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from harness.leaderboard.tuning import is_validation_run
 from harness.records import iter_records
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ def hardware_label(meta: Mapping[str, Any] | None) -> str | None:
 def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list[tuple[Any, ...]]:
     """The long-table rows (LONG_COLUMNS order) of one record; `long_table` is these, concatenated."""
     run = rec["run"]
+    if is_validation_run(rec):   # a search trial: tuning, not a result
+        return []
     hardware = hardware_label(rec.get("meta"))
     if run["status"] != "success":
         if include_failed:
