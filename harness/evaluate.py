@@ -80,7 +80,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: 
 
                 ll = evaluate_loglik(model, tokenizer, subset, spec.task,
                                      batch_size=int(spec.budget["eval_batch_size"]), device=device,
-                                     workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"))
+                                     workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"), name=es.name)
                 metrics, samples, info = ll.metrics, ll.samples, ll.info
             else:
                 run = _classify if protocol == "classify" else _generate
