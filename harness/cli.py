@@ -7,6 +7,8 @@
   peftbench fetch-models [NAME ...]        local copies of the embedded models
   peftbench validate [overrides]           compose + validate a job config, print it, run nothing
   peftbench tasks [--format md|json]       every task: suite, protocols, metrics, split sizes, data
+  peftbench methods [--format md|json] [--model M --trainable-params N]
+                                           every method: paper, knob, applies to, mechanism; solved knobs
   peftbench search [overrides]             an Optuna study: trials are jobs on the validation split
   peftbench tune -m method=A,B [overrides] equal search budget per method, then best configs x seeds
   peftbench studies [STUDY] [--results-dir DIR] [--storage URL]   trials, states, best so far
@@ -133,6 +135,12 @@ def _tasks(argv: list[str]) -> int:
     return main(argv)
 
 
+def _methods(argv: list[str]) -> int:
+    from methods.catalog import main
+
+    return main(argv)
+
+
 def _fetch(argv: list[str]) -> int:
     from harness.models import main
 
@@ -195,7 +203,7 @@ def _studies(argv: list[str]) -> int:
 
 
 COMMANDS = {"run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
-            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks, "search": _search, "tune": _tune,
+            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks, "methods": _methods, "search": _search, "tune": _tune,
             "studies": _studies}
 
 

@@ -143,7 +143,7 @@ def register(impl: MethodImpl) -> MethodImpl:
     return impl
 
 
-_BUILTIN_MODULES = {"peft_native", "full"}
+_BUILTIN_MODULES = {"peft_native", "full", "catalog"}
 
 
 def _discover() -> None:
