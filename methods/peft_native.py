@@ -74,6 +74,9 @@ def init_eva(model: Any, batches: Iterable[Mapping[str, Any]]) -> None:
     peft_model = peft_model_of(model)
     was_training = peft_model.training
     peft_model.eval()
+    # sequence labels (classify: one per example) are the head's; EVA's label mask reads token labels only
+    batches = ({k: v for k, v in b.items() if k != "labels" or v.shape == b["input_ids"].shape}
+               for b in batches)
     initialize_lora_eva_weights(peft_model, dataloader=_Reiterable(batches),
                                 forward_fn=lambda m, inputs: m(**_model_inputs(inputs)),
                                 show_progress_bar=False)

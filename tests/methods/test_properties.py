@@ -141,8 +141,9 @@ def prop_eva() -> None:
 
     model, base, cfg = build("eva")
     g = torch.Generator().manual_seed(5)
-    batches = ({"input_ids": torch.randint(0, 100, (4, 8), generator=g),
-                "attention_mask": torch.ones(4, 8, dtype=torch.long)} for _ in range(64))
+    batches = ({"input_ids": torch.randint(0, 100, (4, 8), generator=g),   # a classify batch, as train() feeds
+                "attention_mask": torch.ones(4, 8, dtype=torch.long), "labels": torch.tensor([0, 1, 0, 1])}
+               for _ in range(64))
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
     impl_for(cfg).init(model, batches)
     ranks = []
