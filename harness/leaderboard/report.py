@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from harness.leaderboard.examples import cell_intervals
 from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
 from harness.leaderboard.suites import attach_averages, known_suites
 from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board, one_value_per_seed
 from harness.leaderboard.tuning import add_search_notes
+from harness.leaderboard.verdict import as_document, below_baseline, cell_bounds, verdict, verdict_markdown
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
 
@@ -65,6 +67,13 @@ class BoardReport:
     bootstrap_note: str | None = None         # degenerate / disabled / partial, in words
     n_boot: int = 0
     notes: list[str] = field(default_factory=list)
+    # per method × task, each metric's own scale: the cell's 95% interval (over examples where the runs
+    # kept outcomes, else over seeds; NaN: none), its source, and whether it fails to clear the baseline
+    interval_lo: pd.DataFrame | None = None
+    interval_hi: pd.DataFrame | None = None
+    interval_source: pd.DataFrame | None = None
+    below_baseline: pd.DataFrame | None = None
+    verdict: list[str] = field(default_factory=list)   # the board's conclusion, sentence by sentence
 
     @property
     def live(self) -> list[str]:
@@ -100,9 +109,13 @@ def board_samples(long_ok: pd.DataFrame, board: Board) -> pd.DataFrame:
 
 
 def _oriented_samples(part: pd.DataFrame) -> pd.DataFrame:
+    """Per run: oriented value, and the totals of its per-example outcomes (NaN when it kept none)."""
     value = part["value"].astype(float).where(part["direction"] != "min", -part["value"].astype(float))
-    return pd.DataFrame({"method": part["method"].astype(str), "task": part["task"].astype(str),
-                         "seed": part["seed"], "value": value})
+    out = {"method": part["method"].astype(str), "task": part["task"].astype(str), "seed": part["seed"],
+           "value": value}
+    for c in ("n_outcomes", "outcome_sum"):
+        out[c] = part[c].astype(float) if c in part else np.nan
+    return pd.DataFrame(out)
 
 
 def samples_by_board(long_ok: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -129,8 +142,18 @@ def analyze_board(board: Board, samples: pd.DataFrame, rules: Sequence[str], *, 
                   n_failed: int = 0) -> BoardReport:
     """Rank one board with every rule; add agreement, Condorcet, Friedman/Nemenyi and the bootstrap."""
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
+    _evidence(rep, samples)
     _bootstrap(rep, samples, n_boot)
+    rep.verdict = verdict(rep, rep.below_baseline)
     return rep
+
+
+def _evidence(rep: BoardReport, samples: pd.DataFrame) -> None:
+    """Each cell's interval (over examples where the runs kept outcomes, else over seeds) and whether
+    it clears its task's trivial baseline."""
+    example_ci = cell_intervals(samples, rng_seed=BOOTSTRAP_SEED) if "n_outcomes" in samples else None
+    rep.interval_lo, rep.interval_hi, rep.interval_source = cell_bounds(rep.board, example_ci)
+    rep.below_baseline = below_baseline(rep.board, rep.interval_lo, rep.interval_hi)
 
 
 def _bootstrap(rep: BoardReport, samples: pd.DataFrame, n_boot: int) -> None:
@@ -234,8 +257,14 @@ def board_title(board: Board) -> str:
     return f"budget={board.budget} · model={board.model} · suite={board.suite}"
 
 
+BELOW_MARK = "†"   # a cell whose interval does not clear its task's trivial baseline
+
+
 def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardReport | None = None) -> str:
     lines = [f"## {board_title(board)}", ""]
+    if report is not None and report.verdict:
+        lines += [verdict_markdown(report.verdict), ""]
+    below = report.below_baseline if report is not None else None
     tasks = list(board.scores.columns)
     avg = board.average
     head = ["method", *[f"{t} ({board.metrics[t]}, {'↑' if board.directions[t] == 'max' else '↓'})"
@@ -251,8 +280,10 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     mean, std, n = (_rows(board, f) for f in (board.scores, board.std, board.n_seeds))
+    marked = _rows(board, below.astype(float)) if below is not None else None
     for m in order:
-        cells = [m] + [_fmt(mean[m][j], std[m][j], n[m][j]) for j in range(len(tasks))]
+        cells = [m] + [_fmt(mean[m][j], std[m][j], n[m][j]) + (f" {BELOW_MARK}" if marked and marked[m][j] == 1 else "")
+                       for j in range(len(tasks))]
         if avg is not None:
             cells.append(average_cell(avg, m))
         cost = board.cost.loc[m]
@@ -262,7 +293,13 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
             p = positions[r].get(m)
             cells.append(str(int(p)) if p is not None else "—")
         lines.append("| " + " | ".join(cells) + " |")
+    if board.baseline:
+        base = [_baseline_cell(board, t) for t in tasks]
+        lines.append("| " + " | ".join(["*trivial baseline*", *base, *[""] * (len(head) - 1 - len(tasks))]) + " |")
     lines.append("")
+    if board.baseline and below is not None and below.to_numpy().any():
+        lines.append(f"- {BELOW_MARK}: the cell's 95% interval (over examples where the runs kept per-example "
+                     "outcomes, else over seeds; its mean with one seed) does not clear the task's trivial baseline")
     if avg is not None:
         lines.append(f"- **{avg.label}**: {avg.description}")
     for r, rk in rankings.items():
@@ -292,6 +329,14 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     return "\n".join(lines)
 
 
+def _baseline_cell(board: Board, task: str) -> str:
+    v = board.baseline.get(task)
+    if v is None or math.isnan(v):
+        return "—"
+    kind = board.baseline_kind.get(task)
+    return f"{v:.4f}" + (f" ({kind})" if kind else "")
+
+
 def board_document(rep: BoardReport) -> dict[str, Any]:
     """The `peftbench rank --format json` document of the board, plus what only a board has."""
     b = rep.board
@@ -311,6 +356,11 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
                           "suite_units": list(a.suite_units), "ranked": False,
                           "cells": {m: {"mean": a.mean.get(m), "std": a.std.get(m), "n_seeds": a.n_seeds.get(m),
                                         "lacking": a.lacking.get(m, [])} for m in b.scores.index}}
+    doc["verdict"] = list(rep.verdict)
+    doc["baseline"] = {t: {"value": v, "kind": b.baseline_kind.get(t)} for t, v in b.baseline.items()}
+    if rep.interval_lo is not None and rep.interval_hi is not None and rep.interval_source is not None \
+            and rep.below_baseline is not None:
+        doc["intervals"] = as_document(rep.interval_lo, rep.interval_hi, rep.interval_source, rep.below_baseline)
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,
                         "rules": {r: br.as_dict() for r, br in (rep.bootstrap or {}).items()}}
@@ -355,9 +405,15 @@ def render_board_split(board: Board, samples: pd.DataFrame, rules: Sequence[str]
     from harness.leaderboard import html as html_mod
 
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
+    _evidence(rep, samples)
     pending = pool.apply_async(_bootstrap_job, (rep, samples, n_boot))
+    rep.verdict = verdict(rep, rep.below_baseline)   # without the bootstrap: replaced in the draft below
     draft = html_mod.render_board(rep) if html else None  # no bootstrap yet: all but the uncertainty part
+    early = html_mod.verdict_html(rep)
     rep.bootstrap, rep.bootstrap_note = pending.get()
+    rep.verdict = verdict(rep, rep.below_baseline)
+    if draft is not None:
+        draft = draft.replace(early, html_mod.verdict_html(rep), 1)
     section = None
     if draft is not None:
         at = draft.rfind(_UNCERTAINTY_HEAD)
@@ -436,7 +492,10 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
     put([str(samples[c].dtype) for c in samples.columns])
     for c in ("method", "task", "seed"):
         put(samples[c].tolist())
-    put_array(samples["value"].to_numpy(dtype=np.float64))
+    for c in ("value", "n_outcomes", "outcome_sum"):
+        if c in samples:
+            put_array(samples[c].to_numpy(dtype=np.float64))
+    put([board.baseline, board.baseline_kind])
     return h.hexdigest()
 
 
@@ -483,10 +542,21 @@ def report_from_document(board: Board, js: str) -> BoardReport:
                                   winner_prob=_nan(d["winner_prob"]), winner_may_change=d["winner_may_change"],
                                   summary=d["summary"], n_valid=d["n_valid"]) for r, d in rules_b.items()}
     skipped_fr = isinstance(fr, dict) and set(fr) == {"skipped"}
-    return BoardReport(board=board, rankings=rankings, agreement=agreement, condorcet=doc["condorcet_winner"],
-                       n_failed=int(doc["board"]["n_failed"]), friedman=None if skipped_fr else fr,
-                       friedman_note=fr["skipped"] if skipped_fr else None, bootstrap=bootstrap or None,
-                       bootstrap_note=boot["note"], n_boot=int(boot["n_boot"]))
+    rep = BoardReport(board=board, rankings=rankings, agreement=agreement, condorcet=doc["condorcet_winner"],
+                      n_failed=int(doc["board"]["n_failed"]), friedman=None if skipped_fr else fr,
+                      friedman_note=fr["skipped"] if skipped_fr else None, bootstrap=bootstrap or None,
+                      bootstrap_note=boot["note"], n_boot=int(boot["n_boot"]), verdict=list(doc["verdict"]))
+    cells = doc.get("intervals") or {}
+    if cells:
+        idx, cols = list(cells), list(next(iter(cells.values())))
+
+        def frame(key: str, conv: Any) -> pd.DataFrame:
+            return pd.DataFrame([[conv(cells[m][t][key]) for t in cols] for m in idx], index=idx, columns=cols)
+
+        rep.interval_lo, rep.interval_hi = frame("lo", _nan), frame("hi", _nan)
+        rep.interval_source = frame("interval_from", lambda v: v or "")
+        rep.below_baseline = frame("below_baseline", bool)
+    return rep
 
 
 class CachedBoardReport:
@@ -582,11 +652,13 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
         if pool is not None:
             pool.terminate()
             pool.join()
+    verdicts: list[str] = []
     for res in results:
         assert res is not None
         rep, md, csv, js, section = res
         reports.append(rep)
         parts.append(md)
+        verdicts.append(f"- **{board_title(rep.board)}**: " + " ".join(json.loads(js).get("verdict") or []))
         paths = [out_dir / f"{rep.board.key}.{ext}" for ext in ("md", "csv", "json")]
         paths[0].write_text(md)
         paths[1].write_text(csv)
@@ -597,6 +669,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     if not ok.empty:
         agg.to_csv(out_dir / "cells.csv", index=False)
         written.append(out_dir / "cells.csv")
+    if verdicts:   # the conclusions first: what a reader of the printed summary sees before any table
+        parts[2:2] = ["## Verdicts", "", *verdicts, ""]
     combined = "\n".join(parts)
     (out_dir / "leaderboard.md").write_text(combined)
     written.append(out_dir / "leaderboard.md")
