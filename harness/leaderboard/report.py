@@ -258,73 +258,146 @@ def board_title(board: Board) -> str:
 
 
 BELOW_MARK = "†"   # a cell whose interval does not clear its task's trivial baseline
+MD_WIDTH = 120     # the printed leaderboard.md fits a terminal this wide (tables of up to 8 tasks)
+RULE_ABBREV = {"mean": "mn", "geometric_mean": "gm", "median": "md", "optimality_gap": "og", "plurality": "pl",
+               "borda": "bo", "dowdall": "dw", "baldwin": "bw", "nanson": "na", "black": "bl", "condorcet": "cc",
+               "copeland": "cp", "minimax": "mm", "schulze": "sc", "ranked_pairs": "rp", "kemeny": "km"}
+
+
+def _wrap(text: str, indent: str = "") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, MD_WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+
+
+def short_task_names(tasks: Sequence[str], width: int = 6) -> dict[str, str]:
+    """A column header of at most ``width`` characters per task (the last path part, cut), unique on the
+    board; the full names go in a legend under the table."""
+    out: dict[str, str] = {}
+    for i, t in enumerate(tasks):
+        name = t.rsplit("/", 1)[-1][:width] or f"t{i + 1}"
+        if name in out.values():
+            name = f"t{i + 1}"
+        out[t] = name
+    return out
+
+
+def _compact_number(v: float) -> str:
+    if v is None or math.isnan(v):
+        return "—"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.0f}"
 
 
 def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardReport | None = None) -> str:
+    """A board in Markdown, conclusion first: the verdict; a compact table (mean per task, † under the
+    baseline, trainable params, train time, mean rank over the rules) that fits 120 columns for up to
+    8 tasks; the winners per rule; the tests; then the full tables (mean ± std (n), every cost; the rank
+    under each rule)."""
     lines = [f"## {board_title(board)}", ""]
     if report is not None and report.verdict:
-        lines += [verdict_markdown(report.verdict), ""]
+        lines += [*_wrap(verdict_markdown(report.verdict)), ""]
     below = report.below_baseline if report is not None else None
     tasks = list(board.scores.columns)
     avg = board.average
-    head = ["method", *[f"{t} ({board.metrics[t]}, {'↑' if board.directions[t] == 'max' else '↓'})"
-                         for t in tasks], *([average_header(avg)] if avg is not None else []),
-            "trainable params", "peak mem (MB)", "train time (s)"]
     ranked_rules = [r for r, rk in rankings.items() if not rk.skipped]
-    head += [f"rank: {r}" for r in ranked_rules]
-    order = list(board.scores.index)
-    if ranked_rules:
-        pos = position_of(rankings[ranked_rules[0]])
-        order.sort(key=lambda m: (pos.get(m, math.inf), m))
     positions = {r: position_of(rankings[r]) for r in ranked_rules}
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
+    cons = {m: float(np.mean([positions[r][m] for r in ranked_rules if m in positions[r]]))
+            if any(m in positions[r] for r in ranked_rules) else math.nan for m in board.scores.index}
+    order = sorted(board.scores.index, key=lambda m: (cons[m] if not math.isnan(cons[m]) else math.inf, m))
     mean, std, n = (_rows(board, f) for f in (board.scores, board.std, board.n_seeds))
     marked = _rows(board, below.astype(float)) if below is not None else None
+    short = short_task_names(tasks)
+    head = ["method", *[short[t] for t in tasks], *(["avg"] if avg is not None else []), "params", "time s",
+            "rank"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
     for m in order:
-        cells = [m] + [_fmt(mean[m][j], std[m][j], n[m][j]) + (f" {BELOW_MARK}" if marked and marked[m][j] == 1 else "")
-                       for j in range(len(tasks))]
+        cells = [m] + [("—" if math.isnan(mean[m][j]) else f"{mean[m][j]:.3f}")
+                       + (BELOW_MARK if marked and marked[m][j] == 1 else "") for j in range(len(tasks))]
         if avg is not None:
-            cells.append(average_cell(avg, m))
+            v = float(avg.mean.get(m, np.nan))
+            cells.append("—" if math.isnan(v) else f"{v:.3f}")
         cost = board.cost.loc[m]
-        cells += [_fmt_int(cost["trainable_params"]), _fmt_float(cost["peak_memory_mb"], 0),
-                  _fmt_float(cost["train_time_s"], 1)]
-        for r in ranked_rules:
-            p = positions[r].get(m)
-            cells.append(str(int(p)) if p is not None else "—")
+        cells += [_compact_number(cost["trainable_params"]), _fmt_float(cost["train_time_s"], 0),
+                  "—" if math.isnan(cons[m]) else f"{cons[m]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if board.baseline:
-        base = [_baseline_cell(board, t) for t in tasks]
-        lines.append("| " + " | ".join(["*trivial baseline*", *base, *[""] * (len(head) - 1 - len(tasks))]) + " |")
+        base = [f"{board.baseline[t]:.3f}" if t in board.baseline else "—" for t in tasks]
+        lines.append("| " + " | ".join(["*baseline*", *base, *[""] * (len(head) - 1 - len(tasks))]) + " |")
     lines.append("")
-    if board.baseline and below is not None and below.to_numpy().any():
-        lines.append(f"- {BELOW_MARK}: the cell's 95% interval (over examples where the runs kept per-example "
-                     "outcomes, else over seeds; its mean with one seed) does not clear the task's trivial baseline")
+    legend = "Tasks: " + ", ".join(f"{short[t]} = {t} ({board.metrics[t]} "
+                                   f"{'↑' if board.directions[t] == 'max' else '↓'}"
+                                   + (f"; baseline: {board.baseline_kind[t]}" if t in board.baseline_kind else "")
+                                   + ")" for t in tasks) + "."
     if avg is not None:
-        lines.append(f"- **{avg.label}**: {avg.description}")
+        legend += f" avg = {avg.label}: {avg.description}"
+    legend += (f" params = trainable parameters; time s = train time (median over runs); rank = mean position "
+               f"over the {len(ranked_rules)} rules that ranked (1 = best).")
+    if board.baseline and below is not None and below.to_numpy().any():
+        legend += (f" {BELOW_MARK}: the cell's 95% interval (over examples where the runs kept per-example outcomes, "
+                   "else over seeds; its mean with one seed) does not clear the task's trivial baseline.")
+    lines += [*_wrap(legend), ""]
+    # the winners per rule, grouped: who wins under how many rules
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for r in ranked_rules:
+        groups.setdefault(tuple(rankings[r].winners), []).append(r)
+    lines.append("**Winners per rule**:")
+    for who, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines += _wrap(f"- {', '.join(who)} ({len(rs)} of {len(ranked_rules)}): {', '.join(rs)}", "  ")
     for r, rk in rankings.items():
         if rk.skipped:
-            lines.append(f"- **{r}**: skipped — {rk.skipped}")
-        else:
-            lines.append(f"- **{r}** winner(s): {', '.join(rk.winners)}")
+            lines += _wrap(f"- **{r}**: skipped — {rk.skipped}", "  ")
     if report is not None:
-        lines.append(f"- **Condorcet winner**: {report.condorcet or 'none (no method beats every other by majority)'}")
+        lines += _wrap(f"- **Condorcet winner**: {report.condorcet or 'none (no method beats every other by majority)'}",
+                       "  ")
         if report.n_failed:
             lines.append(f"- {report.n_failed} failed/cancelled run(s) on this board, not ranked")
         if report.friedman is not None:
             f = report.friedman
-            lines.append(f"- Friedman χ² = {f['statistic']:.2f}, p = {f['pvalue']:.3g} over {f['n_tasks']} task(s); "
-                         f"Nemenyi CD = {f['cd']:.2f}" + (f" ({f['note']})" if f.get("note") else ""))
+            lines += _wrap(f"- Friedman χ² = {f['statistic']:.2f}, p = {f['pvalue']:.3g} over {f['n_tasks']} task(s); "
+                           f"Nemenyi CD = {f['cd']:.2f}" + (f" ({f['note']})" if f.get("note") else ""), "  ")
         else:
-            lines.append(f"- {report.friedman_note}")
+            lines += _wrap(f"- {report.friedman_note}", "  ")
         lines += ["", "**Uncertainty** (bootstrap over seeds"
                   + (f", {report.n_boot} resamples)" if report.bootstrap else ")") + ":", ""]
         if report.bootstrap_note:
-            lines.append(f"- {report.bootstrap_note}")
+            lines += _wrap(f"- {report.bootstrap_note}", "  ")
         for br in (report.bootstrap or {}).values():
-            lines.append(f"- {br.summary}")
+            lines += _wrap(f"- {br.summary}", "  ")
     for note in board.notes:
-        lines.append(f"- note: {note}")
+        lines += _wrap(f"- note: {note}", "  ")
+    # the full tables, further down: one row per cell, so that any number of tasks fits the width
+    lo, hi = (report.interval_lo, report.interval_hi) if report is not None else (None, None)
+    src = report.interval_source if report is not None else None
+    lines += ["", "**Scores** (mean ± std over seeds, n = seeds; 95% interval over examples, else seeds):", "",
+              "| method | task | score | interval | below baseline |", "|---|---|---|---|---|"]
+    for m in order:
+        for j, t in enumerate(tasks):
+            iv = "—"
+            if lo is not None and hi is not None and src is not None and not math.isnan(lo.at[m, t]):
+                iv = f"[{lo.at[m, t]:.4f}, {hi.at[m, t]:.4f}] ({src.at[m, t]})"
+            flag = BELOW_MARK if marked and marked[m][j] == 1 else ""
+            lines.append(f"| {m} | {t} | {_fmt(mean[m][j], std[m][j], n[m][j])} | {iv} | {flag} |")
+    if board.baseline:
+        lines += ["", *_wrap("Trivial baselines: " + ", ".join(f"{t} {_baseline_cell(board, t)}" for t in tasks
+                                                               if t in board.baseline) + ".")]
+    lines += ["", "**Cost** (median over runs):", "", "| method | trainable params | peak mem (MB) | train time (s) |",
+              "|---|---|---|---|"]
+    for m in order:
+        cost = board.cost.loc[m]
+        lines.append(f"| {m} | {_fmt_int(cost['trainable_params'])} | {_fmt_float(cost['peak_memory_mb'], 0)} | "
+                     f"{_fmt_float(cost['train_time_s'], 1)} |")
+    if ranked_rules:
+        abbrev = {r: RULE_ABBREV.get(r, r[:3]) for r in ranked_rules}
+        lines += ["", "**Rank per rule** (1 = best):", "", "| method | " + " | ".join(abbrev.values()) + " |",
+                  "|" + "---|" * (len(ranked_rules) + 1)]
+        for m in order:
+            lines.append("| " + " | ".join([m, *[str(positions[r][m]) if m in positions[r] else "—"
+                                               for r in ranked_rules]]) + " |")
+        lines += ["", *_wrap("Rules: " + ", ".join(f"{a} = {r}" for r, a in abbrev.items()) + ".")]
     lines.append("")
     return "\n".join(lines)
 
@@ -609,8 +682,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     parts = ["# peftbench leaderboard", "",
              f"Generated from {n_runs} successful run record(s) in `{results_dir / 'records'}`"
              + (f" ({n_failed} failed/cancelled run(s) not ranked)." if n_failed else "."),
-             ("Scores: mean ± std over seeds of each task's primary metric (n = seeds). "
-              "Ranks per social-choice rule; tasks are the voters."), ""]
+             *_wrap("Scores: mean of each task's primary metric over seeds (± std and n in each board's full "
+                    "table). Ranks per social-choice rule; tasks are the voters."), ""]
     agg = aggregate(ok, resolved=True)
     failed = failed_by_board(long)
     samples = samples_by_board(ok)
@@ -658,7 +731,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
         rep, md, csv, js, section = res
         reports.append(rep)
         parts.append(md)
-        verdicts.append(f"- **{board_title(rep.board)}**: " + " ".join(json.loads(js).get("verdict") or []))
+        verdicts += _wrap(f"- **{board_title(rep.board)}**: " + " ".join(json.loads(js).get("verdict") or []), "  ")
         paths = [out_dir / f"{rep.board.key}.{ext}" for ext in ("md", "csv", "json")]
         paths[0].write_text(md)
         paths[1].write_text(csv)

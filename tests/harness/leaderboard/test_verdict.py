@@ -103,12 +103,12 @@ def test_verdicts_of_boards_with_known_structure(tmp_path: Path) -> None:
     # the printed summary opens with the verdicts; every board's Markdown opens with its own
     head = text.split("\n")
     assert head[0] == "# peftbench leaderboard" and head[2] == "## Verdicts"
-    assert any(line.startswith("- **budget=smoke · model=flat · suite=glue**: No method is significantly")
-               for line in head[3:7])
+    summary = "\n".join(head[:head.index("", 4)]).replace("\n  ", " ")   # the verdict list, lines unwrapped
+    assert "- **budget=smoke · model=flat · suite=glue**: No method is significantly" in summary
     md = (tmp_path / "results" / "leaderboards" / "smoke__atbase__glue.md").read_text().splitlines()
     assert md[2].startswith("**Verdict.** ")
-    base_row = next(line for line in md if line.startswith("| *trivial baseline*"))
-    assert "0.6000 (majority)" in base_row
+    base_row = next(line for line in md if line.startswith("| *baseline*"))
+    assert "| 0.600 |" in base_row and "glue/t1 0.6000 (majority)" in "\n".join(md)
     alpha = next(line for line in md if line.startswith("| alpha |"))
     assert alpha.count(report.BELOW_MARK) == 2
 
@@ -146,3 +146,14 @@ def test_html_puts_the_verdict_above_the_tables(tmp_path: Path, html: bool) -> N
     assert section.index("class='verdict'") < section.index("<table")
     assert re.search(r"<p class='verdict'><b>Verdict\.</b> .*On 2 of 3 tasks no method clears", section)
     assert "<i>trivial baseline</i>" in section and "class='below'" in section
+
+
+def test_printed_markdown_fits_120_columns_for_8_tasks(tmp_path: Path) -> None:
+    """Eight long task names, twelve-character method names: every line of leaderboard.md fits."""
+    names = ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "social_i_qa", "winogrande"]
+    rng = np.random.default_rng(3)
+    scores = {f"commonsense/{t}": {f"method-{i:05d}": float(rng.uniform(0.3, 0.9)) for i in range(6)} for t in names}
+    text, _ = _generate(tmp_path, _board("smollm2-135m", scores, {t: 0.25 for t in scores}))
+    long = [line for line in text.splitlines() if len(line) > 120 and not line.startswith("Generated from")]
+    assert not long, long
+    assert sum(line.startswith("| method-") for line in text.splitlines()) == 6 + 6 * 8 + 6 + 6
