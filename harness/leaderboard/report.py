@@ -384,12 +384,15 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     if board.baseline:
         lines += ["", *_wrap("Trivial baselines: " + ", ".join(f"{t} {_baseline_cell(board, t)}" for t in tasks
                                                                if t in board.baseline) + ".")]
-    lines += ["", "**Cost** (median over runs):", "", "| method | trainable params | peak mem (MB) | train time (s) |",
-              "|---|---|---|---|"]
+    avg_head = [average_header(avg)] if avg is not None else []
+    lines += ["", "**" + ("Suite average and cost" if avg is not None else "Cost") + "** (cost: median over runs):",
+              "", "| " + " | ".join(["method", *avg_head, "trainable params", "peak mem (MB)", "train time (s)"]) + " |",
+              "|---|---|---|---|" + ("---|" if avg is not None else "")]
     for m in order:
         cost = board.cost.loc[m]
-        lines.append(f"| {m} | {_fmt_int(cost['trainable_params'])} | {_fmt_float(cost['peak_memory_mb'], 0)} | "
-                     f"{_fmt_float(cost['train_time_s'], 1)} |")
+        cells = [m, *([average_cell(avg, m)] if avg is not None else []), _fmt_int(cost["trainable_params"]),
+                 _fmt_float(cost["peak_memory_mb"], 0), _fmt_float(cost["train_time_s"], 1)]
+        lines.append("| " + " | ".join(cells) + " |")
     if ranked_rules:
         abbrev = {r: RULE_ABBREV.get(r, r[:3]) for r in ranked_rules}
         lines += ["", "**Rank per rule** (1 = best):", "", "| method | " + " | ".join(abbrev.values()) + " |",
