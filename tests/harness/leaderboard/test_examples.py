@@ -127,3 +127,35 @@ def test_paired_permutation_monte_carlo_on_many_examples() -> None:
 
 def test_percentile_interval() -> None:
     assert percentile_interval(np.arange(1001) / 1000) == pytest.approx((0.025, 0.975))
+
+
+def test_cell_intervals_match_the_explicit_two_level_bootstrap() -> None:
+    """All cells at once (the board's path) against the definition, cell by cell, on random cells."""
+    rng = np.random.default_rng(11)
+    rows, bits = [], {}
+    for m in ("a", "b"):
+        for t in ("t1", "t2"):
+            seeds = int(rng.integers(1, 4))
+            bits[m, t] = [(rng.random(int(rng.integers(20, 60))) < rng.uniform(0.3, 0.9)).astype(int)
+                          for _ in range(seeds)]
+            rows += [(m, t, s, b.mean(), float(len(b)), float(b.sum())) for s, b in enumerate(bits[m, t])]
+    samples = pd.DataFrame(rows, columns=["method", "task", "seed", "value", "n_outcomes", "outcome_sum"])
+    ci = cell_intervals(samples, n_boot=20_000).set_index(["method", "task"])
+    for key, per_seed in bits.items():
+        lo, hi = percentile_interval(_explicit_bootstrap(per_seed, 8_000, np.random.default_rng(5)))
+        assert ci.loc[key, "lo"] == pytest.approx(lo, abs=0.03) and ci.loc[key, "hi"] == pytest.approx(hi, abs=0.03)
+        assert ci.loc[key, "n_runs"] == len(per_seed)
+
+
+def test_large_cells_use_a_normal_draw_that_matches_the_exact_binomial() -> None:
+    """1,000 examples per seed (n·p·(1−p) ≥ 50): the fast path's interval against exact binomial draws."""
+    from harness.leaderboard.examples import NORMAL_FROM
+
+    n, k = np.array([1000, 1000, 1000]), np.array([700.0, 720.0, 690.0])
+    assert (n * (k / n) * (1 - k / n) >= NORMAL_FROM).all()
+    samples = pd.DataFrame({"method": "a", "task": "t", "seed": [0, 1, 2], "value": k / n, "n_outcomes": n * 1.0,
+                            "outcome_sum": k})
+    ci = cell_intervals(samples, n_boot=40_000).iloc[0]
+    exact = two_level_bootstrap(n, k, n_boot=40_000, rng=np.random.default_rng(3))   # numpy's exact binomial
+    lo, hi = percentile_interval(exact)
+    assert ci["lo"] == pytest.approx(lo, abs=0.002) and ci["hi"] == pytest.approx(hi, abs=0.002)
