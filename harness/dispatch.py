@@ -112,14 +112,29 @@ def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
     }
     if sets:
         block["baseline"] = sets[0].baseline
+        if getattr(sets[0], "outcomes", None) is not None:   # the primary set's, as its metrics above
+            block["outcomes"] = outcomes_block(spec, sets[0])
     if len(sets) > 1:
         block["subtasks"] = {s.name: {"metrics": metrics(s.metrics), "primary_metric": primary,
                                       "n_examples": s.n_examples, "split": s.split, "baseline": s.baseline,
                                       "samples": s.samples[:2]} for s in sets}
+        for s in sets[1:]:
+            if getattr(s, "outcomes", None) is not None:
+                block["subtasks"][s.name]["outcomes"] = outcomes_block(spec, s)
+        if "outcomes" in block:   # the primary set's under its own name too: readers look outcomes up by set
+            block["subtasks"][sets[0].name]["outcomes"] = block["outcomes"]
     infos = {s.name: s.info for s in sets if s.info}
     if infos:
         block["lm_eval"] = infos
     return block
+
+
+def outcomes_block(spec: JobSpec, s: Any) -> dict[str, Any]:
+    """One set's per-example outcomes (harness.outcomes): inline while small, else a sidecar file in
+    <records>/outcomes/ named after the signature and the set, referenced by path and sha256."""
+    from harness.outcomes import encode_outcomes
+
+    return encode_outcomes(s.outcomes, record_dir=spec.record_path.parent, stem=spec.signature, set_name=s.name)
 
 
 def execute(spec: JobSpec) -> dict[str, Any]:
