@@ -249,3 +249,21 @@ def test_a_trial_killed_while_being_sampled_is_finished_not_lost(tmp_path: Path)
     assert trial.params["method.optim.lr"] == half.params["method.optim.lr"]
     (rec,) = iter_records(tmp_path / "results")
     assert rec["run"]["search"]["params"] == trial.params
+
+
+SPACES = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_every_search_space_is_valid_for_every_method_it_lists(space: str) -> None:
+    """Each conf/search/ space names real config fields with sane ranges for each of its methods
+    (plan() runs the same checks a search makes before its first trial)."""
+    import yaml
+
+    from harness.search import plan, space_for
+
+    methods = yaml.safe_load((PROJECT_ROOT / "conf" / "search" / f"{space}.yaml").read_text())["methods"]
+    assert methods
+    for method in methods:
+        assert space_for(method) == space
+        plan([f"method={method}", "model=minilm-l6", "task=glue/sst2", f"search={space}", "logger=none"])
