@@ -12,7 +12,6 @@ to a (cell, seed) that another record already fills.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +298,10 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
     cols = {c: prim[c].to_numpy() for c in (*BOARD_KEYS, "method", "task", "direction", "metric")}
     vals = {c: prim[c].to_numpy(dtype=float) for c in ("mean", "std", "n_seeds", "baseline", *COST_COLUMNS)}
     kinds = prim["baseline_kind"].to_numpy() if "baseline_kind" in prim else np.full(len(prim), None)
+    # cost medians per (board, method) over its tasks, for every board in one groupby (NaN skipped, as
+    # nanmedian would): rows are sorted by board then method, so each board's groups are contiguous
+    gid = prim.groupby([*BOARD_KEYS, "method"], sort=False).ngroup().to_numpy()
+    cost_med = pd.DataFrame({c: vals[c] for c in COST_COLUMNS}).groupby(gid, sort=True).median().to_numpy()
     out: list[Board] = []
     for a, b in zip(starts.tolist(), ends.tolist()):
         budget, model, suite = (cols[k][a] for k in BOARD_KEYS)
@@ -311,16 +314,15 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
             ti = np.array([new.index(t) for t in tasks.tolist()], dtype=np.intp)[ti]
             tasks = np.array(new, dtype=object)
         mats = {}
-        for c in ("mean", "std", "n_seeds", *COST_COLUMNS):
+        for c in ("mean", "std", "n_seeds"):
             m = np.full((len(methods), len(tasks)), np.nan)
             m[mi, ti] = vals[c][a:b]
             mats[c] = m
         index = pd.Index(methods.tolist(), name="method")
         columns = pd.Index(tasks.tolist(), name="task")
         scores, std, n = (pd.DataFrame(mats[c], index=index, columns=columns) for c in ("mean", "std", "n_seeds"))
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cost rows stay NaN
-            cost = pd.DataFrame({c: np.nanmedian(mats[c], axis=1) for c in COST_COLUMNS}, index=index)
+        first = int(gid[a])
+        cost = pd.DataFrame(cost_med[first: first + len(methods)], index=index, columns=COST_COLUMNS)
         base_t, base_v, base_k = (cols["task"][a:b].tolist(), vals["baseline"][a:b].tolist(), kinds[a:b].tolist())
         baseline: dict[str, list[float]] = {}
         baseline_kind: dict[str, str] = {}
