@@ -76,8 +76,8 @@ def _check_single(overrides: list[str]) -> Any:
     for o in overrides:
         key, _, value = o.partition("=")
         if key.lstrip("+~") == "task" and value in load_suites():
-            raise ConfigError([f"task={value} is a suite ({', '.join(load_suites()[value].expand)}): "
-                               f"run it as a multirun, e.g. peftbench run -m task={value} ..."])
+            raise ConfigError([(f"task={value} is a suite ({', '.join(load_suites()[value].expand)}): "
+                                f"run it as a multirun, e.g. peftbench run -m task={value} ...")])
     spec = spec_from_config(_compose(overrides))
     problems = data_problems(spec.task, spec.data_dir)
     if problems:

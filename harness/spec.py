@@ -22,8 +22,9 @@ SEMANTIC_KEYS = ("method", "model", "task", "budget", "seed")
 # Model fields that say *where* weights come from, not *which* weights: kept out of the signature
 # so a hub load and a local copy of the same revision are one experiment.
 _MODEL_LOCATION_KEYS = ("source", "package")
-# Budget fields that steer reporting, not training (how many seeds a fair comparison needs).
-_BUDGET_REPORTING_KEYS = ("seeds",)
+# Budget fields that steer reporting or plumbing, not training: how many seeds a fair comparison
+# needs; how often to checkpoint (resuming is bit-identical, so the result does not depend on it).
+_BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every")
 # Fields that are floats by meaning: `weight_decay=0` on the command line must hash like the YAML's
 # 0.0, or a sweep re-runs the default experiment under a new signature.
 FLOAT_FIELDS = {
