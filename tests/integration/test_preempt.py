@@ -66,7 +66,7 @@ def finish(root: Path, *extra: str) -> dict:
 def adapter(root: Path) -> dict:
     from safetensors.torch import load_file
 
-    (run,) = (root / "runs").iterdir()
+    (run,) = (root / "runs").glob("[0-9a-f]" * 40)   # runs/<signature>/ (runs/hydra/ is the launcher's)
     return {p.name: load_file(p) for p in sorted((run / "adapter").glob("*.safetensors"))}
 
 
