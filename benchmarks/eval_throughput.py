@@ -28,7 +28,9 @@ peftbench seconds), i.e. peftbench examples/s over lm-eval examples/s.
 Where the difference comes from: lm-eval builds one stopping criterion per stop string, and each
 says "stop" only when *every* row of the batch contains *that* string; a batch whose rows end on
 different stops (one at "\\n\\n", one at "Question:", one at EOS) runs to the token cap. peftbench
-finishes each row at its first stop or EOS and ends the batch when all rows are finished.
+finishes each row at its first stop or EOS and ends the batch when all rows are finished -- and a
+finished row leaves the batch and its KV cache at once (harness.generation._greedy_shrinking), so the
+rows still decoding stop paying for the ones that are done; `generate` computes every row to the end.
 
 Exit code: 0 when the ratio >= 1.0, 1 when below, 2 when the outputs disagree.
 """

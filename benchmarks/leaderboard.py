@@ -54,8 +54,17 @@ METHODS = [f"method{i:02d}" for i in range(20)]
 TASKS = [f"task{j}" for j in range(8)]
 
 
-def synthetic_records(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
-    """`n` records with the real schema: boards of 20 methods × 8 tasks, seeds filling up to n."""
+def _outcomes(acc: float, n: int) -> dict[str, Any]:
+    """An outcomes block of n examples, about acc of them right (deterministic in acc: setup cost only)."""
+    from harness.outcomes import Outcomes, encode_outcomes
+
+    bits = (np.arange(n) * 0.6180339887 % 1.0 < acc).astype(np.uint8)
+    return encode_outcomes(Outcomes("correct", "accuracy", bits))
+
+
+def synthetic_records(n: int, *, seed: int = 0, outcomes: int = 0) -> list[dict[str, Any]]:
+    """`n` records with the real schema: boards of 20 methods × 8 tasks, seeds filling up to n; with
+    ``outcomes`` > 0 each evaluated set carries that many per-example outcomes (harness.outcomes)."""
     rng = np.random.default_rng(seed)
     per_board_seed = len(METHODS) * len(TASKS)
     budgets, models, suites = ["smoke", "small", "paper", "paper-long", "xl"], \
@@ -80,13 +89,15 @@ def synthetic_records(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
                             if (budget, model, suite) == (budgets[0], models[0], suites[0]) and task == "task6":
                                 also = {f"{suite}/task7": float(task_base[7] + effect[mi] + rng.normal(0, 0.01))}
                             out.append(_record(sig, method, model, f"{suite}/{task}", suite, budget, s,
-                                               acc, int(params[mi]), failed=rng.random() < 0.01, also=also))
+                                               acc, int(params[mi]), failed=rng.random() < 0.01, also=also,
+                                               outcomes=outcomes))
     return out
 
 
 def _record(sig: str, method: str, model: str, task: str, suite: str, budget: str, seed: int, acc: float,
-            params: int, *, failed: bool, also: dict[str, float] | None = None) -> dict[str, Any]:
-    """One record; ``also`` (other set → accuracy) makes it a multi-set record with eval.subtasks."""
+            params: int, *, failed: bool, also: dict[str, float] | None = None, outcomes: int = 0) -> dict[str, Any]:
+    """One record; ``also`` (other set → accuracy) makes it a multi-set record with eval.subtasks;
+    ``outcomes``: that many per-example outcomes per evaluated set."""
     spec = {"method": {"name": method}, "model": {"name": model}, "task": {"name": task, "version": 1},
             "budget": {"name": budget, "seeds": 3}, "seed": seed}
     run = {"signature": sig, "status": "failed" if failed else "success", "method": method, "model": model,
@@ -104,11 +115,15 @@ def _record(sig: str, method: str, model: str, task: str, suite: str, budget: st
                       "error_rate": {"value": 1.0 - acc, "direction": "min"}},
           "primary_metric": "accuracy", "n_examples": 256, "split": "dev", "task_version": 1,
           "protocol": "classify", "eval_time_s": 2.0, "history": [], "samples": []}
+    if outcomes:
+        ev["n_examples"] = outcomes
+        ev["outcomes"] = _outcomes(acc, outcomes)
     if also:
         sets = {task: acc, **also}
         ev["subtasks"] = {name: {"metrics": {"accuracy": {"value": a, "direction": "max"},
                                              "error_rate": {"value": 1.0 - a, "direction": "min"}},
-                                 "primary_metric": "accuracy", "n_examples": 256, "split": "dev"}
+                                 "primary_metric": "accuracy", "n_examples": outcomes or 256, "split": "dev",
+                                 **({"outcomes": _outcomes(a, outcomes)} if outcomes else {})}
                           for name, a in sets.items()}
     return {"schema_version": 1, "run": run, "train": train, "eval": ev, "meta": {}}
 
@@ -159,7 +174,8 @@ def _write_files(root: Path, recs: list[dict[str, Any]]) -> None:
         (d / f"{r['run']['signature']}.json").write_text(json.dumps(r, indent=2))
 
 
-def end_to_end(recs: list[dict[str, Any]], n: int, base: float, *, jobs: int | None, n_boot: int) -> bool:
+def end_to_end(recs: list[dict[str, Any]], n: int, base: float, *, jobs: int | None, n_boot: int,
+               outcomes: int = 0) -> bool:
     """`peftbench leaderboard` on n record files: first build, regenerations, full rebuild without bootstrap."""
     import contextlib
     import io
@@ -168,7 +184,7 @@ def end_to_end(recs: list[dict[str, Any]], n: int, base: float, *, jobs: int | N
     from harness.leaderboard import report
 
     if n > len(recs):
-        recs = synthetic_records(n)
+        recs = synthetic_records(n, outcomes=outcomes)
     sub = recs[:n]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -221,7 +237,8 @@ def end_to_end(recs: list[dict[str, Any]], n: int, base: float, *, jobs: int | N
             first = sub[0]["run"]
             suite = first["suite"]
             extra_recs = [_record(f"{len(sub) + k:040x}", METHODS[k], first["model"], f"{suite}/{TASKS[k % len(TASKS)]}",
-                                  suite, first["budget"], 1000 + k, 0.7, 10_000, failed=False) for k in range(10)]
+                                  suite, first["budget"], 1000 + k, 0.7, 10_000, failed=False, outcomes=outcomes)
+                          for k in range(10)]
             _write_files(root, extra_recs)
             timed("(b) regeneration after 10 new records, 1 board", [], bar=True)
             n_proc = jobs or os.cpu_count() or 1
@@ -254,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=None, help="--jobs of the end-to-end command (default: every CPU)")
     p.add_argument("--bootstrap", type=int, default=200, help="resamples for the per-board extras timing")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--outcomes", type=int, default=1000,
+                   help="per-example outcomes in every synthetic record (issue 11's bar: 1000; 0 = none, as before)")
     p.add_argument("--no-kemeny", action="store_true", help="skip the exact-Kemeny timings (12 and 30 systems)")
     args = p.parse_args(argv)
 
     t = time.perf_counter()
-    recs = synthetic_records(args.records, seed=args.seed)
-    print(f"generated {len(recs):,} synthetic records in {time.perf_counter() - t:.2f} s")
+    recs = synthetic_records(args.records, seed=args.seed, outcomes=args.outcomes)
+    print(f"generated {len(recs):,} synthetic records ({args.outcomes} per-example outcomes each) "
+          f"in {time.perf_counter() - t:.2f} s")
     pipeline(recs[:2000])  # warm up imports (scipy, HiGHS)
 
     stages: dict[str, float] = {}
@@ -284,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
     extras(recs, bs, args.bootstrap)
     if args.disk > 0:
-        ok = end_to_end(recs, args.disk, base, jobs=args.jobs, n_boot=args.bootstrap) and ok
+        ok = end_to_end(recs, args.disk, base, jobs=args.jobs, n_boot=args.bootstrap, outcomes=args.outcomes) and ok
     if not args.no_kemeny:
         # Issue #3 asks for all leaderboard timings in one run: exact Kemeny for 12 and 30 systems.
         sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-MAX_KNOB = 4096
+MAX_KNOB = 1 << 20   # large knobs exist (FourierFT n_frequency); doubling stops at the target
 
 
 def _trainable_for(spec: Any, loaded: Any, method: Mapping[str, Any]) -> int:

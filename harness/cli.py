@@ -7,6 +7,11 @@
   peftbench fetch-models [NAME ...]        local copies of the embedded models
   peftbench validate [overrides]           compose + validate a job config, print it, run nothing
   peftbench tasks [--format md|json]       every task: suite, protocols, metrics, split sizes, data
+  peftbench methods [--format md|json] [--model M --trainable-params N]
+                                           every method: paper, knob, applies to, mechanism; solved knobs
+  peftbench search [overrides]             an Optuna study: trials are jobs on the validation split
+  peftbench tune -m method=A,B [overrides] equal search budget per method, then best configs x seeds
+  peftbench studies [STUDY] [--results-dir DIR] [--storage URL]   trials, states, best so far
 """
 from __future__ import annotations
 
@@ -76,8 +81,9 @@ def _check_single(overrides: list[str]) -> Any:
     for o in overrides:
         key, _, value = o.partition("=")
         if key.lstrip("+~") == "task" and value in load_suites():
-            raise ConfigError([(f"task={value} is a suite ({', '.join(load_suites()[value].expand)}): "
-                                f"run it as a multirun, e.g. peftbench run -m task={value} ...")])
+            members = ", ".join(load_suites()[value].expand)
+            hint = f"run it as a multirun, e.g. peftbench run -m task={value} ..."
+            raise ConfigError([f"task={value} is a suite ({members}): {hint}"])
     spec = spec_from_config(_compose(overrides))
     problems = data_problems(spec.task, spec.data_dir)
     if problems:
@@ -129,14 +135,76 @@ def _tasks(argv: list[str]) -> int:
     return main(argv)
 
 
+def _methods(argv: list[str]) -> int:
+    from methods.catalog import main
+
+    return main(argv)
+
+
 def _fetch(argv: list[str]) -> int:
     from harness.models import main
 
     return main(argv)
 
 
+def _search(argv: list[str]) -> int:
+    if "--status" in argv:
+        i = argv.index("--status")
+        rest = argv[:i] + argv[i + 1:]
+        return _studies(rest)
+    from harness.search import run_search
+
+    logging.basicConfig(level=logging.INFO, format="[peftbench] %(message)s", force=True)
+    try:
+        result = run_search(argv)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"study {result.study}: {result.n_trials} trial(s) "
+          f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(result.states.items()))}); storage {result.storage}")
+    for b in result.best:
+        print(f"  best: trial {b['number']} values={b['values']} params={b['params']}")
+    return 0
+
+
+def _tune(argv: list[str]) -> int:
+    from harness.search import tune
+
+    logging.basicConfig(level=logging.INFO, format="[peftbench] %(message)s", force=True)
+    try:
+        out = tune([a for a in argv if a not in ("-m", "--multirun")])
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    for s in out["studies"]:
+        print(f"study {s}")
+    counts: dict[str, int] = {}
+    for summary in out["finals"]:
+        counts[summary.get("status", "?")] = counts.get(summary.get("status", "?"), 0) + 1
+    print("final runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 0 if set(counts) <= {"success", "skipped"} else 1
+
+
+def _studies(argv: list[str]) -> int:
+    import argparse
+
+    from harness.search import status_lines
+    from harness.spec import PROJECT_ROOT, _path_or
+
+    ap = argparse.ArgumentParser(prog="peftbench studies")
+    ap.add_argument("study", nargs="?")
+    ap.add_argument("--results-dir", default=None)
+    ap.add_argument("--storage", default=None, help="an RDB URL or journal file (default: results/studies/*)")
+    args = ap.parse_args(argv)
+    results = _path_or(args.results_dir, "PEFTBENCH_RESULTS", PROJECT_ROOT / "results")
+    lines = status_lines(results, args.study, storage=args.storage)
+    print("\n".join(lines) if lines else f"no studies under {results / 'studies'}")
+    return 1 if args.study and lines and lines[0].startswith("no study") else 0
+
+
 COMMANDS = {"run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
-            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks}
+            "fetch-models": _fetch, "validate": _validate, "tasks": _tasks, "methods": _methods, "search": _search, "tune": _tune,
+            "studies": _studies}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from harness.preempt import Interrupted, SignalGuard, outcome, requeue, slurm_job
 from harness.records import success_exists, write_record
 from harness.spec import JobSpec
+from harness.trial_report import TrialPruned
 
 log = logging.getLogger("peftbench")
 TRACEBACK_TAIL = 4000
@@ -39,7 +40,14 @@ def run_block(spec: JobSpec, status: str, started: str, *, error: str | None = N
         "error": error, "traceback": tb[-TRACEBACK_TAIL:] if tb else None,
         "started_at": started, "finished_at": _now(), "host": socket.gethostname(),
         "slurm": slurm_env() or None,
+        "search": search_block(spec),
     }
+
+
+def search_block(spec: JobSpec) -> dict[str, Any] | None:
+    """run.search of a search trial: which study and trial, and the values the sampler chose."""
+    link = spec.trial
+    return None if not link else {"study": link["study"], "trial": link["number"], "params": link["params"]}
 
 
 def meta_block(spec: JobSpec, result: Any | None) -> dict[str, Any]:
@@ -112,10 +120,17 @@ def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
     }
     if sets:
         block["baseline"] = sets[0].baseline
+        if getattr(sets[0], "outcomes", None) is not None:   # the primary set's, as its metrics above
+            block["outcomes"] = outcomes_block(spec, sets[0])
     if len(sets) > 1:
         block["subtasks"] = {s.name: {"metrics": metrics(s.metrics), "primary_metric": primary,
                                       "n_examples": s.n_examples, "split": s.split, "baseline": s.baseline,
                                       "samples": s.samples[:2]} for s in sets}
+        for s in sets[1:]:
+            if getattr(s, "outcomes", None) is not None:
+                block["subtasks"][s.name]["outcomes"] = outcomes_block(spec, s)
+        if "outcomes" in block:   # the primary set's under its own name too: readers look outcomes up by set
+            block["subtasks"][sets[0].name]["outcomes"] = block["outcomes"]
     infos = {s.name: s.info for s in sets if s.info}
     if infos:
         block["lm_eval"] = infos
@@ -139,6 +154,14 @@ def _after_signal(spec: JobSpec, stop: Interrupted, started: str, tracker: Any) 
     error = f"cancelled by {stop}; rerunning resumes from it"
     return {"run": run_block(spec, "cancelled", started, error=error), "train": None, "eval": None,
             "meta": meta_block(spec, None)}
+
+
+def outcomes_block(spec: JobSpec, s: Any) -> dict[str, Any]:
+    """One set's per-example outcomes (harness.outcomes): inline while small, else a sidecar file in
+    <records>/outcomes/ named after the signature and the set, referenced by path and sha256."""
+    from harness.outcomes import encode_outcomes
+
+    return encode_outcomes(s.outcomes, record_dir=spec.record_path.parent, stem=spec.signature, set_name=s.name)
 
 
 def execute(spec: JobSpec) -> dict[str, Any]:
@@ -174,11 +197,17 @@ def _execute(spec: JobSpec, guard: SignalGuard) -> dict[str, Any]:
     except Interrupted as stop:
         record = _after_signal(spec, stop, started, tracker)
         signum = stop.signum
+    except TrialPruned as exc:   # the study stopped it: a verdict, not a failure
+        log.info("pruned %s: %s", spec.label, exc)
+        record = {"run": run_block(spec, "pruned", started, error=f"TrialPruned: {exc}"),
+                  "train": None, "eval": None, "meta": meta_block(spec, None)}
     except Exception as exc:   # noqa: BLE001 - failure isolation: record it, keep the sweep going
         log.error("job %s failed: %s: %s", spec.label, type(exc).__name__, exc)
         record = {"run": run_block(spec, "failed", started, error=f"{type(exc).__name__}: {exc}",
                                    tb=traceback.format_exc()),
                   "train": None, "eval": None, "meta": meta_block(spec, None)}
+    if spec.tuning:
+        record["tuning"] = spec.tuning
     if tracker.run_dir is not None:
         record["run"]["wandb_dir"] = str(tracker.run_dir)
     write_record(spec.record_path, record)

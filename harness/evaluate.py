@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+
+from harness.outcomes import Outcomes, correct_per_example
 
 N_SAMPLES = 5   # a few predictions kept in the record so a reader can see what the model did
 
@@ -25,6 +28,7 @@ class SetResult:
     baseline: dict[str, Any]
     samples: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    outcomes: Outcomes | None = None   # per example, in file order (harness.outcomes); None: not kept
 
 
 @dataclass
@@ -80,18 +84,32 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: 
 
                 ll = evaluate_loglik(model, tokenizer, subset, spec.task,
                                      batch_size=int(spec.budget["eval_batch_size"]), device=device,
-                                     workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"))
+                                     workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"), name=es.name)
                 metrics, samples, info = ll.metrics, ll.samples, ll.info
+                outcomes = Outcomes("correct", metrics_of(spec.task)[0]["name"], np.asarray(ll.outcomes, np.uint8))
             else:
                 run = _classify if protocol == "classify" else _generate
                 preds, refs, samples = run(model, tokenizer, subset, spec, device)
-                metrics = compute_metrics({"name": spec.task["name"], "metrics": metrics_of(spec.task)}, preds, refs)
+                specs = metrics_of(spec.task)
+                metrics = compute_metrics({"name": spec.task["name"], "metrics": specs}, preds, refs)
+                outcomes = example_outcomes(spec.task, [m["name"] for m in specs], preds, refs)
             out.append(SetResult(name=es.name, split=es.split, metrics={k: float(v) for k, v in metrics.items()},
-                                 n_examples=len(subset), baseline=base, samples=samples, info=info))
+                                 n_examples=len(subset), baseline=base, samples=samples, info=info,
+                                 outcomes=outcomes))
     finally:
         if was_training:
             model.train()
     return EvalResult(sets=out, seconds=time.perf_counter() - t0)
+
+
+def example_outcomes(task: dict[str, Any], metrics: Sequence[str], preds: Sequence[Any],
+                     refs: Sequence[Any]) -> Outcomes:
+    """A regression task keeps each prediction (and the gold score: a correlation needs both); any
+    other task keeps right/wrong per example by its own metric (harness.outcomes)."""
+    if task.get("regression"):
+        return Outcomes("prediction", metrics[0], np.asarray(preds, np.float64), np.asarray(refs, np.float64))
+    name, correct = correct_per_example(metrics, preds, refs)
+    return Outcomes("correct", name, np.asarray(correct, np.uint8))
 
 
 def _length_order(texts: Sequence[str]) -> list[int]:

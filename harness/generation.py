@@ -18,6 +18,14 @@ its text contains the stop string at all. It is also slower (measured with SmolL
 ``generate`` call and ~200 us per step, against ~90 us per step for the decode-the-tail check
 below; both are small next to a forward pass (tens of ms), so the semantics decided.
 Returned texts are cut at the first stop string, as lm-eval's ``generate_until`` cuts them.
+
+Finished rows leave the batch. ``model.generate`` keeps computing a row that hit EOS or a stop
+string until the whole batch is done, so one long answer makes every short one pay for its length.
+For a causal LM with a standard KV cache, :func:`_greedy_shrinking` decodes step by step itself
+and drops finished rows from the batch and from the cache (``DynamicCache.batch_select_indices``):
+the same forward calls as ``generate`` (prefill, then one token a step, positions from the
+attention mask), on fewer rows. Models that manage their own cache (peft's prompt learning:
+prefix/prompt tuning inject past key values) keep the ``generate`` path.
 """
 from __future__ import annotations
 
@@ -86,12 +94,79 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
         enc = tokenizer.pad({"input_ids": [ids[j] for j in idx]}, padding=True, padding_side="left",
                             return_tensors="pt").to(device)
         width = enc["input_ids"].shape[1]
-        criteria = StoppingCriteriaList([StopOnStrings(tokenizer, stop, width, len(idx))]) if stop else None
-        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
-                             stopping_criteria=criteria)
-        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        if _can_shrink(model):
+            new_ids = _greedy_shrinking(model, tokenizer, enc["input_ids"], enc["attention_mask"],
+                                        max_new_tokens=max_new_tokens, stop=stop)
+        else:
+            criteria = StoppingCriteriaList([StopOnStrings(tokenizer, stop, width, len(idx))]) if stop else None
+            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+                                 stopping_criteria=criteria)
+            new_ids = [row.tolist() for row in out[:, width:]]
+        texts = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
         for j, text in zip(idx, texts):
             outputs[j] = cut_at_stop(text, stop)
     return outputs
+
+
+def _can_shrink(model: Any) -> bool:
+    """The step-by-step decoder needs a decoder-only LM with the standard KV cache; peft's prompt
+    learning (prefix/prompt tuning inject their own past key values) and encoder-decoders do not fit."""
+    peft_cfg = getattr(model, "active_peft_config", None)
+    if peft_cfg is not None and getattr(peft_cfg, "is_prompt_learning", False):
+        return False
+    config = getattr(model, "config", None)
+    return config is not None and not getattr(config, "is_encoder_decoder", False)
+
+
+def _cache_keyword(model: Any) -> str:
+    """transformers >= 5.2x names the forward's KV-cache argument ``cache`` (``past_key_values`` is
+    deprecated there, removed in 5.40); older releases only know ``past_key_values``."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def _greedy_shrinking(model: Any, tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                      max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
+    """Greedy continuations (token ids) of one left-padded batch; a row leaves the batch, and the
+    KV cache, as soon as it emits EOS or its generated text contains a stop string."""
+    from transformers import DynamicCache
+
+    eos = tokenizer.eos_token_id
+    stops = [x for x in stop if x]
+    window = max((len(x.encode("utf-8")) for x in stops), default=0) + 1
+    rows = list(range(input_ids.shape[0]))          # batch position -> original row
+    generated: list[list[int]] = [[] for _ in rows]
+    mask = attention_mask
+    cache = DynamicCache()   # filled in place by every forward call
+    cache_kw = _cache_keyword(model)
+    step_ids = input_ids
+    for _ in range(max_new_tokens):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    **{cache_kw: cache})
+        nxt = out.logits[:, -1, :].argmax(-1)
+        keep: list[int] = []
+        for pos, token in enumerate(nxt.tolist()):
+            row = rows[pos]
+            generated[row].append(token)
+            finished = token == eos
+            if not finished and stops:
+                tail = tokenizer.decode(generated[row][-window:], skip_special_tokens=True)
+                finished = any(x in tail for x in stops)
+            if not finished:
+                keep.append(pos)
+        if not keep:
+            break
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=nxt.device)
+            cache.batch_select_indices(index)
+            mask, nxt = mask[index], nxt[index]
+            rows = [rows[p] for p in keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        step_ids = nxt[:, None]
+    return generated

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 SCHEMA_VERSION = 1
-STATUSES = ("success", "failed", "cancelled")
+# pruned: a search trial its study stopped early (harness.trial_report); never ranked, like failed.
+STATUSES = ("success", "failed", "cancelled", "pruned")
 
 
 class RecordError(ValueError):

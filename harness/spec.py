@@ -22,6 +22,9 @@ SEMANTIC_KEYS = ("method", "model", "task", "budget", "seed")
 # Model fields that say *where* weights come from, not *which* weights: kept out of the signature
 # so a hub load and a local copy of the same revision are one experiment.
 _MODEL_LOCATION_KEYS = ("source", "package")
+# Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
+# method's one-line description must not re-run its experiments.
+_METHOD_INFO_KEYS = ("info",)
 # Budget fields that steer reporting or plumbing, not training: how many seeds a fair comparison
 # needs; how often to checkpoint (resuming is bit-identical, so the result does not depend on it).
 _BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every")
@@ -62,11 +65,17 @@ class JobSpec:
     threads: int | None = None
     force: bool = False
     launcher: str = "debug"
+    # Set by `peftbench search` / `tune` only (plumbing, never in the signature): `trial` links a trial's
+    # job to its study (the record's run.search; where to report for pruning), `tuning` says how a
+    # final run's config was chosen (the record's tuning block).
+    trial: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
 
     def semantic(self) -> dict[str, Any]:
         model = {k: v for k, v in self.model.items() if k not in _MODEL_LOCATION_KEYS}
         budget = {k: v for k, v in self.budget.items() if k not in _BUDGET_REPORTING_KEYS}
-        return {"method": self.method, "model": model, "task": self.task, "budget": budget,
+        method = {k: v for k, v in self.method.items() if k not in _METHOD_INFO_KEYS}
+        return {"method": method, "model": model, "task": self.task, "budget": budget,
                 "seed": self.seed}
 
     @property

@@ -26,6 +26,7 @@ from harness.evaluate import evaluate
 from harness.models import LoadedModel, load
 from harness.preempt import CheckpointClock, Interrupted, SignalGuard, slurm_job
 from harness.spec import JobSpec
+from harness.trial_report import report_trial
 
 LogFn = Callable[[Mapping[str, float], int], None]
 LOSS_CURVE_POINTS = 200
@@ -235,9 +236,9 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
     grad_norm = torch.nn.utils.clip_grad_norm_(st.trainable, st.grad_clip) if st.grad_clip else None
     st.optimizer.step()
     st.scheduler.step()
-    st.optimizer.zero_grad(set_to_none=True)
-    if st.callback is not None:
+    if st.callback is not None:   # before zero_grad: AdaLoRA's importance scores read this step's gradients
         st.callback(st.model, st.step, st.total_steps)
+    st.optimizer.zero_grad(set_to_none=True)
     st.step += 1
     st.tokens += n_tok
     st.examples += n_ex
@@ -395,13 +396,15 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     import methods
 
     impl = methods.resolve(spec.method)
+    if impl.init is not None:   # data-dependent init (EVA, LoRA-GA): batches on the model's device; it may
+        # replace adapter parameters (EVA moves rank between layers), so it runs before the optimizer exists
+        impl.init(model, ({k: v.to(device) for k, v in make_batch(tokenizer, b, max_len).items()}
+                          for b in batch_stream(train_examples, batch_size, spec.seed)))
+        res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, trainable, spec.method, impl)
     total_steps = _planned_steps(budget, train_examples, tokenizer, make_batch, max_len, batch_size)
     scheduler = make_scheduler(optimizer, budget, total_steps)
-    if impl.init is not None:   # data-dependent init (EVA, LoRA-GA): batches on the model's device
-        impl.init(model, ({k: v.to(device) for k, v in make_batch(tokenizer, b, max_len).items()}
-                          for b in batch_stream(train_examples, batch_size, spec.seed)))
 
     # 4. resume: a requeued, preempted or rerun job continues its own checkpoint (force or not)
     st = StepState(model=model, optimizer=optimizer, scheduler=scheduler, trainable=trainable,
@@ -456,6 +459,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             res.eval_history.append({"step": st.step, **ev.metrics})
             log({f"eval/{k}": v for k, v in ev.metrics.items()}, st.step)
             checkpoint("running")
+            report_trial(spec.trial, st.step, ev.metrics)   # a search trial: may raise TrialPruned
         if guard.pending is not None:
             checkpoint(signal.Signals(guard.pending).name)
             raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2))

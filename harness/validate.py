@@ -68,7 +68,7 @@ class _Checker:
 
 
 def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
-    from methods import METHOD_KINDS_REGISTRY, PEFT_CONFIGS
+    from methods import METHOD_KINDS_REGISTRY, OPTIMIZER_NAMES, PEFT_CONFIGS
 
     c.need(m, "method", "name")
     kind = c.choice(m, "method", "kind", METHOD_KINDS)
@@ -104,12 +104,26 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
     if knob is not None and knob not in params:
         c.add(f"method.capacity_knob: {knob!r} is not a key of method.params "
               f"({', '.join(params) or 'empty'})")
+    info = m.get("info") or {}
+    if not isinstance(info, Mapping):
+        c.add("method.info: must be a mapping (paper, mechanism, applies_to)")
+    else:
+        applies = info.get("applies_to")
+        if applies is not None and (not isinstance(applies, list) or not applies
+                                    or any(a not in MODEL_KINDS for a in applies)):
+            c.add(f"method.info.applies_to: {applies!r} must be a non-empty list of {', '.join(MODEL_KINDS)}")
     optim = m.get("optim") or {}
     if not isinstance(optim, Mapping):
         c.add("method.optim: must be a mapping with lr and weight_decay")
         return
     c.number(optim, "method.optim", "lr", positive=True)
     c.number(optim, "method.optim", "weight_decay", nonneg=True, optional=True)
+    c.choice(optim, "method.optim", "name", OPTIMIZER_NAMES, optional=True)
+    if optim.get("name") == "loraplus":
+        if kind == "peft" and m.get("peft_type") != "lora":
+            c.add(f"method.optim.name: loraplus sets B's learning rate apart from A's, so it needs a LoRA "
+                  f"adapter (peft_type lora), not {m.get('peft_type')!r}")
+        c.number(optim, "method.optim", "loraplus_lr_ratio", positive=True)
 
 
 def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
@@ -192,6 +206,16 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
         if need and cfg["model"].get("kind") != need:
             c.add(f"model: task {cfg['task'].get('name')!r} has protocol {protocol!r}, which needs an "
                   f"{need} model; model {cfg['model'].get('name')!r} is a {cfg['model'].get('kind')}")
+    if ok["method"] and ok["model"]:
+        applies = (cfg["method"].get("info") or {}).get("applies_to") if isinstance(
+            cfg["method"].get("info"), Mapping) else None
+        kind = cfg["model"].get("kind")
+        if isinstance(applies, list) and kind in MODEL_KINDS and kind not in applies:
+            c.add(f"method: {cfg['method'].get('name')!r} applies to {' and '.join(applies)} models only "
+                  f"(method.info.applies_to); model {cfg['model'].get('name')!r} is {'an' if kind == 'encoder' else 'a'} "
+                  f"{kind}"
+                  + (f" and task protocol {cfg['task'].get('protocol')!r} needs one"
+                     if ok["task"] and PROTOCOL_MODEL_KIND.get(cfg["task"].get("protocol")) == kind else ""))
     if (ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params")
             and cfg["method"].get("kind") == "full"):
         c.add("budget.trainable_params: method 'full' trains every weight and has no capacity knob; "

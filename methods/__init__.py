@@ -94,7 +94,23 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
     "oft": PeftConfigEntry("OFTConfig"),
     "fourierft": PeftConfigEntry("FourierFTConfig"),
     "vblora": PeftConfigEntry("VBLoRAConfig"),
+    "hra": PeftConfigEntry("HRAConfig"),
+    "shira": PeftConfigEntry("ShiraConfig"),
+    "ln_tuning": PeftConfigEntry("LNTuningConfig"),
+    "road": PeftConfigEntry("RoadConfig"),
+    "waveft": PeftConfigEntry("WaveFTConfig"),
+    "delora": PeftConfigEntry("DeloraConfig"),
+    "tinylora": PeftConfigEntry("TinyLoraConfig"),
+    # prompt learning: virtual tokens / prefixes, decoders only (method info.applies_to)
+    "prompt_tuning": PeftConfigEntry("PromptTuningConfig"),
+    "prefix_tuning": PeftConfigEntry("PrefixTuningConfig"),
+    "p_tuning": PeftConfigEntry("PromptEncoderConfig"),
+    "adaption_prompt": PeftConfigEntry("AdaptionPromptConfig"),
 }
+
+# Optimizers a method may name in `optim.name` (peft-native hooks in methods/peft_native.py).
+OPTIMIZER_NAMES = ("adamw", "loraplus")
+MODEL_KINDS = ("encoder", "decoder")
 
 
 @dataclass(frozen=True)
@@ -102,9 +118,11 @@ class MethodImpl:
     """What a method can provide beyond a peft config (see DESIGN.md, extension points).
 
     apply:     (backbone, method_cfg, model_cfg) -> module whose trainable params are the method's.
-    init:      optional data-dependent init (model, batches) run before training (EVA, LoRA-GA).
+    init:      optional data-dependent init (model, batches) run before the optimizer is built (EVA,
+               LoRA-GA): it may replace adapter parameters.
     optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore).
-    callback:  optional per-step hook (model, step, total_steps) (AdaLoRA schedule, LISA sampling).
+    callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
+               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling).
     """
 
     name: str
@@ -125,7 +143,7 @@ def register(impl: MethodImpl) -> MethodImpl:
     return impl
 
 
-_BUILTIN_MODULES = {"peft_native", "full"}
+_BUILTIN_MODULES = {"peft_native", "full", "catalog"}
 
 
 def _discover() -> None:
@@ -139,9 +157,9 @@ def resolve(method_cfg: Mapping[str, Any]) -> MethodImpl:
     """The implementation behind a method YAML."""
     kind = method_cfg["kind"]
     if kind == "peft":
-        from methods.peft_native import PEFT_NATIVE
+        from methods.peft_native import impl_for
 
-        return PEFT_NATIVE
+        return impl_for(method_cfg)
     if kind == "full":
         from methods.full import FULL
 

@@ -1,22 +1,44 @@
-"""Build any peft config from a method YAML and wrap the backbone with it."""
+"""Build any peft config from a method YAML, wrap the backbone with it, and pick the method's hooks.
+
+A peft-native method is one YAML. What some of them need beyond `get_peft_model` is chosen from the
+YAML itself, never from the method's name, so a new YAML with the same flag gets the same hook:
+
+- `params.init_lora_weights: eva` → an `init` hook feeding training batches to peft's EVA (2410.07170).
+- `optim.name: loraplus`          → an `optimizer` hook, peft's LoRA+ optimizer (2402.12354).
+- `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512).
+"""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from methods import PEFT_CONFIGS, MethodImpl
+
+# LoraConfig fields whose value is itself a peft dataclass: YAML gives a mapping, peft wants the object.
+SUB_CONFIGS = {"eva_config": "EvaConfig", "corda_config": "CordaConfig", "lora_ga_config": "LoraGAConfig"}
+# AdaLoRA needs total_step > 0 when its config is built, before the job's step count is known here;
+# the callback sets the real value on its first call.
+_ADALORA_PLACEHOLDER_STEPS = 10**9
 
 
 def build_peft_config(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
     """The peft config object for this method on this model.
 
     `target_modules: null` in the method means "the model's defaults", so one method YAML serves
-    every architecture (query/value on BERT, q_proj/v_proj on llama).
+    every architecture (query/value on BERT, q_proj/v_proj on llama). A method YAML without the key
+    (IA3, prompt learning) leaves the choice to peft's own per-architecture defaults.
     """
+    import peft
+
     entry = PEFT_CONFIGS[method_cfg["peft_type"]]
     params = dict(method_cfg.get("params") or {})
-    if params.get("target_modules") is None:
+    if "target_modules" in params and params["target_modules"] is None:
         params["target_modules"] = list(model_cfg["target_modules"])
+    for key, cls_name in SUB_CONFIGS.items():
+        if isinstance(params.get(key), Mapping):
+            params[key] = getattr(peft, cls_name)(**params[key])
+    if method_cfg["peft_type"] == "adalora" and not params.get("total_step"):
+        params["total_step"] = _ADALORA_PLACEHOLDER_STEPS
     if model_cfg["kind"] == "decoder":
         params.setdefault("task_type", "CAUSAL_LM")
     return entry.load()(**params)
@@ -26,6 +48,101 @@ def apply_peft(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[
     from peft import get_peft_model
 
     return get_peft_model(backbone, build_peft_config(method_cfg, model_cfg))
+
+
+def peft_model_of(model: Any) -> Any:
+    """The PeftModel inside `model` (the model itself, or the encoder under a classification head)."""
+    from peft import PeftModel
+
+    for module in model.modules():
+        if isinstance(module, PeftModel):
+            return module
+    raise TypeError(f"no PeftModel inside {type(model).__name__}")
+
+
+# ------------------------------------------------------------------------------------------ hooks
+def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """What the backbone's forward takes: a classify batch's labels belong to the head, not the encoder."""
+    return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+def init_eva(model: Any, batches: Iterable[Mapping[str, Any]]) -> None:
+    """EVA (arXiv:2410.07170): A ← top right-singular vectors of each layer's inputs, computed by
+    incremental SVD over training batches until they converge (peft's initialize_lora_eva_weights)."""
+    from peft import initialize_lora_eva_weights
+
+    peft_model = peft_model_of(model)
+    was_training = peft_model.training
+    peft_model.eval()
+    # sequence labels (classify: one per example) are the head's; EVA's label mask reads token labels only
+    batches = ({k: v for k, v in b.items() if k != "labels" or v.shape == b["input_ids"].shape}
+               for b in batches)
+    initialize_lora_eva_weights(peft_model, dataloader=_Reiterable(batches),
+                                forward_fn=lambda m, inputs: m(**_model_inputs(inputs)),
+                                show_progress_bar=False)
+    peft_model.train(was_training)
+
+
+class _Reiterable:
+    """EVA iterates its dataloader more than once (first batch to size, then until convergence): the
+    training stream is a one-shot generator, so batches are kept as they are drawn."""
+
+    def __init__(self, batches: Iterable[Mapping[str, Any]], limit: int = 64) -> None:
+        self._it, self._seen, self._limit = iter(batches), [], limit
+
+    def __iter__(self):
+        yield from self._seen
+        while len(self._seen) < self._limit:
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                return
+            self._seen.append(batch)
+            yield batch
+
+    def __len__(self) -> int:
+        return self._limit
+
+
+def loraplus_optimizer(model: Any, method_cfg: Mapping[str, Any]) -> Any:
+    """LoRA+ (arXiv:2402.12354): B's learning rate is loraplus_lr_ratio × A's (everything else, a
+    classification head included, gets the base rate)."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    optim = method_cfg.get("optim") or {}
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=float(optim["lr"]),
+                                     loraplus_lr_ratio=float(optim.get("loraplus_lr_ratio", 16.0)),
+                                     weight_decay=float(optim.get("weight_decay") or 0.0))
+
+
+def adalora_callback(model: Any, step: int, total_steps: int) -> None:
+    """AdaLoRA (arXiv:2303.10512): after each optimizer step (gradients still present) update the
+    sensitivity scores and mask singular values so the budget follows init_r → target_r over the
+    job's planned steps; the last step fixes the final allocation."""
+    peft_model = peft_model_of(model)
+    cfg = peft_model.peft_config[peft_model.active_adapter]
+    if cfg.total_step != total_steps:
+        if cfg.tinit >= total_steps - cfg.tfinal:
+            raise ValueError(f"adalora: tinit={cfg.tinit} + tfinal={cfg.tfinal} leave no budgeting phase in "
+                             f"{total_steps} steps")
+        cfg.total_step = total_steps
+    peft_model.base_model.update_and_allocate(step + 1)
+
+
+OPTIMIZERS = {"loraplus": loraplus_optimizer}
+INITS = {"eva": init_eva}
+CALLBACKS = {"adalora": adalora_callback}
+
+
+def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
+    """The peft-native implementation with the hooks this YAML asks for."""
+    init = (method_cfg.get("params") or {}).get("init_lora_weights")
+    optim_name = (method_cfg.get("optim") or {}).get("name")
+    return MethodImpl(name="peft-native", apply=apply_peft,
+                      init=INITS.get(init) if isinstance(init, str) else None,
+                      optimizer=OPTIMIZERS.get(optim_name) if optim_name else None,
+                      callback=CALLBACKS.get(method_cfg.get("peft_type")))
 
 
 PEFT_NATIVE = MethodImpl(name="peft-native", apply=apply_peft)

@@ -240,7 +240,7 @@ def build_evals(task_cfg: Mapping[str, Any], by_key: Mapping[str, list[Example]]
 # what to call it). Only stat calls and, without a local copy, one hub probe: cheap enough to check
 # every task of a sweep before anything is launched.
 Need = tuple["str | None", list[str], "Mapping[str, Any] | None", str]
-DATA_NEEDS: dict[str, Callable[[Mapping[str, Any], "str | None"], list[Need]]] = {}
+DATA_NEEDS: dict[str, Callable[[Mapping[str, Any], str | None], list[Need]]] = {}
 
 
 def data_problems(task_cfg: Mapping[str, Any], data_dir: str | None) -> list[str]:
@@ -258,7 +258,7 @@ def data_problems(task_cfg: Mapping[str, Any], data_dir: str | None) -> list[str
     return out
 
 
-def source_needs(ext: str) -> Callable[[Mapping[str, Any], "str | None"], list[Need]]:
+def source_needs(ext: str) -> Callable[[Mapping[str, Any], str | None], list[Need]]:
     """DATA_NEEDS entry for a loader that reads every split from ``source`` (GLUE, GSM8K)."""
 
     def needs(task_cfg: Mapping[str, Any], data_dir: str | None) -> list[Need]:
@@ -362,8 +362,8 @@ __all__ = [
     "parse_answer",
     "protocols_of",
     "register",
-    "resolve_task",
     "resolve_local",
+    "resolve_task",
     "task_config_problems",
 ]
 

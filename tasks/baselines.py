@@ -48,7 +48,7 @@ def baseline(task_cfg: Mapping[str, Any], examples: Sequence[Any], *, kind: str 
     golds = [e.label if e.label is not None else e.answer for e in examples]
     counts = Counter(golds)
     top = max(counts.values())
-    majority = sorted((g for g, c in counts.items() if c == top), key=str)[0]
+    majority = min((g for g, c in counts.items() if c == top), key=str)
     if task_cfg.get("protocol") == "loglik":   # lm-eval's acc and acc_norm of a constant answer
         value = top / len(golds)
         return {"kind": kind, "metrics": dict.fromkeys(names, value), "detail": f"always {majority!r}"}

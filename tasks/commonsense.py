@@ -22,7 +22,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks import DATA_NEEDS, RESOLVERS, EvalSet, Example, TaskData, register
-from tasks.data import DataFormatError, RawRow, availability_problem, fetch_splits, read_json_records, require_fields
+from tasks.data import (
+    DataFormatError,
+    RawRow,
+    availability_problem,
+    fetch_splits,
+    read_json_records,
+    require_fields,
+)
 from tasks.gsm8k import fill
 from tasks.metrics import choice_word
 

@@ -6,6 +6,7 @@ such as CoLA with ``source.header: false``); labels may be written as words (RTE
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ def label_index(value: Any, task_cfg: Mapping[str, Any], origin: str, line: int 
             score = float(str(value).strip())
         except ValueError:
             score = float("nan")
-        if score != score or score in (float("inf"), float("-inf")):
+        if not math.isfinite(score):
             raise DataFormatError(origin, line, f"a real-valued score, got {str(value).strip()!r}")
         return score
     names = [str(n) for n in (task_cfg.get("label_names") or [])]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 # --------------------------------------------------------------------------------------------------
@@ -51,8 +51,9 @@ def normalize_number(text: Any) -> str | None:
         return None
     if value == 0:
         return "0"  # also folds -0
-    out = format(value.normalize(), "f")
-    return out
+    # normalize() rounds to the context's precision (28 digits by default): give it enough for every
+    # digit, or two different long numbers would read as one
+    return format(value.normalize(Context(prec=max(28, len(s) + 2))), "f")
 
 
 def _numbers(text: str) -> list[tuple[int, str]]:

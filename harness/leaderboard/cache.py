@@ -33,7 +33,9 @@ import numpy as np
 from harness.leaderboard.table import LONG_COLUMNS
 from harness.records import atomic_write, read_record
 
-CACHE_VERSION = 4  # 4: rows of records with eval.subtasks, the `subtask` column
+# 4: rows of eval.subtasks records; 5: validation-split (search trial) records never ranked; 6: baseline and
+# per-example outcome totals columns
+CACHE_VERSION = 6
 CACHE_NAME = "records.npz"
 POOL_MIN_FILES = 2000  # below this a pool's start-up costs more than it saves
 N_COLUMNS = len(LONG_COLUMNS)

@@ -18,7 +18,9 @@ import pandas as pd
 
 from harness.leaderboard import plots
 from harness.leaderboard.report import (
+    BELOW_MARK,
     BoardReport,
+    _baseline_cell,
     _fmt,
     _fmt_float,
     _fmt_int,
@@ -44,6 +46,9 @@ td.win { background: #d8f0d2 !important; font-weight: 600; }
 .figs figure { margin: 0; max-width: 100%; } figcaption { font-size: 12px; color: #5b6675; max-width: 520px; }
 .figs svg { display: block; max-width: 100%; height: auto; }
 nav a { margin-right: 14px; } ul { margin: 4px 0; }
+.verdict { background: #eaf2fb; border-left: 4px solid #2f5d8a; padding: 8px 12px; margin: 8px 0 12px;
+           font-size: 15px; }
+td.below { color: #8a3b2f; } tr.baseline td { font-style: italic; background: #f1f1f1 !important; }
 """
 
 
@@ -76,6 +81,16 @@ def _figure(svg: str, alt: str, caption: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
+def verdict_html(rep: BoardReport) -> str:
+    """The verdict paragraph, first in a board's section; `name` (Markdown code) becomes <code>."""
+    if not rep.verdict:
+        return ""
+    text = _e(" ".join(rep.verdict))
+    parts = text.split("`")
+    body = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    return f"<p class='verdict'><b>Verdict.</b> {body}</p>"
+
+
 def _anchor(rep: BoardReport) -> str:
     return "board-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in rep.board.key)
 
@@ -105,13 +120,27 @@ def _scores_table(rep: BoardReport) -> str:
     # board's figures (~10 ms for 20 × 8)
     mean, std, n = (_rows(b, f) for f in (b.scores, b.std, b.n_seeds))
     cost = b.cost.loc[order, ["trainable_params", "peak_memory_mb", "train_time_s"]].to_numpy(dtype=float)
+    below = _rows(b, rep.below_baseline.astype(float)) if rep.below_baseline is not None else None
     rows = []
     for i, m in enumerate(order):
         params, mem, secs = cost[i].tolist()
-        rows.append([m, *[_fmt(mean[m][j], std[m][j], n[m][j]) for j in range(len(tasks))],
-                     *([average_cell(avg, m)] if avg is not None else []),
-                     _fmt_int(params), _fmt_float(mem, 0), _fmt_float(secs, 1)])
-    table = _table(head, rows)
+        cells = []
+        for j in range(len(tasks)):
+            text = _e(_fmt(mean[m][j], std[m][j], n[m][j]))
+            if below is not None and below[m][j] == 1:
+                cells.append(f"<span class='below' title='does not clear the trivial baseline'>{text} "
+                             f"{BELOW_MARK}</span>")
+            else:
+                cells.append(text)
+        rows.append([_e(m), *cells, *([_e(average_cell(avg, m))] if avg is not None else []),
+                     _e(_fmt_int(params)), _e(_fmt_float(mem, 0)), _e(_fmt_float(secs, 1))])
+    if b.baseline:
+        rows.append(["<i>trivial baseline</i>", *[_e(_baseline_cell(b, t)) for t in tasks],
+                     *[""] * (len(head) - 1 - len(tasks))])
+    table = _table(head, rows, raw=True)
+    if b.baseline and below is not None and rep.below_baseline.to_numpy().any():
+        table += (f"<p class='muted'>{BELOW_MARK}: the cell's 95% interval (over examples where the runs kept "
+                  "per-example outcomes, else over seeds) does not clear the task's trivial baseline.</p>")
     if avg is not None:
         table += f"<p class='muted'>{_e(avg.label)}: {_e(avg.description)}</p>"
     return table
@@ -215,7 +244,7 @@ def render_board(rep: BoardReport) -> str:
     notes = "".join(f"<p class='note'>{_e(n)}</p>" for n in b.notes)
     return "".join([
         f"<section id='{_anchor(rep)}'><h2>{_e(board_title(b))}</h2>",
-        f"<p class='muted'>{_e(' · '.join(meta))}</p>", notes,
+        verdict_html(rep), f"<p class='muted'>{_e(' · '.join(meta))}</p>", notes,
         "<h3>Scores (mean ± std over seeds, n = seeds) and cost</h3>", _scores_table(rep),
         "<h3>Rank per rule</h3><p class='muted'>1 = best; shaded cells are the rule's winners.</p>",
         _ranks_table(rep),

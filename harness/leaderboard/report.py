@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from harness.leaderboard.examples import cell_intervals
 from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
 from harness.leaderboard.suites import attach_averages, known_suites
 from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board, one_value_per_seed
+from harness.leaderboard.tuning import add_search_notes
+from harness.leaderboard.verdict import as_document, below_baseline, cell_bounds, verdict, verdict_markdown
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
 
@@ -64,6 +67,13 @@ class BoardReport:
     bootstrap_note: str | None = None         # degenerate / disabled / partial, in words
     n_boot: int = 0
     notes: list[str] = field(default_factory=list)
+    # per method × task, each metric's own scale: the cell's 95% interval (over examples where the runs
+    # kept outcomes, else over seeds; NaN: none), its source, and whether it fails to clear the baseline
+    interval_lo: pd.DataFrame | None = None
+    interval_hi: pd.DataFrame | None = None
+    interval_source: pd.DataFrame | None = None
+    below_baseline: pd.DataFrame | None = None
+    verdict: list[str] = field(default_factory=list)   # the board's conclusion, sentence by sentence
 
     @property
     def live(self) -> list[str]:
@@ -99,9 +109,13 @@ def board_samples(long_ok: pd.DataFrame, board: Board) -> pd.DataFrame:
 
 
 def _oriented_samples(part: pd.DataFrame) -> pd.DataFrame:
+    """Per run: oriented value, and the totals of its per-example outcomes (NaN when it kept none)."""
     value = part["value"].astype(float).where(part["direction"] != "min", -part["value"].astype(float))
-    return pd.DataFrame({"method": part["method"].astype(str), "task": part["task"].astype(str),
-                         "seed": part["seed"], "value": value})
+    out = {"method": part["method"].astype(str), "task": part["task"].astype(str), "seed": part["seed"],
+           "value": value}
+    for c in ("n_outcomes", "outcome_sum"):
+        out[c] = part[c].astype(float) if c in part else np.nan
+    return pd.DataFrame(out)
 
 
 def samples_by_board(long_ok: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -128,8 +142,18 @@ def analyze_board(board: Board, samples: pd.DataFrame, rules: Sequence[str], *, 
                   n_failed: int = 0) -> BoardReport:
     """Rank one board with every rule; add agreement, Condorcet, Friedman/Nemenyi and the bootstrap."""
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
+    _evidence(rep, samples)
     _bootstrap(rep, samples, n_boot)
+    rep.verdict = verdict(rep, rep.below_baseline)
     return rep
+
+
+def _evidence(rep: BoardReport, samples: pd.DataFrame) -> None:
+    """Each cell's interval (over examples where the runs kept outcomes, else over seeds) and whether
+    it clears its task's trivial baseline."""
+    example_ci = cell_intervals(samples, rng_seed=BOOTSTRAP_SEED) if "n_outcomes" in samples else None
+    rep.interval_lo, rep.interval_hi, rep.interval_source = cell_bounds(rep.board, example_ci)
+    rep.below_baseline = below_baseline(rep.board, rep.interval_lo, rep.interval_hi)
 
 
 def _bootstrap(rep: BoardReport, samples: pd.DataFrame, n_boot: int) -> None:
@@ -233,62 +257,160 @@ def board_title(board: Board) -> str:
     return f"budget={board.budget} · model={board.model} · suite={board.suite}"
 
 
+BELOW_MARK = "†"   # a cell whose interval does not clear its task's trivial baseline
+MD_WIDTH = 120     # the printed leaderboard.md fits a terminal this wide (tables of up to 8 tasks)
+RULE_ABBREV = {"mean": "mn", "geometric_mean": "gm", "median": "md", "optimality_gap": "og", "plurality": "pl",
+               "borda": "bo", "dowdall": "dw", "baldwin": "bw", "nanson": "na", "black": "bl", "condorcet": "cc",
+               "copeland": "cp", "minimax": "mm", "schulze": "sc", "ranked_pairs": "rp", "kemeny": "km"}
+
+
+def _wrap(text: str, indent: str = "") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, MD_WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+
+
+def short_task_names(tasks: Sequence[str], width: int = 6) -> dict[str, str]:
+    """A column header of at most ``width`` characters per task (the last path part, cut), unique on the
+    board; the full names go in a legend under the table."""
+    out: dict[str, str] = {}
+    for i, t in enumerate(tasks):
+        name = t.rsplit("/", 1)[-1][:width] or f"t{i + 1}"
+        if name in out.values():
+            name = f"t{i + 1}"
+        out[t] = name
+    return out
+
+
+def _compact_number(v: float) -> str:
+    if v is None or math.isnan(v):
+        return "—"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.0f}"
+
+
 def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardReport | None = None) -> str:
+    """A board in Markdown, conclusion first: the verdict; a compact table (mean per task, † under the
+    baseline, trainable params, train time, mean rank over the rules) that fits 120 columns for up to
+    8 tasks; the winners per rule; the tests; then the full tables (mean ± std (n), every cost; the rank
+    under each rule)."""
     lines = [f"## {board_title(board)}", ""]
+    if report is not None and report.verdict:
+        lines += [*_wrap(verdict_markdown(report.verdict)), ""]
+    below = report.below_baseline if report is not None else None
     tasks = list(board.scores.columns)
     avg = board.average
-    head = ["method", *[f"{t} ({board.metrics[t]}, {'↑' if board.directions[t] == 'max' else '↓'})"
-                         for t in tasks], *([average_header(avg)] if avg is not None else []),
-            "trainable params", "peak mem (MB)", "train time (s)"]
     ranked_rules = [r for r, rk in rankings.items() if not rk.skipped]
-    head += [f"rank: {r}" for r in ranked_rules]
-    order = list(board.scores.index)
-    if ranked_rules:
-        pos = position_of(rankings[ranked_rules[0]])
-        order.sort(key=lambda m: (pos.get(m, math.inf), m))
     positions = {r: position_of(rankings[r]) for r in ranked_rules}
+    cons = {m: float(np.mean([positions[r][m] for r in ranked_rules if m in positions[r]]))
+            if any(m in positions[r] for r in ranked_rules) else math.nan for m in board.scores.index}
+    order = sorted(board.scores.index, key=lambda m: (cons[m] if not math.isnan(cons[m]) else math.inf, m))
+    mean, std, n = (_rows(board, f) for f in (board.scores, board.std, board.n_seeds))
+    marked = _rows(board, below.astype(float)) if below is not None else None
+    short = short_task_names(tasks)
+    head = ["method", *[short[t] for t in tasks], *(["avg"] if avg is not None else []), "params", "time s",
+            "rank"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
-    mean, std, n = (_rows(board, f) for f in (board.scores, board.std, board.n_seeds))
     for m in order:
-        cells = [m] + [_fmt(mean[m][j], std[m][j], n[m][j]) for j in range(len(tasks))]
+        cells = [m] + [("—" if math.isnan(mean[m][j]) else f"{mean[m][j]:.3f}")
+                       + (BELOW_MARK if marked and marked[m][j] == 1 else "") for j in range(len(tasks))]
         if avg is not None:
-            cells.append(average_cell(avg, m))
+            v = float(avg.mean.get(m, np.nan))
+            cells.append("—" if math.isnan(v) else f"{v:.3f}")
         cost = board.cost.loc[m]
-        cells += [_fmt_int(cost["trainable_params"]), _fmt_float(cost["peak_memory_mb"], 0),
-                  _fmt_float(cost["train_time_s"], 1)]
-        for r in ranked_rules:
-            p = positions[r].get(m)
-            cells.append(str(int(p)) if p is not None else "—")
+        cells += [_compact_number(cost["trainable_params"]), _fmt_float(cost["train_time_s"], 0),
+                  "—" if math.isnan(cons[m]) else f"{cons[m]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if board.baseline:
+        base = [f"{board.baseline[t]:.3f}" if t in board.baseline else "—" for t in tasks]
+        lines.append("| " + " | ".join(["*baseline*", *base, *[""] * (len(head) - 1 - len(tasks))]) + " |")
     lines.append("")
+    legend = "Tasks: " + ", ".join(f"{short[t]} = {t} ({board.metrics[t]} "
+                                   f"{'↑' if board.directions[t] == 'max' else '↓'}"
+                                   + (f"; baseline: {board.baseline_kind[t]}" if t in board.baseline_kind else "")
+                                   + ")" for t in tasks) + "."
     if avg is not None:
-        lines.append(f"- **{avg.label}**: {avg.description}")
+        legend += f" avg = {avg.label}: {avg.description}"
+    legend += (f" params = trainable parameters; time s = train time (median over runs); rank = mean position "
+               f"over the {len(ranked_rules)} rules that ranked (1 = best).")
+    if board.baseline and below is not None and below.to_numpy().any():
+        legend += (f" {BELOW_MARK}: the cell's 95% interval (over examples where the runs kept per-example outcomes, "
+                   "else over seeds; its mean with one seed) does not clear the task's trivial baseline.")
+    lines += [*_wrap(legend), ""]
+    # the winners per rule, grouped: who wins under how many rules
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for r in ranked_rules:
+        groups.setdefault(tuple(rankings[r].winners), []).append(r)
+    lines.append("**Winners per rule**:")
+    for who, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines += _wrap(f"- {', '.join(who)} ({len(rs)} of {len(ranked_rules)}): {', '.join(rs)}", "  ")
     for r, rk in rankings.items():
         if rk.skipped:
-            lines.append(f"- **{r}**: skipped — {rk.skipped}")
-        else:
-            lines.append(f"- **{r}** winner(s): {', '.join(rk.winners)}")
+            lines += _wrap(f"- **{r}**: skipped — {rk.skipped}", "  ")
     if report is not None:
-        lines.append(f"- **Condorcet winner**: {report.condorcet or 'none (no method beats every other by majority)'}")
+        lines += _wrap(f"- **Condorcet winner**: {report.condorcet or 'none (no method beats every other by majority)'}",
+                       "  ")
         if report.n_failed:
             lines.append(f"- {report.n_failed} failed/cancelled run(s) on this board, not ranked")
         if report.friedman is not None:
             f = report.friedman
-            lines.append(f"- Friedman χ² = {f['statistic']:.2f}, p = {f['pvalue']:.3g} over {f['n_tasks']} task(s); "
-                         f"Nemenyi CD = {f['cd']:.2f}" + (f" ({f['note']})" if f.get("note") else ""))
+            lines += _wrap(f"- Friedman χ² = {f['statistic']:.2f}, p = {f['pvalue']:.3g} over {f['n_tasks']} task(s); "
+                           f"Nemenyi CD = {f['cd']:.2f}" + (f" ({f['note']})" if f.get("note") else ""), "  ")
         else:
-            lines.append(f"- {report.friedman_note}")
+            lines += _wrap(f"- {report.friedman_note}", "  ")
         lines += ["", "**Uncertainty** (bootstrap over seeds"
                   + (f", {report.n_boot} resamples)" if report.bootstrap else ")") + ":", ""]
         if report.bootstrap_note:
-            lines.append(f"- {report.bootstrap_note}")
+            lines += _wrap(f"- {report.bootstrap_note}", "  ")
         for br in (report.bootstrap or {}).values():
-            lines.append(f"- {br.summary}")
+            lines += _wrap(f"- {br.summary}", "  ")
     for note in board.notes:
-        lines.append(f"- note: {note}")
+        lines += _wrap(f"- note: {note}", "  ")
+    # the full tables, further down: one row per cell, so that any number of tasks fits the width
+    lo, hi = (report.interval_lo, report.interval_hi) if report is not None else (None, None)
+    src = report.interval_source if report is not None else None
+    lines += ["", "**Scores** (mean ± std over seeds, n = seeds; 95% interval over examples, else seeds):", "",
+              "| method | task | score | interval | below baseline |", "|---|---|---|---|---|"]
+    for m in order:
+        for j, t in enumerate(tasks):
+            iv = "—"
+            if lo is not None and hi is not None and src is not None and not math.isnan(lo.at[m, t]):
+                iv = f"[{lo.at[m, t]:.4f}, {hi.at[m, t]:.4f}] ({src.at[m, t]})"
+            flag = BELOW_MARK if marked and marked[m][j] == 1 else ""
+            lines.append(f"| {m} | {t} | {_fmt(mean[m][j], std[m][j], n[m][j])} | {iv} | {flag} |")
+    if board.baseline:
+        lines += ["", *_wrap("Trivial baselines: " + ", ".join(f"{t} {_baseline_cell(board, t)}" for t in tasks
+                                                               if t in board.baseline) + ".")]
+    avg_head = [average_header(avg)] if avg is not None else []
+    lines += ["", "**" + ("Suite average and cost" if avg is not None else "Cost") + "** (cost: median over runs):",
+              "", "| " + " | ".join(["method", *avg_head, "trainable params", "peak mem (MB)", "train time (s)"]) + " |",
+              "|---|---|---|---|" + ("---|" if avg is not None else "")]
+    for m in order:
+        cost = board.cost.loc[m]
+        cells = [m, *([average_cell(avg, m)] if avg is not None else []), _fmt_int(cost["trainable_params"]),
+                 _fmt_float(cost["peak_memory_mb"], 0), _fmt_float(cost["train_time_s"], 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if ranked_rules:
+        abbrev = {r: RULE_ABBREV.get(r, r[:3]) for r in ranked_rules}
+        lines += ["", "**Rank per rule** (1 = best):", "", "| method | " + " | ".join(abbrev.values()) + " |",
+                  "|" + "---|" * (len(ranked_rules) + 1)]
+        for m in order:
+            lines.append("| " + " | ".join([m, *[str(positions[r][m]) if m in positions[r] else "—"
+                                               for r in ranked_rules]]) + " |")
+        lines += ["", *_wrap("Rules: " + ", ".join(f"{a} = {r}" for r, a in abbrev.items()) + ".")]
     lines.append("")
     return "\n".join(lines)
+
+
+def _baseline_cell(board: Board, task: str) -> str:
+    v = board.baseline.get(task)
+    if v is None or math.isnan(v):
+        return "—"
+    kind = board.baseline_kind.get(task)
+    return f"{v:.4f}" + (f" ({kind})" if kind else "")
 
 
 def board_document(rep: BoardReport) -> dict[str, Any]:
@@ -310,6 +432,11 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
                           "suite_units": list(a.suite_units), "ranked": False,
                           "cells": {m: {"mean": a.mean.get(m), "std": a.std.get(m), "n_seeds": a.n_seeds.get(m),
                                         "lacking": a.lacking.get(m, [])} for m in b.scores.index}}
+    doc["verdict"] = list(rep.verdict)
+    doc["baseline"] = {t: {"value": v, "kind": b.baseline_kind.get(t)} for t, v in b.baseline.items()}
+    if rep.interval_lo is not None and rep.interval_hi is not None and rep.interval_source is not None \
+            and rep.below_baseline is not None:
+        doc["intervals"] = as_document(rep.interval_lo, rep.interval_hi, rep.interval_source, rep.below_baseline)
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,
                         "rules": {r: br.as_dict() for r, br in (rep.bootstrap or {}).items()}}
@@ -354,9 +481,15 @@ def render_board_split(board: Board, samples: pd.DataFrame, rules: Sequence[str]
     from harness.leaderboard import html as html_mod
 
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
+    _evidence(rep, samples)
     pending = pool.apply_async(_bootstrap_job, (rep, samples, n_boot))
+    rep.verdict = verdict(rep, rep.below_baseline)   # without the bootstrap: replaced in the draft below
     draft = html_mod.render_board(rep) if html else None  # no bootstrap yet: all but the uncertainty part
+    early = html_mod.verdict_html(rep)
     rep.bootstrap, rep.bootstrap_note = pending.get()
+    rep.verdict = verdict(rep, rep.below_baseline)
+    if draft is not None:
+        draft = draft.replace(early, html_mod.verdict_html(rep), 1)
     section = None
     if draft is not None:
         at = draft.rfind(_UNCERTAINTY_HEAD)
@@ -435,7 +568,10 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
     put([str(samples[c].dtype) for c in samples.columns])
     for c in ("method", "task", "seed"):
         put(samples[c].tolist())
-    put_array(samples["value"].to_numpy(dtype=np.float64))
+    for c in ("value", "n_outcomes", "outcome_sum"):
+        if c in samples:
+            put_array(samples[c].to_numpy(dtype=np.float64))
+    put([board.baseline, board.baseline_kind])
     return h.hexdigest()
 
 
@@ -482,10 +618,21 @@ def report_from_document(board: Board, js: str) -> BoardReport:
                                   winner_prob=_nan(d["winner_prob"]), winner_may_change=d["winner_may_change"],
                                   summary=d["summary"], n_valid=d["n_valid"]) for r, d in rules_b.items()}
     skipped_fr = isinstance(fr, dict) and set(fr) == {"skipped"}
-    return BoardReport(board=board, rankings=rankings, agreement=agreement, condorcet=doc["condorcet_winner"],
-                       n_failed=int(doc["board"]["n_failed"]), friedman=None if skipped_fr else fr,
-                       friedman_note=fr["skipped"] if skipped_fr else None, bootstrap=bootstrap or None,
-                       bootstrap_note=boot["note"], n_boot=int(boot["n_boot"]))
+    rep = BoardReport(board=board, rankings=rankings, agreement=agreement, condorcet=doc["condorcet_winner"],
+                      n_failed=int(doc["board"]["n_failed"]), friedman=None if skipped_fr else fr,
+                      friedman_note=fr["skipped"] if skipped_fr else None, bootstrap=bootstrap or None,
+                      bootstrap_note=boot["note"], n_boot=int(boot["n_boot"]), verdict=list(doc["verdict"]))
+    cells = doc.get("intervals") or {}
+    if cells:
+        idx, cols = list(cells), list(next(iter(cells.values())))
+
+        def frame(key: str, conv: Any) -> pd.DataFrame:
+            return pd.DataFrame([[conv(cells[m][t][key]) for t in cols] for m in idx], index=idx, columns=cols)
+
+        rep.interval_lo, rep.interval_hi = frame("lo", _nan), frame("hi", _nan)
+        rep.interval_source = frame("interval_from", lambda v: v or "")
+        rep.below_baseline = frame("below_baseline", bool)
+    return rep
 
 
 class CachedBoardReport:
@@ -538,8 +685,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     parts = ["# peftbench leaderboard", "",
              f"Generated from {n_runs} successful run record(s) in `{results_dir / 'records'}`"
              + (f" ({n_failed} failed/cancelled run(s) not ranked)." if n_failed else "."),
-             ("Scores: mean ± std over seeds of each task's primary metric (n = seeds). "
-              "Ranks per social-choice rule; tasks are the voters."), ""]
+             *_wrap("Scores: mean of each task's primary metric over seeds (± std and n in each board's full "
+                    "table). Ranks per social-choice rule; tasks are the voters."), ""]
     agg = aggregate(ok, resolved=True)
     failed = failed_by_board(long)
     samples = samples_by_board(ok)
@@ -547,6 +694,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     bs = boards(agg, min_seeds=seeds, hardware=hardware_by_board(long),
                 voter_order={name: s.voters for name, s in suites.items()})
     attach_averages(bs, ok, suites)
+    add_search_notes(bs, results_dir, ok["signature"])
     all_jobs = [(board, samples[(board.budget, board.model, board.suite)], list(rules), n_boot,
                  failed.get((board.budget, board.model, board.suite), 0), html) for board in bs]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)
@@ -580,11 +728,13 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
         if pool is not None:
             pool.terminate()
             pool.join()
+    verdicts: list[str] = []
     for res in results:
         assert res is not None
         rep, md, csv, js, section = res
         reports.append(rep)
         parts.append(md)
+        verdicts += _wrap(f"- **{board_title(rep.board)}**: " + " ".join(json.loads(js).get("verdict") or []), "  ")
         paths = [out_dir / f"{rep.board.key}.{ext}" for ext in ("md", "csv", "json")]
         paths[0].write_text(md)
         paths[1].write_text(csv)
@@ -595,6 +745,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     if not ok.empty:
         agg.to_csv(out_dir / "cells.csv", index=False)
         written.append(out_dir / "cells.csv")
+    if verdicts:   # the conclusions first: what a reader of the printed summary sees before any table
+        parts[2:2] = ["## Verdicts", "", *verdicts, ""]
     combined = "\n".join(parts)
     (out_dir / "leaderboard.md").write_text(combined)
     written.append(out_dir / "leaderboard.md")

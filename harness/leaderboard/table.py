@@ -11,6 +11,7 @@ to a (cell, seed) that another record already fills.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from harness.leaderboard.tuning import is_validation_run
 from harness.records import iter_records
 
 if TYPE_CHECKING:
@@ -29,7 +31,26 @@ BOARD_KEYS = ("budget", "model", "suite")
 CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
 LONG_COLUMNS = ["signature", "status", "method", "model", "task", "suite", "budget", "seed", "metric",
                 "value", "direction", "primary", "trainable_params", "total_params", "peak_memory_mb",
-                "train_time_s", "task_version", "hardware", "subtask"]
+                "train_time_s", "task_version", "hardware", "subtask", "baseline", "baseline_kind", "n_outcomes",
+                "outcome_sum"]
+NAN = float("nan")
+
+
+def _baseline_of(block: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """(metric → trivial-baseline value, kind) of one evaluated set; ({}, None) for records without one."""
+    base = block.get("baseline") or {}
+    return base.get("metrics") or {}, base.get("kind")
+
+
+def _outcome_totals(block: Mapping[str, Any], metric: str) -> tuple[float, float]:
+    """(examples, examples right) of one set's right/wrong outcomes when they score ``metric`` (the
+    mean of the outcomes is then that metric); NaNs otherwise. Only the two totals enter the long table:
+    they are all an interval over examples needs (:mod:`harness.leaderboard.examples`), and decoding
+    the bits of 100k records would cost the regeneration its bar."""
+    oc = block.get("outcomes")
+    if not oc or oc.get("kind") != "correct" or oc.get("metric") != metric:
+        return NAN, NAN
+    return float(oc["n"]), float(oc["sum"])
 
 
 def long_table(records: Iterable[Mapping[str, Any]], *, include_failed: bool = False) -> pd.DataFrame:
@@ -64,12 +85,14 @@ def hardware_label(meta: Mapping[str, Any] | None) -> str | None:
 def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list[tuple[Any, ...]]:
     """The long-table rows (LONG_COLUMNS order) of one record; `long_table` is these, concatenated."""
     run = rec["run"]
+    if is_validation_run(rec):   # a search trial: tuning, not a result
+        return []
     hardware = hardware_label(rec.get("meta"))
     if run["status"] != "success":
         if include_failed:
             return [(run["signature"], run["status"], run["method"], run["model"], run["task"],
-                     run.get("suite"), run["budget"], run["seed"], None, float("nan"), None, None, float("nan"),
-                     float("nan"), float("nan"), float("nan"), None, hardware, False)]
+                     run.get("suite"), run["budget"], run["seed"], None, NAN, None, None, NAN, NAN, NAN, NAN, None,
+                     hardware, False, NAN, None, NAN, NAN)]
         return []
     ev, tr = rec["eval"], rec["train"]
     cost = (tr["trainable_params"], tr["total_params"], tr["peak_memory_mb"], tr["train_time_s"])
@@ -83,14 +106,21 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
                     run["budget"], run["seed"])
             tail = (*cost, sub.get("task_version", ev["task_version"]), hardware, True)
             primary = sub["primary_metric"]
-            out += [(*head, name, m["value"], m["direction"], name == primary, *tail)
-                    for name, m in sub["metrics"].items()]
+            base, kind = _baseline_of(sub)
+            out += [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
+                     *_outcome_totals(sub, name)) for name, m in sub["metrics"].items()]
         return out
     primary = ev["primary_metric"]
     head = (run["signature"], "success", run["method"], run["model"], run["task"], run.get("suite") or "",
             run["budget"], run["seed"])
     tail = (*cost, ev["task_version"], hardware, False)
-    return [(*head, name, m["value"], m["direction"], name == primary, *tail) for name, m in ev["metrics"].items()]
+    base, kind = _baseline_of(ev)
+    return [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
+             *_outcome_totals(ev, name)) for name, m in ev["metrics"].items()]
+
+
+def _num(v: Any) -> float:
+    return NAN if v is None else float(v)
 
 
 def rows_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
@@ -176,12 +206,14 @@ def aggregate(long: pd.DataFrame, *, resolved: bool = False) -> pd.DataFrame:
     ok = long if resolved else one_value_per_seed(long, success_only=True)
     if ok.empty:
         return pd.DataFrame(columns=[*CELL_KEYS, "direction", "primary", "mean", "std", "n_seeds", "ci95",
-                                     "trainable_params", "peak_memory_mb", "train_time_s"])
+                                     "trainable_params", "peak_memory_mb", "train_time_s", "baseline",
+                                     "baseline_kind"])
     g = ok.groupby(list(CELL_KEYS), dropna=False, sort=True)
     out = g.agg(direction=("direction", "first"), primary=("primary", "first"), mean=("value", "mean"),
                 std=("value", "std"), n_seeds=("seed", "nunique"),
                 trainable_params=("trainable_params", "median"), peak_memory_mb=("peak_memory_mb", "median"),
-                train_time_s=("train_time_s", "median")).reset_index()
+                train_time_s=("train_time_s", "median"), baseline=("baseline", "median"),
+                baseline_kind=("baseline_kind", "first")).reset_index()
     from scipy import stats
 
     # t quantile once per distinct seed count (a handful), not once per cell: 40k scipy calls took seconds
@@ -209,6 +241,10 @@ class Board:
     min_seeds: int | None = None  # budget.seeds; cells with fewer are flagged
     notes: list[str] = field(default_factory=list)
     average: SuiteAverage | None = None  # the suite's conventional average (GLUE score), when known
+    # task → the trivial baseline of its primary metric (the records' eval.baseline, median over runs:
+    # the same examples give the same value) and its kind (majority | chance | zero); absent: not recorded
+    baseline: dict[str, float] = field(default_factory=dict)
+    baseline_kind: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -261,7 +297,8 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
     starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
     ends = np.r_[starts[1:], len(bid)]
     cols = {c: prim[c].to_numpy() for c in (*BOARD_KEYS, "method", "task", "direction", "metric")}
-    vals = {c: prim[c].to_numpy(dtype=float) for c in ("mean", "std", "n_seeds", *COST_COLUMNS)}
+    vals = {c: prim[c].to_numpy(dtype=float) for c in ("mean", "std", "n_seeds", "baseline", *COST_COLUMNS)}
+    kinds = prim["baseline_kind"].to_numpy() if "baseline_kind" in prim else np.full(len(prim), None)
     out: list[Board] = []
     for a, b in zip(starts.tolist(), ends.tolist()):
         budget, model, suite = (cols[k][a] for k in BOARD_KEYS)
@@ -284,10 +321,19 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cost rows stay NaN
             cost = pd.DataFrame({c: np.nanmedian(mats[c], axis=1) for c in COST_COLUMNS}, index=index)
+        base_t, base_v, base_k = (cols["task"][a:b].tolist(), vals["baseline"][a:b].tolist(), kinds[a:b].tolist())
+        baseline: dict[str, list[float]] = {}
+        baseline_kind: dict[str, str] = {}
+        for t, v, k in zip(base_t, base_v, base_k):
+            if not math.isnan(v):
+                baseline.setdefault(t, []).append(v)
+            if isinstance(k, str):
+                baseline_kind.setdefault(t, k)
         board = Board(budget=str(budget), model=str(model), suite=str(suite), scores=scores, std=std,
                       n_seeds=n, directions=dict(zip(cols["task"][a:b].tolist(), cols["direction"][a:b].tolist())),
                       metrics=dict(zip(cols["task"][a:b].tolist(), cols["metric"][a:b].tolist())), cost=cost,
-                      min_seeds=(min_seeds or {}).get(str(budget)))
+                      min_seeds=(min_seeds or {}).get(str(budget)),
+                      baseline={t: float(np.median(v)) for t, v in baseline.items()}, baseline_kind=baseline_kind)
         if scores.isna().any().any():
             board.notes.append(f"{int(scores.isna().sum().sum())} method×task cell(s) have no successful run")
         if board.min_seeds and (n.fillna(0) < board.min_seeds).any().any():

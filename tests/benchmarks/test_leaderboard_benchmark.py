@@ -20,6 +20,7 @@ def test_leaderboard_benchmark_prints_every_timing() -> None:
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1 = a timing verdict missed: not ours to judge
     out = proc.stdout
+    assert "(1000 per-example outcomes each)" in out, out   # the bar is held with outcomes in the records
     assert re.search(r"^regeneration \(records → rankings\)\s+\d+\.\d+ s\s+target <= 5 s\s+(PASS|FAIL)$", out, re.MULTILINE), out
     for label in ("(c) first build, no caches", "(a) regeneration, records unchanged",
                   "(d) every board again, --bootstrap 0", "(b) regeneration after 10 new records, 1 board"):

@@ -128,13 +128,14 @@ def test_a_suite_sweep_is_checked_whole_before_launch(tmp_path: Path) -> None:
 
 def test_no_nan_reaches_a_record() -> None:
     """An undefined correlation is stored as null (JSON has no NaN)."""
+    from types import SimpleNamespace
+
     from harness.dispatch import eval_block
 
-    class Result:
-        eval_history: list = []
-        final_eval = {"metrics": {"pearson": math.nan, "spearman": 0.1}, "n_examples": 3, "samples": [],
-                      "eval_time_s": 0.1, "sets": []}
+    result = SimpleNamespace(eval_history=[], final_eval={"metrics": {"pearson": math.nan, "spearman": 0.1},
+                                                          "n_examples": 3, "samples": [], "eval_time_s": 0.1,
+                                                          "sets": []})
 
     spec = spec_from_config(compose_dict(["task=glue/stsb", "logger=none"]))
-    block = eval_block(spec, Result())
+    block = eval_block(spec, result)
     assert block["metrics"]["pearson"]["value"] is None and block["metrics"]["spearman"]["value"] == 0.1

@@ -218,3 +218,11 @@ def test_spearman_with_heavy_ties_against_scipy(seed: int) -> None:
     y = [rng.randint(0, 2) for _ in range(60)]
     assert METRICS["spearman"](x, y) == pytest.approx(stats.spearmanr(x, y)[0])
     assert METRICS["pearson"](x, y) == pytest.approx(stats.pearsonr(x, y)[0])
+
+
+def test_long_numbers_keep_every_digit() -> None:
+    """Decimal.normalize rounds to 28 digits by default: two different 40-digit answers must differ."""
+    a, b = "1" * 40, "1" * 39 + "2"
+    assert normalize_number(a) == a and normalize_number(b) == b
+    assert METRICS["exact_match"]([a], [b]) == 0.0
+    assert normalize_number("1" * 35 + "00.000") == "1" * 35 + "00"

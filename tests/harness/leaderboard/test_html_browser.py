@@ -55,3 +55,8 @@ def test_index_html_renders_in_chromium(tmp_path: Path) -> None:
     assert _near(rgb, (119, 136, 153)) > 50 and _near(rgb, (178, 34, 34)) > 50
     # the tables: the green of the winners' cells and the header blue-grey are on the page
     assert _near(rgb, (216, 240, 210), tol=3) > 500 and _near(rgb, (233, 238, 244), tol=3) > 500
+    # the verdict box (its pale blue) is drawn, and above the first table's header row
+    verdict_rows = np.flatnonzero((np.abs(rgb.astype(int) - (234, 242, 251)).max(axis=-1) <= 1).sum(axis=1) > 200)
+    header_rows = np.flatnonzero((np.abs(rgb.astype(int) - (233, 238, 244)).max(axis=-1) <= 1).sum(axis=1) > 200)
+    assert verdict_rows.size and header_rows.size
+    assert verdict_rows[0] < header_rows[0], (verdict_rows[0], header_rows[0])

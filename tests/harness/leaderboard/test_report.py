@@ -204,7 +204,7 @@ def test_missing_cells_and_single_seed_board(board_run: dict[str, Any]) -> None:
     assert "degenerate" in doc["bootstrap"]["note"] and doc["bootstrap"]["rules"] == {}
     assert "needs >= 3 systems" in doc["friedman"]["skipped"]
     md = (board_run["out"] / f"{KEY_B}.md").read_text()
-    assert "| dora | 0.1000 (n=1) | — |" in md
+    assert "| dora | gsm8k/gsm8k | 0.1000 (n=1) |" in md and "| dora | gsm8k/gsm8k-hard | — |" in md
     assert "- **borda**: skipped — needs every system scored" in md
     assert "degenerate" in md
 

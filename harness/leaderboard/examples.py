@@ -1,0 +1,165 @@
+"""Example-level statistics from the records' per-example outcomes (:mod:`harness.outcomes`).
+
+Why: a cell's spread over seeds needs several seeds, and one seed gives no interval at all; but every
+run answered hundreds of examples. Resampling the examples (and the seeds, where there are several)
+gives an interval per cell even from one run, and two methods evaluated on the *same* examples can be
+compared pairwise (McNemar, paired permutation), which is far more sensitive than comparing means.
+
+* :func:`cell_intervals`: the percentile bootstrap of a cell's mean over seeds, two levels — draw the
+  seeds with replacement, then each drawn seed's examples with replacement. For right/wrong outcomes
+  resampling n examples of which k are right gives Binomial(n, k/n) right, so only the totals
+  (n, k) of each run are needed (what the long table carries), not the bits: the same distribution
+  as resampling the bits themselves, at a fraction of the cost (tested against the explicit resample).
+* :func:`mcnemar`: exact McNemar test of two methods' right/wrong on the same examples (a two-sided
+  binomial test on the discordant pairs).
+* :func:`paired_permutation`: sign-flip permutation test of the mean per-example difference (exact
+  enumeration up to 2^16 flips, Monte Carlo beyond), for outcomes that are not just right/wrong.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_EXAMPLE_BOOT = 1000   # resamples per cell: enough for the 2.5/97.5 percentiles of a mean
+EXACT_PERMUTATION_MAX = 16    # up to 2^16 sign flips are enumerated; beyond, Monte Carlo
+
+
+def two_level_bootstrap(n: Sequence[int] | np.ndarray, k: Sequence[float] | np.ndarray, *, n_boot: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of a cell's mean over seeds; seed s evaluated ``n[s]`` examples,
+    ``k[s]`` right. Each replicate draws len(n) seeds with replacement, then for each drawn seed its
+    n examples with replacement (Binomial(n, k/n) right), and averages the seeds' accuracies."""
+    n = np.asarray(n, dtype=np.int64)
+    p = np.asarray(k, dtype=float) / n
+    seeds = rng.integers(0, len(n), size=(n_boot, len(n))) if len(n) > 1 else np.zeros((n_boot, 1), np.int64)
+    right = rng.binomial(n[seeds], p[seeds])
+    return (right / n[seeds]).mean(axis=1)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    a = (1.0 - level) / 2.0
+    lo, hi = np.percentile(replicates, [100 * a, 100 * (1 - a)])
+    return float(lo), float(hi)
+
+
+def cell_intervals(samples: pd.DataFrame, *, n_boot: int = DEFAULT_EXAMPLE_BOOT, rng_seed: int = 0,
+                   level: float = 0.95) -> pd.DataFrame:
+    """(method, task) → lo, hi, n_examples, n_runs: the example(+seed) bootstrap interval of every cell
+    whose runs all carry right/wrong outcome totals (``n_outcomes``, ``outcome_sum`` columns of a board's
+    samples, values in the metric's own orientation). Cells where a run lacks them are left out: an
+    interval over some seeds' examples only would be narrower than the truth.
+
+    Every cell is resampled at once (:func:`two_level_bootstrap`'s scheme, cells × replicates × seed
+    slots in one array): a Python loop over a board's 160 cells cost more than the rest of its analysis.
+    A pure function of the samples (one generator, cells in sorted order)."""
+    cols = ["method", "task", "lo", "hi", "n_examples", "n_runs"]
+    if samples.empty or "n_outcomes" not in samples:
+        return pd.DataFrame(columns=cols)
+    part = samples.sort_values(["method", "task"], kind="stable")
+    gid = part.groupby(["method", "task"], sort=True).ngroup().to_numpy()
+    n = part["n_outcomes"].to_numpy(dtype=float)
+    k = part["outcome_sum"].to_numpy(dtype=float)
+    n_groups = int(gid.max()) + 1 if len(gid) else 0
+    bad = np.bincount(gid, weights=(~np.isfinite(n) | ~np.isfinite(k) | ~(n > 0)).astype(float), minlength=n_groups)
+    keep_g = np.flatnonzero(bad == 0)
+    if not keep_g.size:
+        return pd.DataFrame(columns=cols)
+    rows = np.isin(gid, keep_g)
+    gid, n, k = gid[rows], n[rows].astype(np.int64), k[rows]
+    first = np.r_[0, np.flatnonzero(np.diff(gid)) + 1]
+    count = np.diff(np.r_[first, len(gid)])
+    slot = np.arange(len(gid)) - np.repeat(first, count)
+    kmax = int(count.max())
+    nn = np.ones((len(first), kmax), np.int64)
+    pp = np.zeros((len(first), kmax))
+    cell = np.repeat(np.arange(len(first)), count)
+    nn[cell, slot], pp[cell, slot] = n, k / n
+    rng = np.random.default_rng(rng_seed)
+    draw = (rng.random((len(first), n_boot, kmax)) * count[:, None, None]).astype(np.int64)
+    ci = np.arange(len(first))[:, None, None]
+    n_sel = nn[ci, draw]
+    acc = _binomial(rng, n_sel, pp[ci, draw]) / n_sel
+    valid = np.arange(kmax)[None, None, :] < count[:, None, None]
+    reps = np.where(valid, acc, 0.0).sum(axis=2) / count[:, None]
+    a = (1.0 - level) / 2.0
+    lo, hi = np.percentile(reps, [100 * a, 100 * (1 - a)], axis=1)
+    keys = part[["method", "task"]].to_numpy()[rows][first]
+    totals = np.add.reduceat(n, first)
+    return pd.DataFrame({"method": keys[:, 0], "task": keys[:, 1], "lo": lo, "hi": hi,
+                         "n_examples": totals.astype(int), "n_runs": count.astype(int)}, columns=cols)
+
+
+NORMAL_FROM = 50.0   # n·p·(1−p) from which a Binomial(n, p) draw is taken from its normal approximation
+
+
+def _binomial(rng: np.random.Generator, n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Binomial(n, p) draws; where n·p·(1−p) ≥ NORMAL_FROM (sd ≥ 7 examples), the normal approximation,
+    rounded and clipped to [0, n]: numpy's exact sampler costs ~0.4 µs a draw at n = 1,000, which made
+    a 20 × 8 board with 5 seeds spend most of its analysis here; at that spread the percentiles of a
+    cell's mean move by well under one example (tested against the exact draws)."""
+    var = n * p * (1.0 - p)
+    big = var >= NORMAL_FROM
+    if big.all():   # the usual case (hundreds of examples per run): no masked copies
+        return np.clip(np.rint(n * p + rng.standard_normal(n.shape) * np.sqrt(var)), 0, n)
+    out = np.empty(n.shape, dtype=float)
+    if (~big).any():
+        out[~big] = rng.binomial(n[~big], p[~big])
+    if big.any():
+        z = rng.standard_normal(int(big.sum()))   # ~8× faster than normal(loc, scale) with array arguments
+        out[big] = np.clip(np.rint(n[big] * p[big] + z * np.sqrt(var[big])), 0, n[big])
+    return out
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired test of method a against method b on the same examples (``diff`` = mean a − mean b)."""
+
+    test: str
+    n: int
+    diff: float
+    pvalue: float
+    a_only: int = 0   # McNemar: examples a got right and b wrong
+    b_only: int = 0
+
+
+def mcnemar(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> PairedTest:
+    """Exact McNemar test (two-sided): under H0 each discordant example is a's with probability 1/2."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes differ in length: {a.size} vs {b.size} (not the same examples)")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return PairedTest("mcnemar", int(a.size), float(a.mean() - b.mean()) if a.size else 0.0, p, a_only, b_only)
+
+
+def paired_permutation(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, n_perm: int = 10_000,
+                       rng_seed: int = 0) -> PairedTest:
+    """Two-sided sign-flip test of the mean difference a − b: under H0 each example's difference is as
+    likely negated. Exact over all 2^m flips of the m nonzero differences when m ≤ 16; otherwise
+    ``n_perm`` random flips, with the observed statistic counted once ((hits + 1) / (n_perm + 1)), so
+    a Monte Carlo p is never 0."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes differ in length: {a.size} vs {b.size} (not the same examples)")
+    d = a - b
+    observed = abs(d.sum())
+    nz = d[d != 0]
+    tol = 1e-9 * max(1.0, observed)
+    if nz.size == 0:
+        p = 1.0
+    elif nz.size <= EXACT_PERMUTATION_MAX:
+        signs = 1 - 2 * ((np.arange(2 ** nz.size)[:, None] >> np.arange(nz.size)) & 1)
+        p = float(np.mean(np.abs(signs @ nz) >= observed - tol))
+    else:
+        rng = np.random.default_rng(rng_seed)
+        hits = 0
+        for start in range(0, n_perm, 1000):
+            signs = rng.choice((-1.0, 1.0), size=(min(1000, n_perm - start), nz.size))
+            hits += int((np.abs(signs @ nz) >= observed - tol).sum())
+        p = (hits + 1) / (n_perm + 1)
+    return PairedTest("paired_permutation", int(a.size), float(d.mean()) if d.size else 0.0, p)

@@ -1,0 +1,492 @@
+"""Each method's defining property (the rule its paper states), on tiny models built from config.
+
+"It trains" proves nothing about a method; these tests check the mechanism: an orthogonal method keeps
+W0's singular values, FourierFT's ΔW is the inverse DFT of its coefficients, VeRA's random matrices are
+shared, ... Adapter weights are randomised first where the property must hold for any trained state, not
+just at init. Every method YAML must have an entry in PROPERTIES (test_every_method_has_a_property_test).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import methods
+from tests.conftest import conf_names
+from tests.methods.test_registry import TINY_DECODER_CFG, TINY_ENCODER_CFG, method_cfg, tiny_bert, tiny_llama
+
+Q = "encoder.layer.0.attention.self.query"   # the first adapted layer of the tiny BERT
+
+
+def build(name: str, kind: str = "encoder", **params: Any) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
+    """(peft model, an untouched copy of the backbone, the method config) for a method YAML."""
+    cfg = method_cfg(name)
+    cfg["params"] = {**(cfg.get("params") or {}), **params}
+    backbone = tiny_bert() if kind == "encoder" else tiny_llama()
+    base = copy.deepcopy(backbone)
+    model = methods.resolve(cfg).apply(backbone, cfg, TINY_ENCODER_CFG if kind == "encoder" else TINY_DECODER_CFG)
+    return model, base, cfg
+
+
+def randomize(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> None:
+    """Put the adapter in an arbitrary trained-like state."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def layer(model: Any, path: str = Q) -> Any:
+    return model.get_submodule(f"base_model.model.{path}")
+
+
+def merged_weight(model: Any, path: str = Q) -> torch.Tensor:
+    """The effective weight of one layer: the adapter merged into W0 (on a copy)."""
+    return copy.deepcopy(model).merge_and_unload().get_submodule(path).weight.detach()
+
+
+def base_weight(base: torch.nn.Module, path: str = Q) -> torch.Tensor:
+    return base.get_submodule(path).weight.detach()
+
+
+def outputs(model: torch.nn.Module) -> torch.Tensor:
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out.logits
+
+
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+# ------------------------------------------------------------------------------- LoRA family
+def prop_lora() -> None:
+    """ΔW = (α/r)·B·A with B = 0 at init: the model is unchanged until B trains."""
+    model, base, cfg = build("lora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model)
+    lyr = layer(model)
+    p = cfg["params"]
+    expected = p["lora_alpha"] / p["r"] * lyr.lora_B["default"].weight @ lyr.lora_A["default"].weight
+    torch.testing.assert_close(merged_weight(model) - base_weight(base), expected)
+
+
+def prop_rslora() -> None:
+    """rsLoRA scales by α/√r (LoRA: α/r)."""
+    model, _, cfg = build("rslora")
+    p = cfg["params"]
+    assert layer(model).scaling["default"] == pytest.approx(p["lora_alpha"] / p["r"] ** 0.5)
+
+
+def prop_dora() -> None:
+    """DoRA: the magnitude vector starts at the column norms of W0 (per output unit here: ‖W0[i, :]‖)."""
+    model, base, _ = build("dora")
+    m = layer(model).lora_magnitude_vector["default"].weight.detach()
+    torch.testing.assert_close(m, base_weight(base).norm(dim=1))
+    torch.testing.assert_close(outputs(model), outputs(base))
+
+
+def _residual_reproduces_w0(name: str) -> Any:
+    model, base, _ = build(name)
+    lyr = layer(model)
+    w_res = lyr.base_layer.weight.detach()
+    assert not torch.allclose(w_res, base_weight(base)), f"{name}: W0 should hold the residual"
+    ba = lyr.scaling["default"] * lyr.lora_B["default"].weight @ lyr.lora_A["default"].weight
+    torch.testing.assert_close(w_res + ba, base_weight(base), atol=1e-5, rtol=1e-4)
+    return lyr, base
+
+
+def prop_pissa() -> None:
+    """PiSSA: B·A are W0's top-r singular components, so the residual + BA reproduces W0 at init."""
+    lyr, base = _residual_reproduces_w0("pissa")
+    r = lyr.r["default"]
+    s = torch.linalg.svdvals(base_weight(base))
+    ba = lyr.scaling["default"] * lyr.lora_B["default"].weight @ lyr.lora_A["default"].weight
+    # the principal part carries W0's largest singular values (randomized SVD: approximately)
+    torch.testing.assert_close(torch.linalg.svdvals(ba)[:r], s[:r], atol=0.05, rtol=0.1)
+
+
+def prop_olora() -> None:
+    """OLoRA: B = the first r columns of Q, A = the first r rows of R in W0 = QR (B orthonormal);
+    residual + BA = W0."""
+    lyr, _ = _residual_reproduces_w0("olora")
+    b = lyr.lora_B["default"].weight.detach()
+    torch.testing.assert_close(b.T @ b, torch.eye(b.shape[1]), atol=1e-5, rtol=0)
+
+
+def prop_mica() -> None:
+    """MiCA: B = left singular vectors of W0's smallest singular values, frozen; only A (zero) trains."""
+    model, base, _ = build("mica")
+    lyr = layer(model)
+    assert not lyr.lora_B["default"].weight.requires_grad and lyr.lora_A["default"].weight.requires_grad
+    assert torch.count_nonzero(lyr.lora_A["default"].weight) == 0
+    b = lyr.lora_B["default"].weight.detach()
+    u = torch.linalg.svd(base_weight(base))[0]
+    r = b.shape[1]
+    minor = u[:, -r:]
+    # span(B) = span of the minor left singular vectors: projecting B onto it changes nothing
+    torch.testing.assert_close(minor @ (minor.T @ b), b, atol=1e-4, rtol=1e-3)
+
+
+def prop_eva() -> None:
+    """EVA: after the data-driven init, A's rows are orthonormal right-singular vectors of the layer
+    inputs, B stays 0 (model unchanged) and the total rank budget is kept while ranks move."""
+    from methods.peft_native import impl_for
+
+    model, base, cfg = build("eva")
+    g = torch.Generator().manual_seed(5)
+    batches = ({"input_ids": torch.randint(0, 100, (4, 8), generator=g),   # a classify batch, as train() feeds
+                "attention_mask": torch.ones(4, 8, dtype=torch.long), "labels": torch.tensor([0, 1, 0, 1])}
+               for _ in range(64))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+    impl_for(cfg).init(model, batches)
+    ranks = []
+    for n, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and "default" in mod.lora_A:
+            a = mod.lora_A["default"].weight.detach()
+            ranks.append(a.shape[0])
+            torch.testing.assert_close(a @ a.T, torch.eye(a.shape[0]), atol=1e-4, rtol=0)
+    after = {n: p for n, p in model.named_parameters() if "lora_A" in n}
+    assert any(n not in before or not torch.equal(before[n], p) for n, p in after.items()), "A unchanged"
+    assert sum(ranks) == cfg["params"]["r"] * len(ranks)
+    torch.testing.assert_close(outputs(model), outputs(base))
+
+
+def prop_loraplus() -> None:
+    """LoRA+: B's learning rate is loraplus_lr_ratio × A's."""
+    from methods.peft_native import impl_for
+
+    model, _, cfg = build("loraplus")
+    opt = impl_for(cfg).optimizer(model, cfg)
+    ids = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {ids[id(p)]: g["lr"] for g in opt.param_groups for p in g["params"]}
+    a = {n: lr for n, lr in lr_of.items() if "lora_A" in n}
+    b = {n: lr for n, lr in lr_of.items() if "lora_B" in n}
+    assert a and b and set(a.values()) == {cfg["optim"]["lr"]}
+    assert all(lr == pytest.approx(cfg["optim"]["lr"] * cfg["optim"]["loraplus_lr_ratio"]) for lr in b.values())
+
+
+def prop_adalora() -> None:
+    """AdaLoRA: driven by the callback over a job's steps, the rank budget shrinks from init_r to
+    target_r per layer on average (singular values masked by importance)."""
+    from methods.peft_native import impl_for
+
+    model, _, cfg = build("adalora", kind="decoder")
+    impl = impl_for(cfg)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    total = 6
+
+    def live_rank() -> int:
+        return sum(int(torch.count_nonzero(m.lora_E["default"])) for m in model.modules()
+                   if hasattr(m, "lora_E") and "default" in m.lora_E)
+
+    n_layers = sum(1 for m in model.modules() if hasattr(m, "lora_E") and "default" in m.lora_E)
+    for step in range(total):
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        impl.callback(model, step, total)
+        opt.zero_grad()
+    assert live_rank() <= cfg["params"]["target_r"] * n_layers < cfg["params"]["init_r"] * n_layers
+
+
+# ------------------------------------------------------------------------- other peft tuners
+def prop_vera() -> None:
+    """VeRA: the frozen random A, B are one pair shared by every layer; only d and b train."""
+    model, _, _ = build("vera")
+    layers = [m for m in model.modules() if hasattr(m, "vera_lambda_d") and "default" in m.vera_lambda_d]
+    assert len(layers) == 4
+    ptrs = {(m.vera_A["default"].data_ptr(), m.vera_B["default"].data_ptr()) for m in layers}
+    assert len(ptrs) == 1
+    assert all("vera_lambda" in n for n in trainable_names(model))
+
+
+def prop_randlora() -> None:
+    """RandLoRA: frozen random bases shared across layers; only the diagonal scalings train."""
+    model, _, _ = build("randlora")
+    layers = [m for m in model.modules() if hasattr(m, "randlora_lambda") and "default" in m.randlora_lambda]
+    assert len({m.randlora_A["default"].data_ptr() for m in layers}) == 1
+    assert all("randlora_lambda" in n or "randlora_gamma" in n for n in trainable_names(model))
+
+
+def prop_loha() -> None:
+    """LoHa: ΔW = scale·(W1a·W1b) ⊙ (W2a·W2b), a Hadamard product of two low-rank products."""
+    model, base, _ = build("loha")
+    randomize(model, 0.3)
+    lyr = layer(model)
+    w1 = lyr.hada_w1_a["default"] @ lyr.hada_w1_b["default"]
+    w2 = lyr.hada_w2_a["default"] @ lyr.hada_w2_b["default"]
+    expected = lyr.scaling["default"] * w1 * w2
+    delta = merged_weight(model) - base_weight(base)
+    torch.testing.assert_close(delta, expected.detach())
+    assert torch.linalg.matrix_rank(delta) > lyr.r["default"]   # beyond the rank of either factor
+
+
+def prop_lokr() -> None:
+    """LoKr: ΔW = scale·(W1 ⊗ W2), a Kronecker product."""
+    model, base, _ = build("lokr")
+    randomize(model, 0.3)
+    lyr = layer(model)
+    w1 = lyr.lokr_w1["default"] if "default" in lyr.lokr_w1 else lyr.lokr_w1_a["default"] @ lyr.lokr_w1_b["default"]
+    w2 = lyr.lokr_w2["default"] if "default" in lyr.lokr_w2 else lyr.lokr_w2_a["default"] @ lyr.lokr_w2_b["default"]
+    expected = lyr.scaling["default"] * torch.kron(w1, w2)
+    torch.testing.assert_close(merged_weight(model) - base_weight(base), expected.detach())
+
+
+def prop_ia3() -> None:
+    """(IA)³ only rescales activations: vectors initialised to 1 (model unchanged), one per target
+    output (or FFN input) dimension, no matrices."""
+    model, base, _ = build("ia3")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert params and all(torch.all(p == 1) for p in params.values())
+    for n, p in params.items():   # key/value: one scale per output unit; FFN-type layers: per input unit
+        target = model.get_submodule(n.rsplit(".ia3_l", 1)[0])
+        assert p.shape == ((1, target.in_features) if "output.dense" in n else (target.out_features, 1)), n
+    assert any("output.dense" in n for n in params) and any("key" in n for n in params)
+
+
+def prop_fourierft() -> None:
+    """FourierFT: ΔW = scaling·Re(IDFT2(S)), S zero except the trained coefficients at fixed positions."""
+    model, base, cfg = build("fourierft", n_frequency=40)
+    randomize(model, 1.0)
+    lyr = layer(model)
+    idx = lyr.indices["default"]
+    assert idx.shape == (2, 40)
+    dense = torch.zeros(32, 32)
+    dense[idx[0], idx[1]] = lyr.fourierft_spectrum["default"].detach()
+    expected = torch.fft.ifft2(dense).real * cfg["params"]["scaling"]
+    torch.testing.assert_close(merged_weight(model) - base_weight(base), expected, atol=1e-4, rtol=1e-4)
+    again, _, _ = build("fourierft", n_frequency=40)   # the positions are fixed by the seed
+    assert torch.equal(layer(again).indices["default"], idx)
+
+
+def prop_waveft() -> None:
+    """WaveFT: ΔW is the inverse (orthonormal Haar) wavelet transform of n coefficients at fixed positions:
+    zero at init, and Parseval holds, ‖ΔW‖_F = scaling·‖c‖."""
+    model, base, cfg = build("waveft", n_frequency=40)
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 1.0)
+    coeffs = [p for n, p in model.named_parameters() if p.requires_grad and Q in n]
+    assert sum(p.numel() for p in coeffs) == 40
+    delta = merged_weight(model) - base_weight(base)
+    norm_c = torch.cat([p.detach().flatten() for p in coeffs]).norm()
+    ratio = float(delta.norm() / norm_c)
+    assert ratio > 0
+    # the scale is a constant of the transform (scaling and normalisation), the same for any coefficients
+    randomize(model, 1.0, seed=7)
+    delta2 = merged_weight(model) - base_weight(base)
+    norm_c2 = torch.cat([p.detach().flatten() for p in coeffs]).norm()
+    assert float(delta2.norm() / norm_c2) == pytest.approx(ratio, rel=1e-4)
+    assert cfg["params"]["wavelet_family"] == "db1"
+
+
+def _preserves_singular_values(name: str, scale: float = 0.02, **params: Any) -> Any:
+    """An orthogonal update W = R·W0 (or W0·R) keeps every singular value of W0."""
+    model, base, _ = build(name, **params)
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-5, rtol=1e-4)
+    randomize(model, scale)
+    merged, w0 = merged_weight(model), base_weight(base)
+    assert not torch.allclose(merged, w0, atol=1e-4), f"{name}: randomised adapter changed nothing"
+    torch.testing.assert_close(torch.linalg.svdvals(merged), torch.linalg.svdvals(w0), atol=1e-4, rtol=1e-3)
+    return model
+
+
+def prop_oft() -> None:
+    """OFT: the learned matrix is (block-diagonal) orthogonal, so W0's singular values are kept."""
+    _preserves_singular_values("oft", use_cayley_neumann=False)
+
+
+def prop_hra() -> None:
+    """HRA: a chain of r Householder reflections is orthogonal: singular values kept."""
+    _preserves_singular_values("hra", scale=0.5)
+
+
+def prop_road() -> None:
+    """RoAd: each output pair is rotated by a learned angle (and scaled): with unit scales the update is a
+    rotation, so singular values are kept; at init (θ=0, α=1) the model is unchanged."""
+    model, base, _ = build("road")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "road_theta" in n:
+                p.copy_(torch.randn(p.shape, generator=g))
+    merged, w0 = merged_weight(model), base_weight(base)
+    assert not torch.allclose(merged, w0, atol=1e-3)
+    torch.testing.assert_close(torch.linalg.svdvals(merged), torch.linalg.svdvals(w0), atol=1e-4, rtol=1e-3)
+
+
+def prop_vblora() -> None:
+    """VB-LoRA: every layer's A and B are mixtures of sub-vectors of one shared trainable vector bank."""
+    model, _, _ = build("vblora")
+    banks = {m.vblora_vector_bank["default"].data_ptr() for m in model.modules()
+             if hasattr(m, "vblora_logits_A") and "default" in m.vblora_logits_A}
+    assert len(banks) == 1
+    bank_params = [n for n in trainable_names(model) if "vector_bank" in n]
+    assert len(bank_params) == 1
+
+
+def prop_miss() -> None:
+    """MiSS: one trainable block is shared by every r-column shard of W, so ΔW repeats with period r
+    along the input dimension."""
+    model, base, cfg = build("miss", r=8)
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.1)
+    delta = merged_weight(model) - base_weight(base)
+    r = cfg["params"]["r"]
+    shards = delta.split(r, dim=1)
+    assert len(shards) == 32 // r
+    for shard in shards[1:]:
+        torch.testing.assert_close(shard, shards[0])
+    assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and Q in n) == r * 32
+
+
+def prop_gralora() -> None:
+    """GraLoRA: k×k blocks with rank r/k each have exactly LoRA's parameter count at rank r."""
+    model, _, cfg = build("gralora")
+    lora, _, _ = build("lora", r=cfg["params"]["r"])
+    assert model.get_nb_trainable_parameters()[0] == lora.get_nb_trainable_parameters()[0]
+
+
+def prop_c3a() -> None:
+    """C3A: ΔW is block-circulant: every b×b block is a circulant matrix (each row a shift of the first)."""
+    model, base, _ = build("c3a", block_size=8)
+    randomize(model, 1.0)
+    delta = merged_weight(model) - base_weight(base)
+    b = 8
+    for i in range(0, 32, b):
+        for j in range(0, 32, b):
+            blk = delta[i:i + b, j:j + b]
+            for k in range(1, b):
+                torch.testing.assert_close(blk[k], torch.roll(blk[0], k), atol=1e-5, rtol=1e-4)
+    assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and Q in n) == 32 * 32 // b
+
+
+def prop_shira() -> None:
+    """SHiRA: ΔW is sparse: exactly r·(m+n) entries of W0 train, at fixed mask positions."""
+    model, base, cfg = build("shira")
+    randomize(model, 1.0)
+    delta = merged_weight(model) - base_weight(base)
+    assert int(torch.count_nonzero(delta)) == cfg["params"]["r"] * (32 + 32)
+
+
+def prop_ln_tuning() -> None:
+    """LN tuning trains exactly the normalisation layers, every one of them."""
+    for kind in ("encoder", "decoder"):
+        model, base, _ = build("ln_tuning", kind=kind)
+        norms = {n for n, m in base.named_modules() if "norm" in type(m).__name__.lower()}
+        trained = trainable_names(model)
+        assert trained and all("norm" in n.lower() for n in trained)
+        layer_norms = {n for n in norms if ".layer" in n or "layers." in n}
+        assert all(any(n + "." in t for t in trained) for n in layer_norms), (layer_norms, trained)
+
+
+def prop_delora() -> None:
+    """DeLoRA: ΔW = (λ‖W0‖/r)·Σ_i b_i a_iᵀ/(‖b_i‖‖a_i‖): its norm is bounded by λ·‖W0‖ whatever B, A."""
+    model, base, _ = build("delora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad and ("delora_A" in n or "delora_B" in n):
+                p.copy_(torch.randn(p.shape, generator=g) * 10)
+    lyr = layer(model)
+    delta = merged_weight(model) - base_weight(base)
+    lam = float(lyr.delora_lambda["default"].abs().max())
+    assert 0 < float(delta.norm()) <= lam * float(base_weight(base).norm()) + 1e-4
+
+
+def prop_tinylora() -> None:
+    """TinyLoRA: ΔW = U_r Σ_r R V_rᵀ with R built from a u-dim trainable vector: it lies in W0's
+    top-r singular subspaces, and a layer trains only u numbers."""
+    model, base, cfg = build("tinylora")
+    randomize(model, 0.5)
+    delta = merged_weight(model) - base_weight(base)
+    u_svd, _, vh = torch.linalg.svd(base_weight(base))
+    r = cfg["params"]["r"]
+    ur, vr = u_svd[:, :r], vh[:r].T
+    assert float(delta.norm()) > 0
+    torch.testing.assert_close(ur @ (ur.T @ delta @ vr) @ vr.T, delta, atol=1e-5, rtol=1e-4)
+    per_layer = [p.numel() for n, p in model.named_parameters() if p.requires_grad]
+    assert per_layer and max(per_layer) <= cfg["params"]["u"]
+
+
+# ----------------------------------------------------------------------------- prompt learning
+def _decoder_virtual(name: str) -> tuple[Any, int]:
+    model, _, cfg = build(name, kind="decoder")
+    return model, cfg["params"]["num_virtual_tokens"]
+
+
+def prop_prompt_tuning() -> None:
+    """Prompt tuning: the only trainable tensor is n soft-token embeddings of the model's width."""
+    model, n = _decoder_virtual("prompt_tuning")
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) == 1 and params[0].shape == (n, 32)
+
+
+def prop_prefix_tuning() -> None:
+    """Prefix tuning: a key and a value prefix of n positions at every layer (2·layers·width per token)."""
+    model, n = _decoder_virtual("prefix_tuning")
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) == 1 and params[0].shape == (n, 2 * 2 * 32)
+
+
+def prop_p_tuning() -> None:
+    """P-tuning: the virtual tokens come out of a trainable prompt encoder (an MLP over embeddings)."""
+    model, n = _decoder_virtual("p_tuning")
+    enc = model.prompt_encoder["default"]
+    assert any(isinstance(m, torch.nn.Linear) for m in enc.modules())
+    assert enc(torch.arange(n).unsqueeze(0)).shape == (1, n, 32)
+
+
+def prop_adaption_prompt() -> None:
+    """LLaMA-Adapter: zero-initialised gates make the adapted model equal the base model at init."""
+    model, base, _ = build("adaption_prompt", kind="decoder")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    gates = [p for n, p in model.named_parameters() if "adaption_gate" in n]
+    assert gates and all(torch.all(g == 0) for g in gates)
+
+
+def prop_full() -> None:
+    """Full fine-tuning trains every weight of the backbone."""
+    cfg = method_cfg("full")
+    backbone = tiny_bert()
+    model = methods.resolve(cfg).apply(backbone, cfg, TINY_ENCODER_CFG)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+PROPERTIES: dict[str, Callable[[], None]] = {
+    name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
+
+
+def test_every_method_has_a_property_test() -> None:
+    missing = sorted(set(conf_names("method")) - set(PROPERTIES))
+    assert not missing, f"methods without a defining-property test: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(PROPERTIES))
+def test_defining_property(name: str) -> None:
+    PROPERTIES[name]()
+
+
+# ------------------------------------------------------------------------------------ adapter reuse
+@pytest.mark.parametrize("name", ["lora", "vera", "ia3", "fourierft"])
+def test_saved_adapter_reloads_with_peft_and_predicts_the_same(name: str, tmp_path: Any) -> None:
+    """A trained peft-native adapter is saved in peft's format: PeftModel.from_pretrained on a fresh
+    backbone gives the same predictions."""
+    from peft import PeftModel
+
+    model, _, _ = build(name)
+    randomize(model, 0.05)
+    expected = outputs(model)
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(tiny_bert(), tmp_path / "adapter")
+    torch.testing.assert_close(outputs(reloaded), expected)
+    assert not torch.allclose(outputs(tiny_bert()), expected, atol=1e-4)   # the adapter matters
