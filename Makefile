@@ -10,7 +10,7 @@ BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.peftbench-installed
 TEST_STAMP := $(VENV)/.peftbench-test-installed
 
-.PHONY: setup models browser demo test lint leaderboard clean-results help
+.PHONY: setup models browser slurm demo test lint leaderboard clean-results help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -44,11 +44,17 @@ browser:
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	    else echo "chromium not installed (not root): the browser test will be skipped"; fi; }
 
+# A live single-node SLURM for the tests marked `slurm` (scripts/slurm-local.sh: root + apt installs and
+# starts it; idempotent). Where it cannot, those tests skip and print why.
+slurm:
+	@if [ "$$(id -u)" = 0 ]; then scripts/slurm-local.sh up || echo "SLURM not started: the slurm tests will be skipped"; \
+	  else echo "not root: no local SLURM; the slurm tests will be skipped unless one is running"; fi
+
 # ruff is pinned to a minor release (test extras) so a new ruff rule cannot fail an unchanged tree.
 lint: $(TEST_STAMP)
 	$(BIN)/python -m ruff check harness methods tasks hydra_plugins tests benchmarks
 
-test: models browser $(TEST_STAMP) lint
+test: models browser slurm $(TEST_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 leaderboard: setup

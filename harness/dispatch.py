@@ -9,9 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import traceback
 from typing import Any
 
+from harness.preempt import Interrupted, SignalGuard, outcome, requeue, slurm_job
 from harness.records import success_exists, write_record
 from harness.spec import JobSpec
 from harness.trial_report import TrialPruned
@@ -81,6 +83,12 @@ def train_block(result: Any) -> dict[str, Any]:
         "trainable_params": result.trainable_params, "total_params": result.total_params,
         "adapter_bytes": result.adapter_bytes, "loss_curve": result.loss_curve,
         "resumed_from_step": result.resumed_from_step,
+        # every attempt (a requeue, a preemption, a rerun after a cancel) adds up in the costs above
+        "attempts": len(result.attempts) or 1,
+        "requeues": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
+        "resumed_from_steps": [a["resumed_from_step"] for a in result.attempts
+                               if a.get("resumed_from_step") is not None],
+        "attempt_log": result.attempts,
     }
 
 
@@ -129,6 +137,25 @@ def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
     return block
 
 
+def _after_signal(spec: JobSpec, stop: Interrupted, started: str, tracker: Any) -> dict[str, Any]:
+    """The checkpoint is saved; requeue the job (exits the process) or record it as cancelled."""
+    what = outcome(stop.signum)
+    log.info("job %s: %s -> %s", spec.label, stop, what)
+    if what in ("requeued", "requeue"):
+        tracker.finish(failed=True)
+        try:
+            if what == "requeue":
+                requeue(stop.previous, stop.signum)   # raises SystemExit once requeued
+            raise SystemExit(-1)   # SLURM requeues it itself; no result, the launcher keeps waiting
+        except Exception as exc:  # noqa: BLE001 - e.g. submitit's "timed-out too many times"
+            return {"run": run_block(spec, "failed", started, error=f"not requeued: {type(exc).__name__}: {exc}",
+                                     tb=traceback.format_exc()),
+                    "train": None, "eval": None, "meta": meta_block(spec, None)}
+    error = f"cancelled by {stop}; rerunning resumes from it"
+    return {"run": run_block(spec, "cancelled", started, error=error), "train": None, "eval": None,
+            "meta": meta_block(spec, None)}
+
+
 def outcomes_block(spec: JobSpec, s: Any) -> dict[str, Any]:
     """One set's per-example outcomes (harness.outcomes): inline while small, else a sidecar file in
     <records>/outcomes/ named after the signature and the set, referenced by path and sha256."""
@@ -139,21 +166,27 @@ def outcomes_block(spec: JobSpec, s: Any) -> dict[str, Any]:
 
 def execute(spec: JobSpec) -> dict[str, Any]:
     """Run one job to a record. Returns a short summary (also what Hydra's JobReturn holds)."""
-    from harness.tracking import start_run
-
     if not spec.force and success_exists(spec.record_path):
         log.info("skip %s (%s): success record exists", spec.label, spec.signature[:12])
         return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
+    with SignalGuard() as guard:   # USR2/SIGTERM: checkpoint at a step boundary (harness/preempt.py)
+        return _execute(spec, guard)
+
+
+def _execute(spec: JobSpec, guard: SignalGuard) -> dict[str, Any]:
+    from harness.tracking import start_run
+
     started = _now()
     tracker = start_run(spec.logger, name=spec.label, group=spec.sweep_name,
                         config={**spec.semantic(), "signature": spec.signature},
                         root_dir=spec.runs_dir)
     record: dict[str, Any]
+    signum: int | None = None
     try:
         from harness.train import train
 
-        result = train(spec, log=tracker.log)
-        record = {"run": run_block(spec, "success", started), "train": train_block(result),
+        result = train(spec, log=tracker.log, guard=guard)
+        record = {"run": run_block(spec, "success", result.started_at or started), "train": train_block(result),
                   "eval": eval_block(spec, result), "meta": meta_block(spec, result)}
     except KeyboardInterrupt:
         record = {"run": run_block(spec, "cancelled", started, error="KeyboardInterrupt"),
@@ -161,6 +194,9 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         write_record(spec.record_path, record)
         tracker.finish(failed=True)
         raise
+    except Interrupted as stop:
+        record = _after_signal(spec, stop, started, tracker)
+        signum = stop.signum
     except TrialPruned as exc:   # the study stopped it: a verdict, not a failure
         log.info("pruned %s: %s", spec.label, exc)
         record = {"run": run_block(spec, "pruned", started, error=f"TrialPruned: {exc}"),
@@ -188,4 +224,6 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         summary[primary] = record["eval"]["metrics"][primary]["value"]
         log.info("done %s: %s=%s", spec.label, primary, "undefined" if summary[primary] is None
                  else f"{summary[primary]:.4f}")
+    if signum is not None and slurm_job() is None:
+        raise SystemExit(128 + signum)   # outside SLURM a signal stops the process (and a debug sweep)
     return summary

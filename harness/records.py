@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +38,8 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None], *, fsync:
     one, never half of one. `data` is bytes, or a function that writes to the open binary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    _sweep_dead_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; results are shared
         with os.fdopen(fd, "wb") as fh:
@@ -54,6 +56,28 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None], *, fsync:
             os.unlink(tmp)
         raise
     return path
+
+
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_")
+
+
+def _sweep_dead_temps(path: Path) -> None:
+    """Remove temp files of `path` left by a writer that was killed mid-write (SIGKILL, OOM): only
+    this host's, and only when the writing process is gone (a live writer's temp is never touched)."""
+    for tmp in path.parent.glob(f".{path.stem}.{_HOST}-*.tmp"):
+        pid = tmp.name[len(f".{path.stem}.{_HOST}-"):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -25,8 +25,9 @@ _MODEL_LOCATION_KEYS = ("source", "package")
 # Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
 # method's one-line description must not re-run its experiments.
 _METHOD_INFO_KEYS = ("info",)
-# Budget fields that steer reporting, not training (how many seeds a fair comparison needs).
-_BUDGET_REPORTING_KEYS = ("seeds",)
+# Budget fields that steer reporting or plumbing, not training: how many seeds a fair comparison
+# needs; how often to checkpoint (resuming is bit-identical, so the result does not depend on it).
+_BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every")
 # Fields that are floats by meaning: `weight_decay=0` on the command line must hash like the YAML's
 # 0.0, or a sweep re-runs the default experiment under a new signature.
 FLOAT_FIELDS = {

@@ -9,6 +9,8 @@ import math
 import os
 import random
 import resource
+import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +24,7 @@ from torch import nn
 from harness.batching import batch_stream, causal_lm_batch, classify_batch
 from harness.evaluate import evaluate
 from harness.models import LoadedModel, load
+from harness.preempt import CheckpointClock, Interrupted, SignalGuard, slurm_job
 from harness.spec import JobSpec
 from harness.trial_report import report_trial
 
@@ -79,6 +82,8 @@ class TrainResult:
     final_eval: dict[str, Any] = field(default_factory=dict)
     capacity: dict[str, Any] = field(default_factory=dict)
     resumed_from_step: int | None = None
+    started_at: str | None = None       # the first attempt's start
+    attempts: list[dict[str, Any]] = field(default_factory=list)   # one entry per attempt, costs included
     model_source: dict[str, Any] = field(default_factory=dict)
     data: Any = None
     device: str = "cpu"
@@ -257,39 +262,94 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, step: int,
-                    tokens: int, loss_curve: list[list[float]], eval_history: list[dict]) -> None:
-    """Trainable weights + optimizer + schedule + RNG: enough to resume after preemption."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "tokens": tokens,
-                "loss_curve": loss_curve, "eval_history": eval_history,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}, tmp)
-    os.replace(tmp, path)
+def rng_state() -> dict[str, Any]:
+    """Every RNG a step may draw from (dropout, methods that sample ranks or layers), as plain types."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
+    try:
+        import numpy as np
 
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    missing = model.load_state_dict(state["model"], strict=False)
-    if missing.unexpected_keys:
-        raise RuntimeError(f"checkpoint {path} does not match the model: {missing.unexpected_keys[:5]}")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():   # dropout on the GPU resumes too
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        state["numpy"] = [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+    except ImportError:   # pragma: no cover
+        pass
     return state
 
 
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(_tuples(state["python"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():   # dropout on the GPU resumes too
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("numpy") is not None:
+        import numpy as np
+
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+
+
+def _tuples(obj: Any) -> Any:
+    """random.setstate wants the tuples getstate gave; a checkpoint round trip may hand back lists."""
+    return tuple(_tuples(x) for x in obj) if isinstance(obj, list | tuple) else obj
+
+
+def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], attempts: list[dict]) -> None:
+    """Everything to resume bit-identically: trainable weights, optimizer, schedule, every RNG,
+    step/tokens/examples (the data position is the step count) and the cost of the attempts so far.
+    Atomic (temp file + fsync + rename): a kill mid-write leaves the previous checkpoint intact."""
+    from harness.records import atomic_write
+
+    state = {"model": _trainable_state(st.model), "optimizer": st.optimizer.state_dict(),
+             "scheduler": st.scheduler.state_dict(), "step": st.step, "tokens": st.tokens,
+             "examples": st.examples, "loss_curve": st.losses, "eval_history": eval_history,
+             "rng": rng_state(), "attempts": attempts}
+    atomic_write(path, lambda fh: torch.save(state, fh), fsync=True)
+
+
+def load_checkpoint(path: Path, st: StepState) -> dict[str, Any]:
+    """Restore a checkpoint into the step state (model, optimizer, schedule, counters, RNG)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing = st.model.load_state_dict(state["model"], strict=False)
+    if missing.unexpected_keys:
+        raise RuntimeError(f"checkpoint {path} does not match the model: {missing.unexpected_keys[:5]}")
+    st.optimizer.load_state_dict(state["optimizer"])
+    st.scheduler.load_state_dict(state["scheduler"])
+    st.step, st.tokens, st.examples = int(state["step"]), int(state["tokens"]), int(state.get("examples", 0))
+    st.losses = [list(p) for p in state["loss_curve"]]
+    if "rng" in state:
+        set_rng_state(state["rng"])
+    else:   # checkpoints written before every RNG was saved
+        torch.set_rng_state(state["torch_rng"])
+    return state
+
+
+def attempt_costs(attempt: dict[str, Any], *, t_start: float, train_s: float, step: int, ended_by: str,
+                  device: torch.device) -> dict[str, Any]:
+    """One attempt's line in the record: where it resumed, where it ended, and what it cost."""
+    return {**attempt, "ended_at": _utc_now(), "ended_by": ended_by, "end_step": step,
+            "train_time_s": round(train_s, 3), "wall_time_s": round(time.perf_counter() - t_start, 3),
+            "peak_memory_mb": round(peak_rss_mb(), 1),
+            "peak_accelerator_mb": round(_peak_mb(device), 1) if device.type == "cuda" else None}
+
+
+def _utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 # ------------------------------------------------------------------------------------------ loop
-def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = None) -> TrainResult:
-    """Run one job's training and evaluation. Raises on failure; dispatch records it."""
+def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = None,
+          guard: SignalGuard | None = None) -> TrainResult:
+    """Run one job's training and evaluation. Raises on failure; dispatch records it.
+
+    `guard` (installed by dispatch.execute for the whole job) holds a caught USR2/SIGTERM: the loop
+    then checkpoints at the next step boundary and raises Interrupted."""
     from tasks import load_task
 
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), _utc_now()
     log = log or (lambda metrics, step: None)
+    guard = guard or SignalGuard()   # not installed: nothing ever sets it
     budget, task = spec.budget, spec.task
     protocol = task["protocol"]
     threads = spec.threads or os.environ.get("SLURM_CPUS_PER_TASK")
@@ -346,28 +406,40 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     total_steps = _planned_steps(budget, train_examples, tokenizer, make_batch, max_len, batch_size)
     scheduler = make_scheduler(optimizer, budget, total_steps)
 
-    # 4. resume after preemption
+    # 4. resume: a requeued, preempted or rerun job continues its own checkpoint (force or not)
     st = StepState(model=model, optimizer=optimizer, scheduler=scheduler, trainable=trainable,
                    protocol=protocol, device=device, total_steps=total_steps,
                    grad_clip=float(budget["grad_clip"]) if budget.get("grad_clip") else None,
                    callback=impl.callback, mem_cap_mb=budget.get("memory_cap_mb"), log=log)
     ckpt = spec.run_dir / "checkpoint.pt"
-    if ckpt.exists() and not spec.force:
-        state = load_checkpoint(ckpt, model, optimizer, scheduler)
-        st.step, st.tokens = int(state["step"]), int(state["tokens"])
-        st.losses, res.eval_history = list(state["loss_curve"]), list(state["eval_history"])
-        res.resumed_from_step = st.step
+    attempt: dict[str, Any] = {"started_at": started_at, "host": socket.gethostname(),
+                               "slurm_job": slurm_job(), "resumed_from_step": None}
+    prior: list[dict[str, Any]] = []
+    if ckpt.exists():
+        state = load_checkpoint(ckpt, st)
+        res.eval_history, prior = list(state["eval_history"]), list(state.get("attempts") or [])
+        res.resumed_from_step = attempt["resumed_from_step"] = st.step
     stream = batch_stream(train_examples, batch_size, spec.seed)
     for _ in range(st.step):   # skip batches already consumed, so a resumed run sees the same data
         next(stream)
 
-    # 5. train under budget
+    # 5. train under budget; a caught USR2/SIGTERM checkpoints at the next step boundary and stops
     time_limit = float(budget.get("time_limit_s") or math.inf)
     eval_every = int(budget.get("eval_every") or 0)
+    clock = CheckpointClock(budget.get("checkpoint_every"))
+    train_s0 = sum(a["train_time_s"] for a in prior)   # the time limit covers every attempt
+
+    def checkpoint(ended_by: str) -> None:
+        costs = attempt_costs(attempt, t_start=t_start, train_s=time.perf_counter() - t_train, step=st.step,
+                              ended_by=ended_by, device=device)
+        save_checkpoint(ckpt, st, eval_history=res.eval_history, attempts=[*prior, costs])
+        clock.saved()
+
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress(total_steps, st.step, show)
     model.train()
     t_train = time.perf_counter()
+    print(f"[peftbench] training {spec.label} from step {st.step} of ~{total_steps}", file=sys.stderr, flush=True)
     while True:
         if budget.get("steps") and st.step >= int(budget["steps"]):
             res.stopped_by = "steps"
@@ -375,7 +447,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         if budget.get("tokens") and st.tokens >= int(budget["tokens"]):
             res.stopped_by = "tokens"
             break
-        if time.perf_counter() - t_train > time_limit:
+        if train_s0 + time.perf_counter() - t_train > time_limit:
             res.stopped_by = "time_limit"
             break
         loss_v = train_step(st, make_batch(tokenizer, next(stream), max_len))
@@ -383,19 +455,24 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.3f}")
         if eval_every and st.step % eval_every == 0:
-            ev = evaluate(model, tokenizer, data.evals[:1], spec, device)   # the primary set: cheap, for curves
+            ev = evaluate(model, tokenizer, data.evals[:1], spec, device)   # primary set: cheap, for curves
             res.eval_history.append({"step": st.step, **ev.metrics})
             log({f"eval/{k}": v for k, v in ev.metrics.items()}, st.step)
-            save_checkpoint(ckpt, model, optimizer, scheduler, st.step, st.tokens, st.losses, res.eval_history)
+            checkpoint("running")
             report_trial(spec.trial, st.step, ev.metrics)   # a search trial: may raise TrialPruned
+        if guard.pending is not None:
+            checkpoint(signal.Signals(guard.pending).name)
+            raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2))
+        if clock.due(st.step):
+            checkpoint("running")
     if bar is not None:
         bar.close()
-    res.train_time_s = time.perf_counter() - t_train
+    train_s = time.perf_counter() - t_train
     res.steps, res.tokens, res.examples = st.step, st.tokens, st.examples
     res.loss_curve = subsample(st.losses, LOSS_CURVE_POINTS)
     step = st.step
 
-    # 6. evaluate
+    # 6. evaluate (a signal caught from here on is ignored: the record is seconds away)
     ev = evaluate(model, tokenizer, data.evals, spec, device)
     res.final_eval = {"metrics": ev.metrics, "n_examples": ev.n_examples, "samples": ev.samples,
                       "eval_time_s": ev.seconds, "sets": ev.sets}
@@ -404,10 +481,16 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
 
     # 7. adapter: save what the method trained (small for PEFT), so results can be reused
     res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes)
-    res.peak_memory_mb = peak_rss_mb()
+
+    # 8. costs over every attempt: an interrupted run must not look cheaper than it was
+    res.attempts = [*prior, attempt_costs(attempt, t_start=t_start, train_s=train_s, step=step,
+                                          ended_by="finished", device=device)]
+    res.started_at = res.attempts[0]["started_at"]
+    res.train_time_s = train_s + sum(a["train_time_s"] for a in prior)
+    res.wall_time_s = time.perf_counter() - t_start + sum(a["wall_time_s"] for a in prior)
+    res.peak_memory_mb = max(a["peak_memory_mb"] for a in res.attempts)
     if device.type == "cuda":
-        res.peak_accelerator_mb = _peak_mb(device)
-    res.wall_time_s = time.perf_counter() - t_start
+        res.peak_accelerator_mb = max(a.get("peak_accelerator_mb") or 0.0 for a in res.attempts)
     if ckpt.exists():
         ckpt.unlink()   # finished: the record is the result, the checkpoint was only for resuming
     return res

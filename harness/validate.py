@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from harness.preempt import parse_interval
+
 DTYPES = ("float32", "bfloat16", "float16")
 MODEL_KINDS = ("encoder", "decoder")
 MODEL_SOURCES = ("auto", "local", "hub")
@@ -174,6 +176,10 @@ def _check_budget(c: _Checker, b: Mapping[str, Any]) -> None:
     c.number(b, "budget", "seeds", integer=True, positive=True)
     c.number(b, "budget", "trainable_params", integer=True, positive=True, optional=True)
     c.number(b, "budget", "memory_cap_mb", positive=True, optional=True)
+    try:
+        parse_interval(b.get("checkpoint_every"))
+    except ValueError as exc:
+        c.add(str(exc))
 
 
 def _section(c: _Checker, cfg: Mapping[str, Any], key: str, check: Callable[[_Checker, Mapping], None]) -> bool:

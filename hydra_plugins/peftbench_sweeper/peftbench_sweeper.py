@@ -95,9 +95,19 @@ class PeftbenchSweeper(BasicSweeper):
         counts: dict[str, int] = {}
         for start in range(0, len(todo), size):
             batch = todo[start: start + size]
-            results = self.launcher.launch(batch, initial_job_idx=start)
+            try:
+                results = self.launcher.launch(batch, initial_job_idx=start)
+            except Exception as exc:   # SubmissionError from our SLURM launcher; others re-raised
+                if type(exc).__name__ != "SubmissionError":
+                    raise
+                print(f"peftbench: {exc}\npeftbench: nothing was submitted", file=sys.stderr)
+                raise SystemExit(2) from None
             for r in results:
-                value = r.return_value   # re-raises if the job process itself died
+                try:
+                    value = r.return_value   # re-raises if the job process itself died
+                except Exception as exc:  # noqa: BLE001 - one lost job never ends the sweep
+                    log.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    value = {"status": "lost"}
                 status = value.get("status", "?") if isinstance(value, dict) else "?"
                 counts[status] = counts.get(status, 0) + 1
             returns.append(results)

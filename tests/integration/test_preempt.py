@@ -1,0 +1,172 @@
+"""Checkpoint on signal, for real: a training subprocess gets USR2 / SIGTERM / SIGKILL mid-run and is
+started again; the final record and adapter must equal an uninterrupted run's, bit for bit (CPU),
+and the costs must add up over the attempts. No SLURM needed (tests/integration/test_slurm.py does
+the same through a live SLURM)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.spec import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+# ~110 optimizer steps: long enough to be signalled mid-run, a few seconds of CPU
+JOB = ["method=lora", "task=glue/sst2", "seed=0", "logger=none", "threads=1", "budget=smoke",
+       "budget.tokens=6000", "budget.eval_size=64", "budget.checkpoint_every=null"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def start(root: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    log = root / f"attempt-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *JOB, f"results_dir={root / 'results'}",
+                             f"runs_dir={root / 'runs'}", *extra], cwd=PROJECT_ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    return proc, log
+
+
+def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, f"exited {proc.returncode} before {text!r}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} after {timeout} s"
+        time.sleep(0.05)
+
+
+def interrupt(root: Path, sig: signal.Signals, *extra: str, after_s: float = 0.8) -> int:
+    """Start the job, let it train `after_s` seconds, send `sig`; returns the exit code."""
+    proc, log = start(root, *extra)
+    wait_for(log, "[peftbench] training", proc)
+    time.sleep(after_s)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=300)
+    assert rc != 0 or sig == signal.SIGKILL, f"finished before {sig.name}:\n{log.read_text()[-2000:]}"
+    return rc
+
+
+def finish(root: Path, *extra: str) -> dict:
+    proc, log = start(root, *extra)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    (path,) = (root / "results" / "records").glob("*.json")
+    return json.loads(path.read_text())
+
+
+def adapter(root: Path) -> dict:
+    from safetensors.torch import load_file
+
+    (run,) = (root / "runs").glob("[0-9a-f]" * 40)   # runs/<signature>/ (runs/hydra/ is the launcher's)
+    return {p.name: load_file(p) for p in sorted((run / "adapter").glob("*.safetensors"))}
+
+
+def assert_same_result(rec: dict, ref: dict, root: Path, ref_root: Path) -> None:
+    import torch
+
+    assert rec["run"]["status"] == "success", rec["run"]["error"]
+    assert rec["eval"]["metrics"] == ref["eval"]["metrics"]
+    assert rec["train"]["loss_curve"] == ref["train"]["loss_curve"]
+    for key in ("steps", "tokens", "examples", "stopped_by"):
+        assert rec["train"][key] == ref["train"][key], key
+    got, want = adapter(root), adapter(ref_root)
+    assert got.keys() == want.keys() and got
+    for name in want:
+        assert want[name].keys() == got[name].keys()
+        assert all(torch.equal(got[name][k], want[name][k]) for k in want[name])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    rec = finish(root)
+    assert rec["train"]["attempts"] == 1 and rec["train"]["resumed_from_steps"] == []
+    return rec, root
+
+
+def test_usr2_then_sigterm_then_forced_rerun_resume_exactly(reference: tuple[dict, Path], tmp_path: Path) -> None:
+    """Two signals, three attempts; the third with force=true still resumes its own checkpoint."""
+    ref, ref_root = reference
+    assert interrupt(tmp_path, signal.SIGUSR2) == 128 + signal.SIGUSR2
+    (path,) = (tmp_path / "results" / "records").glob("*.json")
+    cancelled = json.loads(path.read_text())["run"]
+    assert cancelled["status"] == "cancelled" and "SIGUSR2 at step" in cancelled["error"]
+    assert (tmp_path / "runs" / ref["run"]["signature"] / "checkpoint.pt").exists()
+    assert interrupt(tmp_path, signal.SIGTERM) == 128 + signal.SIGTERM
+    rec = finish(tmp_path, "force=true")
+    assert_same_result(rec, ref, tmp_path, ref_root)
+
+    train = rec["train"]
+    first, second = train["resumed_from_steps"]
+    assert 0 < first < second < train["steps"]
+    assert train["attempts"] == 3 and train["requeues"] == 0
+    log = train["attempt_log"]
+    assert [a["ended_by"] for a in log] == ["SIGUSR2", "SIGTERM", "finished"]
+    assert [a["end_step"] for a in log] == [first, second, train["steps"]]
+    # costs cover every attempt: the sums of the attempts, more than the last attempt alone
+    assert train["train_time_s"] == pytest.approx(sum(a["train_time_s"] for a in log), abs=0.01)
+    assert train["wall_time_s"] == pytest.approx(sum(a["wall_time_s"] for a in log), abs=0.01)
+    assert train["wall_time_s"] > log[-1]["wall_time_s"] + log[0]["wall_time_s"] * 0.99
+    assert train["peak_memory_mb"] == max(a["peak_memory_mb"] for a in log)
+    assert rec["run"]["started_at"] == log[0]["started_at"] < log[-1]["started_at"]
+    assert not (tmp_path / "runs" / ref["run"]["signature"] / "checkpoint.pt").exists()
+
+
+def test_hard_kill_loses_at_most_the_checkpoint_interval(reference: tuple[dict, Path], tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: budget.checkpoint_every bounds the loss, and the result is still exact."""
+    ref, ref_root = reference
+    ckpt = tmp_path / "runs" / ref["run"]["signature"] / "checkpoint.pt"
+    proc, log = start(tmp_path, "budget.checkpoint_every=10")
+    wait_for(log, "[peftbench] training", proc)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not list((tmp_path / "results").rglob("*.json"))   # killed: no record at all, not half of one
+    rec = finish(tmp_path, "budget.checkpoint_every=10")
+    assert_same_result(rec, ref, tmp_path, ref_root)
+    (resumed,) = rec["train"]["resumed_from_steps"]
+    assert resumed > 0 and resumed % 10 == 0
+    assert rec["run"]["signature"] == ref["run"]["signature"]   # checkpoint_every is not semantic
+
+
+_KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from harness.records import atomic_write
+
+def half_then_die(fh):
+    fh.write(b'{"half": ')
+    fh.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+atomic_write(Path(sys.argv[1]), half_then_die, fsync=True)
+"""
+
+
+@pytest.mark.parametrize("name", ["record.json", "checkpoint.pt"])
+def test_killed_while_writing_leaves_the_old_file_whole(tmp_path: Path, name: str) -> None:
+    target = tmp_path / name
+    target.write_bytes(b"old and complete")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(target)], cwd=PROJECT_ROOT,
+                          env=_env(), check=False, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert target.read_bytes() == b"old and complete"
+    # the half-written temp file is hidden (.name.*.tmp): no reader globs it; the next write sweeps it
+    assert [p.name for p in tmp_path.iterdir() if p != target and not p.name.startswith(".")] == []
+    from harness.records import atomic_write
+
+    atomic_write(target, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -1,0 +1,223 @@
+"""launcher=slurm against a live SLURM (scripts/slurm-local.sh up; `make test` starts it as root).
+
+Everything here is real: sbatch, job arrays, `scontrol requeue`, `scancel --signal=USR2`, a time
+limit, `scancel`, and a cluster without accounting. The jobs are tiny (MiniLM, SST-2, one core).
+Skipped, with the reason, where no SLURM node is up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.spec import PROJECT_ROOT
+from tests.integration.test_preempt import adapter, assert_same_result
+
+pytestmark = [pytest.mark.slurm, pytest.mark.integration]
+
+BASE = ["task=glue/sst2", "logger=none", "budget=smoke", "budget.eval_size=64", "launcher=slurm_cpu"]
+LONG = ["method=lora", "seed=0", "budget.tokens=12000", "budget.checkpoint_every=null"]
+
+
+def _no_cluster() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo); as root `scripts/slurm-local.sh up` installs and starts one"
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return f"SLURM not reachable: {out.stderr.strip()} (scripts/slurm-local.sh up)"
+    if not {"idle", "mixed", "allocated"} & set(out.stdout.split()):
+        return f"no usable SLURM node (states: {out.stdout.split()})"
+    return None
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    # sbatch exports this environment to the jobs: they import the same checkout
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))})
+    return env
+
+
+class Driver:
+    """`peftbench run -m ...` in the background: the launcher that submits and waits."""
+
+    def __init__(self, root: Path, *args: str, name: str) -> None:
+        self.root, self.log = root, root / f"{name}.driver.log"
+        root.mkdir(parents=True, exist_ok=True)
+        self.args = [*BASE, *args, f"results_dir={root / 'results'}", f"runs_dir={root / 'runs'}",
+                     f"sweep_name={name}"]
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-m", *self.args],
+                                     cwd=PROJECT_ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                                     stderr=self.log.open("w"))
+
+    def job_id(self, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while not (m := re.search(r"submitted SLURM array (\d+)", self.log.read_text())):
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.2)
+        return m.group(1)
+
+    def job_log(self) -> str:
+        return "".join(p.read_text() for p in sorted((self.root / "runs").rglob("*_log.err")))
+
+    def wait_training(self, attempt: int, timeout: float = 240) -> None:
+        """Until the job's log shows its `attempt`-th training start (logs are appended across requeues)."""
+        deadline = time.monotonic() + timeout
+        while self.job_log().count("[peftbench] training") < attempt:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:] + self.job_log()[-3000:]
+            assert time.monotonic() < deadline, f"attempt {attempt} never trained:\n{self.job_log()[-3000:]}"
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 420) -> str:
+        self.proc.wait(timeout=timeout)
+        text = self.log.read_text()
+        assert self.proc.returncode == 0, text[-3000:]
+        return text
+
+    def records(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / "results" / "records").glob("*.json"))]
+
+
+def _job_pids(job_id: str) -> list[int]:
+    """The job's Python process(es) on this node (the one running submitit's _submit)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and b"submitit.core._submit" in (proc / "cmdline").read_bytes()
+                    and f"SLURM_JOB_ID={job_id}".encode() in (proc / "environ").read_bytes().split(b"\0")):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    reason = _no_cluster()
+    if reason:
+        print(f"\nSLURM tests skipped: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("slurm")
+    # the two long jobs first (one core each), then the array queues behind them
+    job = Driver(root / "interrupted", *LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=0",
+                 name="interrupted")
+    cancel = Driver(root / "cancel", *LONG, name="cancel")
+    job_id, cancel_id = job.job_id(), cancel.job_id()
+    drivers = {"interrupted": job, "cancel": cancel,
+               "array": Driver(root / "array", "method=lora", "seed=0,1,2,3", "budget.tokens=1500", name="array")}
+    # the uninterrupted reference, outside SLURM, meanwhile
+    ref_root = root / "reference"
+    ref = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *BASE[:-1], *LONG, "threads=1",
+                            f"results_dir={ref_root / 'results'}", f"runs_dir={ref_root / 'runs'}"],
+                           cwd=PROJECT_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    # interrupted: scontrol requeue → USR2 → time limit → finish, each while training; cancel: scancel
+    job.wait_training(1)
+    time.sleep(1.0)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    cancel.wait_training(1)
+    time.sleep(1.0)
+    subprocess.run(["scancel", cancel_id], check=True)
+    job.wait_training(2)
+    time.sleep(1.0)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    job.wait_training(3)
+    time.sleep(0.5)
+    # hold the job mid-step until its one-minute limit: SLURM then sends SIGCONT + SIGTERM (a real
+    # time limit, independent of how fast this machine trains)
+    pids = _job_pids(job_id)
+    assert pids, "the job's python process was not found"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-3000:]
+    (ref_path,) = (ref_root / "results" / "records").glob("*.json")
+    yield {"drivers": drivers, "reference": (json.loads(ref_path.read_text()), ref_root),
+           "job_id": job_id, "cancel_id": cancel_id}
+    for d in drivers.values():   # a failed test must not leave jobs queued or drivers waiting
+        if d.proc.poll() is None:
+            d.proc.kill()
+    subprocess.run(["scancel", job_id, cancel_id, *re.findall(r"submitted SLURM array (\d+)",
+                                                            drivers["array"].log.read_text())], check=False)
+
+
+def test_sweep_runs_as_one_array_with_slurm_ids(cluster: dict) -> None:
+    array = cluster["drivers"]["array"]
+    out = array.finish()
+    assert "peftbench: sweep finished: 4 success" in out
+    array_id = re.search(r"submitted SLURM array (\d+) \(4 jobs, name peftbench-array\)", out).group(1)
+    assert re.search(r"\[4/4\] \d+_\d .*: success accuracy=", out)   # a progress line per job
+    recs = array.records()
+    assert len(recs) == 4 and {r["run"]["status"] for r in recs} == {"success"}
+    assert {r["run"]["slurm"]["SLURM_ARRAY_JOB_ID"] for r in recs} == {array_id}
+    assert sorted(r["run"]["slurm"]["SLURM_ARRAY_TASK_ID"] for r in recs) == ["0", "1", "2", "3"]
+    assert all(r["run"]["launcher"] == "slurm" and r["meta"]["torch"]["threads"] == 1 for r in recs)
+    # the submitit folder lives under runs_dir, not under the current directory
+    (sbatch,) = (array.root / "runs" / "hydra").rglob("*_submission.sh")
+    assert "--job-name=peftbench-array" in sbatch.read_text()
+
+
+def test_rerun_of_a_finished_sweep_submits_nothing(cluster: dict) -> None:
+    array = cluster["drivers"]["array"]
+    array.proc.wait(timeout=420)
+    again = subprocess.run([sys.executable, "-m", "harness.cli", "run", "-m", *array.args], cwd=PROJECT_ROOT,
+                           env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 already have a success record (skipped); 0 to run" in again.stderr
+    assert "submitted" not in again.stderr
+
+
+def test_scancel_leaves_a_cancelled_record(cluster: dict) -> None:
+    cancel = cluster["drivers"]["cancel"]
+    out = cancel.finish()
+    assert "1 cancelled" in out
+    (rec,) = cancel.records()
+    assert rec["run"]["status"] == "cancelled" and "SIGTERM at step" in rec["run"]["error"]
+    assert rec["run"]["slurm"]["SLURM_JOB_ID"] == cluster["cancel_id"]
+    (run_dir,) = (cancel.root / "runs").glob("[0-9a-f]" * 40)
+    assert (run_dir / "checkpoint.pt").exists()   # rerunning resumes it
+
+
+def test_requeue_usr2_and_time_limit_each_resume_exactly(cluster: dict) -> None:
+    job = cluster["drivers"]["interrupted"]
+    out = job.finish()
+    assert "1 success" in out, out[-3000:]
+    (rec,) = job.records()
+    ref, ref_root = cluster["reference"]
+    assert_same_result(rec, ref, job.root, ref_root)
+    assert adapter(job.root)
+    train = rec["train"]
+    ended = [a["ended_by"] for a in train["attempt_log"]]
+    assert ended[:3] == ["SIGTERM", "SIGUSR2", "SIGTERM"] and ended[-1] == "finished", ended
+    steps = train["resumed_from_steps"]
+    assert len(steps) == len(ended) - 1 and 0 < steps[0] <= steps[1] <= steps[2] < train["steps"]
+    assert train["attempts"] == len(ended) >= 4 and train["requeues"] == len(ended) - 1
+    assert rec["run"]["slurm"]["SLURM_JOB_ID"] == cluster["job_id"]
+    assert train["train_time_s"] == pytest.approx(sum(a["train_time_s"] for a in train["attempt_log"]), abs=0.01)
+    assert train["wall_time_s"] >= 60   # the attempt held until its time limit counts too
+    assert "DUE TO TIME LIMIT" in job.job_log() and "DUE TO JOB REQUEUE" in job.job_log()
+
+
+def test_bad_partition_is_one_clear_message_and_leaves_nothing(tmp_path: Path) -> None:
+    reason = _no_cluster()
+    if reason:
+        pytest.skip(reason)
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", "-m", *BASE, "method=lora", "seed=0,1",
+                          "hydra.launcher.partition=nosuchpartition", f"results_dir={tmp_path / 'results'}",
+                          f"runs_dir={tmp_path / 'runs'}"], cwd=PROJECT_ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "invalid partition" in res.stderr.lower() and "Traceback" not in res.stderr
+    # sbatch's own two lines, then one of ours; no traceback
+    assert len(res.stderr.strip().splitlines()) <= 5, res.stderr
+    assert "peftbench: SLURM refused the job array" in res.stderr and "nothing was submitted" in res.stderr
+    assert not list((tmp_path / "runs").rglob("*"))
