@@ -267,3 +267,54 @@ def test_every_search_space_is_valid_for_every_method_it_lists(space: str) -> No
     for method in methods:
         assert space_for(method) == space
         plan([f"method={method}", "model=minilm-l6", "task=glue/sst2", f"search={space}", "logger=none"])
+
+
+def test_rdb_storage_study_resumes(tmp_path: Path) -> None:
+    """search.storage takes an RDB URL (SQLite here, PostgreSQL on a cluster): the study lives in the
+    database, and the same command run again continues it to n_trials with no duplicate number."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = [*TINY, *_dirs(tmp_path), f"search.storage={url}", "search.sampler=random"]
+    first = Driver(plan([*base, "search.n_trials=2"])).run()
+    assert first.states == {"COMPLETE": 2}
+    again = plan([*base, "search.n_trials=3"])
+    assert again.study_name == plan([*base, "search.n_trials=2"]).study_name   # n_trials is not identity
+    Driver(again).run()
+    study = optuna.load_study(study_name=again.study_name, storage=url)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert not (tmp_path / "results" / "studies").exists() or not list(
+        (tmp_path / "results" / "studies").glob("*.journal"))
+    _assert_only_validation(tmp_path / "results")
+
+
+@pytest.mark.parametrize(("peer_score", "expected"), [(0.99, "PRUNED"), (0.0, "COMPLETE")])
+def test_hyperband_pruner_prunes_a_trial_below_its_bracket(tmp_path: Path, peer_score: float,
+                                                          expected: str) -> None:
+    """The hyperband pruner, fed by a job's periodic validation reports, stops a trial that scores
+    below the earlier trials of its bracket at the same step, and lets one that beats them finish
+    (in-process job: the debug launcher)."""
+    overrides = [*TINY, *_dirs(tmp_path), "search.pruner=hyperband",
+                 "+search.pruner_args.min_resource=2", "+search.pruner_args.max_resource=8",
+                 "+search.pruner_args.reduction_factor=2", "budget.eval_every=2", "budget.tokens=400"]
+    search = plan([*overrides, "search.n_trials=9"])
+    study = open_study(search)
+    dists = {p.path: p.distribution() for p in search.params}
+    # Hyperband compares a trial only with trials of its own bracket that passed the same rungs (what
+    # should_prune records), so the earlier trials report step by step like real ones would.
+    n_peers = 8
+    for _ in range(n_peers):
+        trial = study.ask(fixed_distributions=dists)
+        for step in range(2, 10, 2):
+            trial.report(peer_score, step)
+            trial.should_prune()
+        study.tell(trial, peer_score)
+    study.enqueue_trial({"method.optim.lr": 5e-3, "method.params.r": 8, "method.params.lora_alpha": 16,
+                         "method.params.lora_dropout": 0.0})
+    result = Driver(search).run()
+    want = {"COMPLETE": n_peers, "PRUNED": 1} if expected == "PRUNED" else {"COMPLETE": n_peers + 1}
+    assert result.states == want
+    rec = read_record(Path(study.trials[n_peers].user_attrs["record"]))
+    if expected == "PRUNED":
+        assert rec["run"]["status"] == "pruned" and "hyperband" in rec["run"]["error"]
+    else:
+        assert rec["run"]["status"] == "success"
