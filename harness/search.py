@@ -422,6 +422,12 @@ def make_executor(launcher: str, params: Mapping[str, Any], folder: Path) -> Any
     if launcher == "debug":
         return submitit.DebugExecutor(folder=folder)
     cluster = "slurm" if launcher == "slurm" else "local"
+    if cluster == "slurm":
+        # submitit asks sacct for job states and, on clusters without accounting, warns on every poll
+        # (twice); the driver tracks trials through their records and futures, so keep errors only
+        import logging
+
+        logging.getLogger("submitit").setLevel(logging.ERROR)
     params = {k: v for k, v in params.items() if k not in ("_target_", "submitit_folder") and v is not None}
     init = {f"{cluster}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **init)

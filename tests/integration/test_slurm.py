@@ -221,3 +221,24 @@ def test_bad_partition_is_one_clear_message_and_leaves_nothing(tmp_path: Path) -
     assert len(res.stderr.strip().splitlines()) <= 5, res.stderr
     assert "peftbench: SLURM refused the job array" in res.stderr and "nothing was submitted" in res.stderr
     assert not list((tmp_path / "runs").rglob("*"))
+
+
+def test_search_trials_run_as_slurm_jobs(tmp_path: Path) -> None:
+    """`peftbench search launcher=slurm_cpu`: trials are SLURM jobs (two in flight), their records carry
+    the SLURM job ids and run.search, and they evaluate only the validation split."""
+    if (why := _no_cluster()) is not None:
+        pytest.skip(why)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "search", "method=lora", *BASE, "budget.tokens=150",
+         "budget.max_seq_len=32", "budget.eval_size=32", "task.validation.size=32",
+         f"results_dir={tmp_path / 'results'}", f"runs_dir={tmp_path / 'runs'}", "search.n_trials=2",
+         "search.parallelism=2", "search.sampler=random"],
+        cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 trial(s) (2 complete)" in out.stdout + out.stderr
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "records").glob("*.json"))]
+    assert len(records) == 2
+    for rec in records:
+        assert rec["run"]["status"] == "success" and rec["run"]["launcher"] == "slurm"
+        assert rec["run"]["slurm"]["SLURM_JOB_ID"] and rec["run"]["search"]["trial"] in (0, 1)
+        assert rec["eval"]["eval_split"] == "validation"
