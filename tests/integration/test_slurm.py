@@ -242,3 +242,35 @@ def test_search_trials_run_as_slurm_jobs(tmp_path: Path) -> None:
         assert rec["run"]["status"] == "success" and rec["run"]["launcher"] == "slurm"
         assert rec["run"]["slurm"]["SLURM_JOB_ID"] and rec["run"]["search"]["trial"] in (0, 1)
         assert rec["eval"]["eval_split"] == "validation"
+
+
+def test_a_slurm_trial_is_pruned_from_its_own_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruning from SLURM jobs: the job reports its periodic validation scores to the study's journal
+    file (on the shared filesystem) and stops when the median pruner says so; the trial is told PRUNED."""
+    if (why := _no_cluster()) is not None:
+        pytest.skip(why)
+    import optuna
+
+    from harness.records import read_record
+    from harness.search import Driver as SearchDriver
+    from harness.search import open_study, plan
+
+    for key, value in _env().items():
+        monkeypatch.setenv(key, value)   # what sbatch exports to the trial jobs
+    search = plan(["method=lora", *BASE, "budget.tokens=400", "budget.max_seq_len=32", "budget.eval_size=32",
+                   "task.validation.size=32", "budget.eval_every=2", f"results_dir={tmp_path / 'results'}",
+                   f"runs_dir={tmp_path / 'runs'}", "search.n_trials=3", "search.pruner=median",
+                   "+search.pruner_args.n_startup_trials=2"])
+    study = open_study(search)
+    dists = {p.path: p.distribution() for p in search.params}
+    good = {"method.optim.lr": 5e-3, "method.params.r": 8, "method.params.lora_alpha": 16,
+            "method.params.lora_dropout": 0.0}
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(params=good, distributions=dists, value=0.99,
+                                                  intermediate_values={s: 0.99 for s in range(2, 40, 2)}))
+    study.enqueue_trial({**good, "method.optim.lr": 1e-5})
+    result = SearchDriver(search).run()
+    assert result.states == {"COMPLETE": 2, "PRUNED": 1}
+    rec = read_record(Path(study.trials[2].user_attrs["record"]))
+    assert rec["run"]["status"] == "pruned" and rec["run"]["slurm"]["SLURM_JOB_ID"]
+    assert "pruned by the median pruner at step 2" in rec["run"]["error"]
