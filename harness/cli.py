@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any
 
-from harness.spec import CONF_DIR, SWEEPS_DIR, ConfigError
+from harness.spec import CONF_DIR, SWEEPS_DIR, ConfigError, compose
 
 
 def hydra_task(cfg: Any) -> dict[str, Any]:
@@ -34,18 +34,6 @@ def hydra_task(cfg: Any) -> dict[str, Any]:
         print(str(exc), file=sys.stderr)
         raise SystemExit(2) from None
     return execute(spec)
-
-
-def _compose(overrides: list[str], *, config_dir: str | None = None, config_name: str = "config") -> Any:
-    """Compose like Hydra's CLI does; an unknown option or bad override becomes a ConfigError."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-
-    try:
-        with initialize_config_dir(config_dir=config_dir or str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=overrides)
-    except (MissingConfigException, ConfigCompositionException, OverrideParseException) as exc:
-        raise ConfigError([str(exc).strip()]) from None
 
 
 def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
@@ -84,7 +72,7 @@ def _check_single(overrides: list[str]) -> Any:
             members = ", ".join(load_suites()[value].expand)
             hint = f"run it as a multirun, e.g. peftbench run -m task={value} ..."
             raise ConfigError([f"task={value} is a suite ({members}): {hint}"])
-    spec = spec_from_config(_compose(overrides))
+    spec = spec_from_config(compose(overrides))
     problems = data_problems(spec.task, spec.data_dir)
     if problems:
         raise ConfigError(problems)

@@ -218,17 +218,11 @@ def parse_params(block: Any, cfg: Mapping[str, Any]) -> tuple[list[Param], list[
 # ------------------------------------------------------------------------------------------- plan
 def _compose(overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(job config with the search block, the launcher's submitit parameters) as Hydra composes them."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf import OmegaConf
 
-    from harness.spec import CONF_DIR
+    from harness.spec import compose
 
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    except (MissingConfigException, ConfigCompositionException, OverrideParseException) as exc:
-        raise ConfigError([str(exc).strip()]) from None
+    cfg = compose(overrides, return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True) if "launcher" in cfg.hydra else {}
     keys = [k for k in cfg if k != "hydra"]
     job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)

@@ -111,6 +111,29 @@ def signature_of(semantic: Mapping[str, Any]) -> str:
     return hashlib.sha1(canonical_json(semantic).encode()).hexdigest()
 
 
+def compose(overrides: list[str], *, return_hydra_config: bool = False) -> Any:
+    """The primary config composed as Hydra's CLI composes it (a DictConfig); an unknown option or a bad
+    override becomes a ConfigError. One place for every entry point that composes without running."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides),
+                                 return_hydra_config=return_hydra_config)
+    except (MissingConfigException, ConfigCompositionException, OverrideParseException) as exc:
+        raise ConfigError([str(exc).strip()]) from None
+
+
+def compose_block(group: str, name: str) -> dict[str, Any]:
+    """One group's block (``method``, ``task``, ...) as a job sees it: composed through its defaults
+    (dora pulls in lora, commonsense tasks their _base), interpolations resolved."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose([f"{group}={name}", "logger=none"])[group], resolve=True)
+
+
 def _path_or(value: Any, env: str, default: Path) -> Path:
     if value not in (None, ""):
         return Path(str(value)).expanduser().resolve()

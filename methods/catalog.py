@@ -22,17 +22,6 @@ def method_names() -> list[str]:
     return sorted(p.stem for p in METHOD_DIR.glob("*.yaml") if not p.name.startswith("_"))
 
 
-def compose(group: str, name: str) -> dict[str, Any]:
-    """One group's block as a job sees it (Hydra composition: dora's defaults pull in lora)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(METHOD_DIR.parent), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=[f"{group}={name}", "logger=none"])
-    return OmegaConf.to_container(cfg[group], resolve=True)
-
-
 def describe(cfg: dict[str, Any]) -> dict[str, Any]:
     """A method's catalogue entry, from its composed YAML alone (no torch)."""
     info = cfg.get("info") or {}
@@ -103,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peftbench methods: unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}",
               file=sys.stderr)
         return 2
-    cfgs = [compose("method", n) for n in (args.names or known)]
+    from harness.spec import compose_block
+
+    cfgs = [compose_block("method", n) for n in (args.names or known)]
     entries = [describe(c) for c in cfgs]
     if args.model:
         from harness.models import load
         from harness.spec import PROJECT_ROOT, _path_or
 
-        model_cfg = compose("model", args.model)
+        model_cfg = compose_block("model", args.model)
         loaded = load(model_cfg, _path_or(args.cache_dir, "PEFTBENCH_CACHE", PROJECT_ROOT / ".cache"))
         for cfg, entry in zip(cfgs, entries, strict=True):
             entry["solved"] = solve_entry(cfg, model_cfg, loaded, args.trainable_params)

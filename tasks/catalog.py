@@ -23,12 +23,9 @@ def task_names() -> list[str]:
 
 def compose_task(name: str) -> dict[str, Any]:
     """The task block as a job sees it (Hydra composition, interpolations resolved)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from harness.spec import compose_block
 
-    with initialize_config_dir(config_dir=str(TASK_DIR.parent), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"task={name}"])
-    return OmegaConf.to_container(cfg.task, resolve=True)
+    return compose_block("task", name)
 
 
 def describe(name: str, data_dir: str | None) -> dict[str, Any]:
