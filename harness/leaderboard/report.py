@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,14 +30,18 @@ from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
 from harness.leaderboard.suites import attach_averages, known_suites
-from harness.leaderboard.table import Board, aggregate, boards, hardware_by_board, one_value_per_seed
+from harness.leaderboard.table import (
+    Board,
+    SuiteAverage,
+    aggregate,
+    boards,
+    hardware_by_board,
+    one_value_per_seed,
+)
 from harness.leaderboard.tuning import add_search_notes
 from harness.leaderboard.verdict import as_document, below_baseline, cell_bounds, verdict, verdict_markdown
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
-
-if TYPE_CHECKING:
-    from harness.leaderboard.suites import SuiteAverage
 
 DEFAULT_RULES: tuple[str, ...] = tuple(RULES)  # every registered rule (issue #3)
 DEFAULT_BOOTSTRAP = 200  # replicates: enough for 95% rank intervals at a few seconds per board

@@ -19,15 +19,15 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from harness.leaderboard.table import Board, SuiteAverage
+
 if TYPE_CHECKING:
-    from harness.leaderboard.table import Board
     from tasks.suites import Suite
 
 
@@ -89,34 +89,6 @@ def suite_average(scores: pd.DataFrame | Mapping[tuple[str, str], float], suite:
     use = list(units) if units is not None else list(per_unit.columns)
     avg = per_unit[use].mean(axis=1, skipna=False) if use else pd.Series(np.nan, index=per_unit.index)
     return float(avg.iloc[0]) if single else avg
-
-
-@dataclass
-class SuiteAverage:
-    """One board's suite-average column: per method mean, std and n over seeds, on one set of units.
-
-    mean: the mean over ``units`` of each unit's mean over seeds (so it equals the mean of the board's
-    own columns, as the literature's tables compute it). std and n: over the seeds that have every
-    unit, the std (ddof=1) of that seed's average. When every cell has the same seeds (a complete
-    sweep) the mean is also the mean of the per-seed averages; seeds missing a unit are then left
-    out of std and n only.
-    """
-
-    name: str                      # "GLUE score"
-    label: str                     # the column header: name, or "name over k of n tasks"
-    description: str               # the convention in words, shown under the table
-    units: tuple[str, ...]         # the units averaged on this board (the same for every method)
-    suite_units: tuple[str, ...]   # all the suite's units
-    mean: pd.Series                # method → average (NaN: the method lacks a unit)
-    std: pd.Series
-    n_seeds: pd.Series
-    lacking: dict[str, list[str]] = field(default_factory=dict)   # method → units it has no score on
-
-    def cache_parts(self) -> list[Any]:
-        """What the board cache key must see of this column (see report.board_cache_key)."""
-        return [self.name, self.label, self.description, list(self.units), list(self.suite_units),
-                [str(m) for m in self.mean.index], self.mean.tolist(), self.std.tolist(), self.n_seeds.tolist(),
-                {m: list(u) for m, u in self.lacking.items()}]
 
 
 def describe(suite: Suite) -> str:

@@ -15,16 +15,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.leaderboard.tuning import is_validation_run
 from harness.records import iter_records
-
-if TYPE_CHECKING:
-    from harness.leaderboard.suites import SuiteAverage
 
 BOARD_KEYS = ("budget", "model", "suite")
 CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
@@ -222,6 +219,35 @@ def aggregate(long: pd.DataFrame, *, resolved: bool = False) -> pd.DataFrame:
     tcrit = np.array([lookup.get(k, np.nan) for k in n.tolist()])
     out["ci95"] = tcrit * out["std"].to_numpy(dtype=float) / np.sqrt(n)
     return out
+
+
+@dataclass
+class SuiteAverage:
+    """One board's suite-average column (computed by ``suites.board_average``; defined here, beside
+    the Board that carries it, so that suites imports table and not the other way round): per method mean, std and n over seeds, on one set of units.
+
+    mean: the mean over ``units`` of each unit's mean over seeds (so it equals the mean of the board's
+    own columns, as the literature's tables compute it). std and n: over the seeds that have every
+    unit, the std (ddof=1) of that seed's average. When every cell has the same seeds (a complete
+    sweep) the mean is also the mean of the per-seed averages; seeds missing a unit are then left
+    out of std and n only.
+    """
+
+    name: str                      # "GLUE score"
+    label: str                     # the column header: name, or "name over k of n tasks"
+    description: str               # the convention in words, shown under the table
+    units: tuple[str, ...]         # the units averaged on this board (the same for every method)
+    suite_units: tuple[str, ...]   # all the suite's units
+    mean: pd.Series                # method → average (NaN: the method lacks a unit)
+    std: pd.Series
+    n_seeds: pd.Series
+    lacking: dict[str, list[str]] = field(default_factory=dict)   # method → units it has no score on
+
+    def cache_parts(self) -> list[Any]:
+        """What the board cache key must see of this column (see report.board_cache_key)."""
+        return [self.name, self.label, self.description, list(self.units), list(self.suite_units),
+                [str(m) for m in self.mean.index], self.mean.tolist(), self.std.tolist(), self.n_seeds.tolist(),
+                {m: list(u) for m, u in self.lacking.items()}]
 
 
 @dataclass
