@@ -13,6 +13,7 @@ import os
 import traceback
 from typing import Any
 
+from harness.lock import Busy, RunLock
 from harness.preempt import Interrupted, SignalGuard, outcome, requeue, slurm_job
 from harness.records import success_exists, write_record
 from harness.spec import JobSpec
@@ -169,8 +170,21 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     if not spec.force and success_exists(spec.record_path):
         log.info("skip %s (%s): success record exists", spec.label, spec.signature[:12])
         return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
-    with SignalGuard() as guard:   # USR2/SIGTERM: checkpoint at a step boundary (harness/preempt.py)
-        return _execute(spec, guard)
+    lock = RunLock(spec.run_dir)   # two launches of one signature at once run it once (harness/lock.py)
+    try:
+        lock.acquire()
+    except Busy as exc:
+        log.info("skip %s (%s): %s", spec.label, spec.signature[:12], exc)
+        return {"signature": spec.signature, "status": "busy", "record": str(spec.record_path), "error": str(exc)}
+    try:
+        if lock.took_over:
+            log.info("job %s: took over its lock (%s)", spec.label, lock.took_over)
+        if not spec.force and success_exists(spec.record_path):   # the holder we waited out finished it
+            return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
+        with SignalGuard() as guard:   # USR2/SIGTERM: checkpoint at a step boundary (harness/preempt.py)
+            return _execute(spec, guard)
+    finally:
+        lock.release()
 
 
 def _execute(spec: JobSpec, guard: SignalGuard) -> dict[str, Any]:

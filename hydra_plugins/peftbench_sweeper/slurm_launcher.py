@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf
+
+from hydra_plugins.peftbench_sweeper.launchers import report
 
 log = logging.getLogger("peftbench")
 POLL_S = 2.0
@@ -79,11 +81,17 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
             raise SubmissionError(_sbatch_message(exc)) from None
         array_id = jobs[0].job_id.split("_")[0]
         folder = Path(str(jobs[0].paths.folder)).parent
+        if (sweep_dir / "jobs.json").exists():   # for `peftbench status` / `cancel` (harness/sweeps.py)
+            from harness.sweeps import note_launch
+
+            note_launch(sweep_dir, {"launcher": "slurm", "array_id": array_id, "folder": str(folder), "jobs": [
+                {"num": initial_job_idx + i, "job_id": j.job_id, "log": str(j.paths.stderr)}
+                for i, j in enumerate(jobs)]})
         print(f"peftbench: submitted SLURM array {array_id} ({len(jobs)} jobs, name {params.get('name')}); "
               f"logs: {folder}/{array_id}_<task>/\n"
               f"peftbench: watch: squeue -j {array_id} · cancel: scancel {array_id}", file=sys.stderr, flush=True)
         try:
-            return self._wait(jobs, job_overrides, array_id)
+            return self._wait(jobs, job_overrides, array_id, initial_job_idx)
         except KeyboardInterrupt:
             print(f"\npeftbench: stopped waiting; SLURM array {array_id} keeps running.\n"
                   f"  watch:  squeue -j {array_id}   (logs: {folder})\n"
@@ -92,12 +100,12 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
                   file=sys.stderr)
             raise SystemExit(130) from None
 
-    def _wait(self, jobs: list[Any], overrides: Sequence[Sequence[str]], array_id: str) -> list[JobReturn]:
+    def _wait(self, jobs: list[Any], overrides: Sequence[Sequence[str]], array_id: str,
+              initial_job_idx: int = 0) -> list[JobReturn]:
         from submitit.core.utils import pickle_load
 
         results: dict[int, JobReturn] = {}
         gone_since: dict[int, float] = {}
-        t0 = time.monotonic()
         warned = False
         while len(results) < len(jobs):
             alive = live_tasks(array_id)
@@ -124,7 +132,8 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
                             f"to start); log: {job.paths.stderr}"))
                 if ret is not None:
                     results[i] = ret
-                    _progress_line(len(results), len(jobs), job.job_id, overrides[i], ret, time.monotonic() - t0)
+                    report(self, initial_job_idx + len(results), job.job_id, overrides[i], ret,
+                           num=initial_job_idx + i)
             if len(results) < len(jobs):
                 time.sleep(POLL_S)
         return [results[i] for i in range(len(jobs))]
@@ -132,19 +141,6 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
 
 def _failed(overrides: Sequence[str], exc: BaseException) -> JobReturn:
     return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=exc)
-
-
-def _progress_line(n: int, total: int, job_id: str, overrides: Sequence[str], ret: JobReturn,
-                   elapsed: float) -> None:
-    value = ret._return_value if ret.status == JobStatus.COMPLETED else None
-    if isinstance(value, dict):
-        status = value.get("status", "?")
-        metric = next((f" {k}={v:.4f}" for k, v in value.items() if k not in ("signature", "status", "record")
-                       and isinstance(v, float)), "")
-    else:
-        status, metric = "lost", ""
-    print(f"peftbench: [{n}/{total}] {job_id} {' '.join(filter_overrides(list(overrides)))}: {status}{metric} "
-          f"({elapsed:.0f} s)", file=sys.stderr, flush=True)
 
 
 def _sbatch_message(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,21 @@ def test_rerun_skips_finished_jobs(sweep: dict) -> None:
     assert "2 already have a success record (skipped); 0 to run" in again.stderr
     after = {p.name: p.stat().st_mtime_ns for p in (sweep["results"] / "records").glob("*.json")}
     assert before == after
+
+
+def test_progress_status_and_plan_of_a_local_sweep(sweep: dict) -> None:
+    """A line per finished job while it runs; afterwards `status` from the sweep's manifest, and a
+    `plan` of the same sweep that would skip both jobs."""
+    lines = [ln for ln in sweep["first"].stderr.splitlines() if re.match(r"peftbench: \[\d/2\] \d+ method=", ln)]
+    assert len(lines) == 2 and all(": success accuracy=" in ln for ln in lines), sweep["first"].stderr[-3000:]
+    out = peftbench("status", "e2e-test", "--runs-dir", str(sweep["runs"]))
+    assert out.returncode == 0 and out.stdout.startswith("e2e-test: 2 jobs: 2 success  [local"), out.stdout
+    bad = peftbench("status", str(sweep["runs"] / "hydra-bad"))
+    assert "1 jobs: 1 failed" in bad.stdout and "BudgetExceeded" in bad.stdout, bad.stdout
+    assert re.search(r"log: .*hydra-bad/\.submitit/\d+/\d+_0_log\.err", bad.stdout), bad.stdout
+    plan = peftbench("plan", *sweep["args"][1:])
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert plan.stdout.count(" skip ") == 2 and "total: 0 to run (0 resume a checkpoint), 2 skipped" in plan.stdout
 
 
 def test_wandb_offline_run_mirrors_the_record(sweep: dict) -> None:
