@@ -137,6 +137,10 @@ class RunLock:
         seen = self._read(self.path)
         if seen is not None and seen[0].get("token") == self.me["token"]:
             self.path.unlink(missing_ok=True)
+            try:
+                self.path.parent.rmdir()   # a job that failed before writing anything leaves no empty folder
+            except OSError:
+                pass
 
     def __enter__(self) -> Self:
         self.acquire()

@@ -28,7 +28,7 @@ def value_of(ret: JobReturn) -> Any:
 
 
 def report(launcher: Any, n: int, job_id: str, overrides: Sequence[str], ret: JobReturn, *,
-           num: int | None = None) -> None:
+           num: int | None = None, total: int | None = None) -> None:
     """Print the progress line of the sweep's job `num` (its n-th to finish). A job that raised or died
     is shown with its record's status when it wrote one (a cancelled job writes it before it exits)."""
     from harness.sweeps import progress_line, record_status
@@ -41,8 +41,8 @@ def report(launcher: Any, n: int, job_id: str, overrides: Sequence[str], ret: Jo
         sweep_dir = Path(str(launcher.config.hydra.sweep.dir)) if launcher.config is not None else None
         value = {"status": record_status(records[num])
                  or ("cancelled" if sweep_dir and cancel_requested(sweep_dir) else "lost")}
-    total = getattr(launcher, "sweep_total", None) or n
-    elapsed = time.monotonic() - getattr(launcher, "sweep_t0", time.monotonic())
+    total = getattr(launcher, "sweep_total", None) or total or n
+    elapsed = max(0.0, time.monotonic() - getattr(launcher, "sweep_t0", time.monotonic()))
     varying = getattr(launcher, "sweep_varying", None)   # only what tells this job from the others
     shown = [o for o in filter_overrides(list(overrides)) if varying is None or o.split("=", 1)[0] in varying]
     print(progress_line(n, total, job_id, shown, value, elapsed), file=sys.stderr, flush=True)
@@ -63,7 +63,7 @@ class PeftbenchBasicLauncher(BasicLauncher):
                 note_launch(sweep_dir, {"launcher": "debug", "host": os.uname().nodename,
                                         "jobs": [{"num": num, "job_id": None, "pid": os.getpid()}]})
             ret = super().launch([overrides], num)[0]
-            report(self, num + 1, "", overrides, ret, num=num)
+            report(self, num + 1, "", overrides, ret, num=num, total=initial_job_idx + len(job_overrides))
             out.append(ret)
         return out
 
@@ -111,7 +111,7 @@ class PeftbenchLocalLauncher(LocalLauncher):
                                                                       f"({str(exc).splitlines()[0][:200]}); "
                                                                       f"log: {job.paths.stderr}"))
                 report(self, initial_job_idx + len(results), job.job_id, job_overrides[i], results[i],
-                       num=initial_job_idx + i)
+                       num=initial_job_idx + i, total=initial_job_idx + len(jobs))
             if len(results) < len(jobs):
                 time.sleep(POLL_S)
         return [results[i] for i in range(len(jobs))]

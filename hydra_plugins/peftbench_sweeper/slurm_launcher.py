@@ -33,6 +33,9 @@ log = logging.getLogger("peftbench")
 POLL_S = 2.0
 # squeue may briefly not list a task whose result file is still being renamed into place
 GONE_GRACE_S = 10.0
+# squeue failing for this long in a row (slurmctld down, a broken client) ends the wait: a task that was
+# cancelled or killed writes no result, so only squeue could tell, and the driver would wait forever
+SQUEUE_GIVE_UP_S = 900.0
 
 
 class SubmissionError(RuntimeError):
@@ -106,12 +109,24 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
 
         results: dict[int, JobReturn] = {}
         gone_since: dict[int, float] = {}
-        warned = False
+        blind_since: float | None = None   # since when squeue has failed without a break
         while len(results) < len(jobs):
             alive = live_tasks(array_id)
-            if alive is None and not warned:
-                print("peftbench: squeue unavailable: waiting on the jobs' result files only", file=sys.stderr)
-                warned = True
+            if alive is None:
+                if blind_since is None:
+                    blind_since = time.monotonic()
+                    print("peftbench: squeue unavailable: waiting on the jobs' result files only", file=sys.stderr)
+                elif time.monotonic() - blind_since >= SQUEUE_GIVE_UP_S:
+                    # a cancelled or killed task writes no result: without squeue, waiting could never end
+                    for i, job in enumerate(jobs):
+                        if i not in results and not job.paths.result_pickle.exists():
+                            results[i] = _failed(overrides[i], RuntimeError(
+                                f"job {job.job_id}: SLURM could not be asked for {SQUEUE_GIVE_UP_S:.0f} s; stopped "
+                                f"waiting (the array may still run: peftbench status, squeue -j {array_id})"))
+                            report(self, initial_job_idx + len(results), job.job_id, overrides[i], results[i],
+                                   num=initial_job_idx + i, total=initial_job_idx + len(jobs))
+            else:
+                blind_since = None
             for i, job in enumerate(jobs):
                 if i in results:
                     continue
@@ -133,7 +148,7 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
                 if ret is not None:
                     results[i] = ret
                     report(self, initial_job_idx + len(results), job.job_id, overrides[i], ret,
-                           num=initial_job_idx + i)
+                           num=initial_job_idx + i, total=initial_job_idx + len(jobs))
             if len(results) < len(jobs):
                 time.sleep(POLL_S)
         return [results[i] for i in range(len(jobs))]
