@@ -454,6 +454,67 @@ def prop_adaption_prompt() -> None:
     assert gates and all(torch.all(g == 0) for g in gates)
 
 
+# ------------------------------------------------------------------------- custom (methods/<name>.py)
+def custom_layer(model: torch.nn.Module, path: str = Q) -> Any:
+    """A custom method's wrapper at a target path (methods/_adapters.AdapterLinear)."""
+    return model.get_submodule(path)
+
+
+def custom_delta(model: torch.nn.Module, base: torch.nn.Module, path: str = Q) -> torch.Tensor:
+    """ΔW of one layer as the model computes it: its dense map minus W0 (forward on the identity)."""
+    lyr = custom_layer(model, path)
+    with torch.no_grad():
+        dense = lyr(torch.eye(lyr.in_features)) - (lyr.base_layer.bias if lyr.base_layer.bias is not None else 0)
+    return dense.T - base_weight(base, path)
+
+
+def one_step(model: torch.nn.Module, kind: str = "encoder", lr: float = 1e-2) -> None:
+    """One AdamW step on what trains (the harness's own optimizer when a method has none)."""
+    from tests.methods.test_registry import _forward_backward
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    _forward_backward(model, kind)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def prop_lora_xs() -> None:
+    """LoRA-XS: B = U_rΣ_r, A = V_rᵀ (W0's truncated SVD) frozen; only the r×r R trains; ΔW = (α/r)·B·R·A;
+    with R = 0 the model is W0 exactly, with the authors' σ = 1e-5 init it is W0 up to O(σ)."""
+    model, base, cfg = build("lora_xs")
+    r, p = cfg["params"]["r"], cfg["params"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-4, rtol=0)
+    trainable = {n: q for n, q in model.named_parameters() if q.requires_grad}
+    assert trainable and all(n.endswith(".lora_R") and q.shape == (r, r) for n, q in trainable.items())
+    lyr = custom_layer(model)
+    u, s, vh = torch.linalg.svd(base_weight(base))
+    torch.testing.assert_close(lyr.lora_B @ lyr.lora_A, u[:, :r] @ torch.diag(s[:r]) @ vh[:r], atol=1e-5, rtol=1e-4)
+    exact, base2, _ = build("lora_xs", init_std=0.0)
+    torch.testing.assert_close(outputs(exact), outputs(base2))
+    randomize(model, 0.1)
+    expected = p["lora_alpha"] / r * lyr.lora_B @ lyr.lora_R.detach() @ lyr.lora_A
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.delta_weight().detach(), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_ffa_lora() -> None:
+    """FFA-LoRA: A is random and non-zero but frozen (bit-identical after a training step), B starts at 0 and
+    is the only factor that trains."""
+    model, base, cfg = build("ffa_lora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    lyr = custom_layer(model)
+    a0 = lyr.lora_A.clone()
+    assert torch.count_nonzero(a0) == a0.numel() and not lyr.lora_A.requires_grad
+    assert torch.all(lyr.lora_B == 0) and lyr.lora_B.requires_grad
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_B"}
+    one_step(model)
+    assert torch.equal(lyr.lora_A, a0)
+    assert torch.count_nonzero(lyr.lora_B) > 0
+    expected = cfg["params"]["lora_alpha"] / cfg["params"]["r"] * lyr.lora_B.detach() @ lyr.lora_A
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")

@@ -1,0 +1,153 @@
+"""Custom methods (kind: custom, methods/<name>.py on methods/_adapters.py): each one's trainable-parameter
+count by formula on both tiny models, the saved adapter's round trip, and the shared layer's contracts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import methods
+from methods import _adapters
+from tests.conftest import conf_names
+from tests.methods.test_properties import outputs, randomize
+from tests.methods.test_registry import MODELS, method_cfg
+
+CUSTOM = [m for m in conf_names("method") if method_cfg(m)["kind"] == "custom"]
+LAYERS = 4          # 2 blocks × 2 targets (query/value, q_proj/v_proj), every one 32×32 on both tiny models
+D = 32
+
+
+def _count(name: str, kind: str, **params: Any) -> int:
+    build, model_cfg = MODELS[kind]
+    cfg = method_cfg(name)
+    cfg["params"] = {**cfg["params"], **params}
+    model = methods.resolve(cfg).apply(build(), cfg, model_cfg)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# name → (params for the check, trainable count on either tiny model: 4 adapted 32×32 layers)
+FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
+    "lora_xs": ({"r": 5}, lambda p: LAYERS * p["r"] ** 2),
+    "ffa_lora": ({"r": 5}, lambda p: LAYERS * D * p["r"]),
+}
+
+
+def test_every_custom_method_has_a_count_formula() -> None:
+    assert CUSTOM, "no custom method YAML found"
+    assert sorted(FORMULAS) == CUSTOM
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+@pytest.mark.parametrize("name", sorted(FORMULAS))
+def test_trainable_count_formula(name: str, kind: str) -> None:
+    params, formula = FORMULAS[name]
+    assert _count(name, kind, **params) == formula(params)
+
+
+def test_custom_modules_register_their_own_names() -> None:
+    """Validation lists methods/<name>.py without importing it: each module must register exactly its name."""
+    methods._discover()
+    assert methods.custom_names() == set(methods.METHOD_KINDS_REGISTRY)
+    assert set(CUSTOM) <= methods.custom_names()
+
+
+def test_validating_a_custom_method_does_not_import_torch() -> None:
+    from harness.spec import PROJECT_ROOT
+
+    code = ("import sys; from tests.conftest import compose_dictconfig; "
+            "from harness.spec import spec_from_config; "
+            f"spec_from_config(compose_dictconfig(['method={CUSTOM[0]}'])); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_validation_rejects_a_custom_method_without_a_module() -> None:
+    from harness.validate import _check_method, _Checker
+
+    c = _Checker()
+    _check_method(c, {"name": "nosuch", "kind": "custom", "params": {}, "optim": {"lr": 1e-3}})
+    assert any("nosuch" in p and "no implementation" in p for p in c.problems), c.problems
+
+
+# ------------------------------------------------------------------------------------ save / load
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+@pytest.mark.parametrize("name", CUSTOM)
+def test_saved_custom_adapter_reloads_onto_a_fresh_backbone(name: str, kind: str, tmp_path: Path) -> None:
+    """A trained custom adapter saved by methods/_adapters.save gives the same predictions after `load` onto
+    a fresh backbone: trainable tensors and the buffers the method cannot rebuild are in the file."""
+    build, model_cfg = MODELS[kind]
+    cfg = method_cfg(name)
+    torch.manual_seed(123)   # frozen random factors come from the global RNG: the reload must not depend on it
+    model = methods.resolve(cfg).apply(build(), cfg, model_cfg)
+    randomize(model, 0.05)
+    expected = outputs(model)
+    nbytes = _adapters.save(model, tmp_path / "adapter", cfg, model_cfg)
+    assert nbytes > 0 and (tmp_path / "adapter" / _adapters.WEIGHTS_FILE).exists()
+    meta = json.loads((tmp_path / "adapter" / _adapters.CONFIG_FILE).read_text())
+    assert meta["format"] == _adapters.FORMAT and meta["method"]["name"] == name
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable <= set(meta["tensors"])
+    assert all(meta["tensors"][n]["trainable"] for n in trainable)
+
+    torch.manual_seed(999)
+    reloaded = _adapters.load(build(), tmp_path / "adapter")
+    torch.testing.assert_close(outputs(reloaded), expected)
+    assert not torch.allclose(outputs(build()), expected, atol=1e-4)   # the adapter matters
+
+
+def test_load_refuses_an_adapter_that_does_not_match(tmp_path: Path) -> None:
+    build, model_cfg = MODELS["encoder"]
+    cfg = method_cfg("lora_xs")
+    model = methods.resolve(cfg).apply(build(), cfg, model_cfg)
+    _adapters.save(model, tmp_path / "a", cfg, model_cfg)
+    meta = json.loads((tmp_path / "a" / _adapters.CONFIG_FILE).read_text())
+    meta["method"]["params"]["r"] = cfg["params"]["r"] + 1
+    (tmp_path / "a" / _adapters.CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="shape"):
+        _adapters.load(build(), tmp_path / "a")
+
+
+def test_wrap_without_a_matching_module_is_an_error() -> None:
+    build, model_cfg = MODELS["encoder"]
+    cfg = method_cfg("lora_xs")
+    cfg["params"]["target_modules"] = ["no_such_module"]
+    with pytest.raises(ValueError, match="no_such_module"):
+        methods.resolve(cfg).apply(build(), cfg, model_cfg)
+
+
+def test_adapter_keeps_float32_tensors_on_a_bfloat16_base() -> None:
+    build, model_cfg = MODELS["decoder"]
+    cfg = method_cfg("lora_xs")
+    model = methods.resolve(cfg).apply(build().to(torch.bfloat16), cfg, model_cfg)
+    ids = torch.randint(0, 100, (2, 8))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert out.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def test_training_saves_a_custom_adapter_beside_the_classifier_head(tmp_path: Path) -> None:
+    """harness.train._save_adapter saves a custom adapter generically (no method names in train.py)."""
+    from harness.train import EncoderClassifier, _save_adapter
+
+    build, model_cfg = MODELS["encoder"]
+    cfg = method_cfg("ffa_lora")
+    encoder = methods.resolve(cfg).apply(build(), cfg, model_cfg)
+    randomize(encoder, 0.05)
+    clf = EncoderClassifier(encoder, 32, 2, "mean")
+    nbytes = _save_adapter(clf, tmp_path / "adapter", 123, method=cfg, model_cfg=model_cfg)
+    files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
+    assert files == sorted([_adapters.CONFIG_FILE, _adapters.WEIGHTS_FILE, "classifier.safetensors"])
+    assert nbytes == sum(p.stat().st_size for p in (tmp_path / "adapter").glob("*.safetensors"))
+    torch.testing.assert_close(outputs(_adapters.load(build(), tmp_path / "adapter")), outputs(encoder))
+    # full fine-tuning (no adapter layers) is only measured
+    assert _save_adapter(build(), tmp_path / "full", 123, method=method_cfg("full"), model_cfg=model_cfg) == 123
+    assert not (tmp_path / "full").exists()
