@@ -515,6 +515,99 @@ def prop_ffa_lora() -> None:
     torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
 
 
+def prop_allora() -> None:
+    """ALLoRA: no dropout and no α/r (ΔW = B·A exactly, model unchanged at init), and each row of A and B has
+    its gradient multiplied by 1/√(‖row‖² + 1/η²) compared with plain LoRA's gradient."""
+    from tests.methods.test_registry import _forward_backward
+
+    model, base, cfg = build("allora")
+    from methods._adapters import adapter_layers
+
+    assert not any(isinstance(m, torch.nn.Dropout) for _, lyr in adapter_layers(model) for m in lyr.modules())
+    assert "lora_dropout" not in cfg["params"] and "lora_alpha" not in cfg["params"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.3)
+    lyr = custom_layer(model)
+    torch.testing.assert_close(custom_delta(model, base), (lyr.lora_B @ lyr.lora_A).detach(), atol=1e-5, rtol=1e-4)
+
+    # gradients on the decoder (its LM loss; the encoder's last LayerNorm makes a norm loss flat)
+    eta = cfg["params"]["eta"]
+    dec, _, _ = build("allora", kind="decoder")
+    randomize(dec, 0.3)
+    grads = {}
+    for rescale in (False, True):
+        for m in dec.modules():
+            if hasattr(m, "rescale"):
+                m.rescale = rescale
+        dec.zero_grad(set_to_none=True)
+        dec.train()
+        _forward_backward(dec, "decoder")
+        grads[rescale] = {n: p.grad.clone() for n, p in dec.named_parameters() if p.requires_grad}
+    for n, p in dec.named_parameters():
+        if p.requires_grad:
+            coef = 1.0 / torch.sqrt(p.detach().pow(2).sum(dim=1, keepdim=True) + 1.0 / eta**2)
+            torch.testing.assert_close(grads[True][n], grads[False][n] * coef, atol=1e-7, rtol=1e-4)
+            assert not torch.allclose(grads[True][n], grads[False][n], atol=0, rtol=1e-2)
+    # where a row is zero (B at init) the coefficient is its cap η
+    fresh, _, _ = build("allora", kind="decoder")
+    fl = custom_layer(fresh, "model.layers.0.self_attn.q_proj")
+    fresh.train()
+    _forward_backward(fresh, "decoder")
+    b_grad = fl.lora_B.grad.clone()
+    assert b_grad.abs().sum() > 0
+    for m in fresh.modules():
+        if hasattr(m, "rescale"):
+            m.rescale = False
+    fresh.zero_grad(set_to_none=True)
+    _forward_backward(fresh, "decoder")
+    torch.testing.assert_close(b_grad, fl.lora_B.grad * eta)
+
+
+def prop_tied_lora() -> None:
+    """Tied-LoRA: one A and one B per target kind, the same tensor in every layer; each layer trains only its
+    own u, v: ΔW_l = (α/r)·diag(v_l)·B·diag(u_l)·A."""
+    model, base, cfg = build("tied_lora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    layers = {n: m for n, m in model.named_modules() if hasattr(m, "tied")}
+    by_kind: dict[str, set[int]] = {}
+    for n, m in layers.items():
+        by_kind.setdefault(n.rsplit(".", 1)[-1], set()).add(id(m.tied.lora_A))
+    assert sorted(by_kind) == ["query", "value"] and all(len(ids) == 1 for ids in by_kind.values())
+    q0, q1 = layers[Q], layers[Q.replace("layer.0", "layer.1")]
+    assert q0.tied.lora_A is q1.tied.lora_A and q0.tied.lora_B is q1.tied.lora_B
+    assert q0.lora_u is not q1.lora_u
+    one_step(model)   # a shared tensor stays shared through training
+    assert q0.tied.lora_B is q1.tied.lora_B and torch.count_nonzero(q0.tied.lora_B) > 0
+    randomize(model, 0.2)
+    for lyr, path in ((q0, Q), (q1, Q.replace("layer.0", "layer.1"))):
+        expected = (cfg["params"]["lora_alpha"] / cfg["params"]["r"] * torch.diag(lyr.lora_v) @ lyr.tied.lora_B
+                    @ torch.diag(lyr.lora_u) @ lyr.tied.lora_A).detach()
+        torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_nola() -> None:
+    """NOLA: the trainable tensors are exactly the 2k mixture coefficients per layer; A and B are those
+    mixtures of frozen bases regenerated from the seed (the same seed gives the same bases)."""
+    model, base, cfg = build("nola", num_basis=12)
+    p = cfg["params"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    trainable = {n: q for n, q in model.named_parameters() if q.requires_grad}
+    assert {n.rsplit(".", 1)[-1] for n in trainable} == {"nola_alpha", "nola_beta"}
+    assert all(q.shape == (12,) for q in trainable.values())
+    assert sum(q.numel() for q in trainable.values()) == 2 * 12 * 4
+    randomize(model, 0.5)
+    lyr = custom_layer(model)
+    a = lyr.lora_A0 + torch.einsum("k,kri->ri", lyr.nola_alpha, lyr.basis_A)
+    b = torch.einsum("k,kor->or", lyr.nola_beta, lyr.basis_B)
+    torch.testing.assert_close(custom_delta(model, base), (p["lora_alpha"] / p["r"] * b @ a).detach(),
+                               atol=1e-5, rtol=1e-4)
+    again, _, _ = build("nola", num_basis=12)
+    assert torch.equal(custom_layer(again).basis_A, lyr.basis_A)
+    other, _, _ = build("nola", num_basis=12, seed=p["seed"] + 1)
+    assert not torch.equal(custom_layer(other).basis_A, lyr.basis_A)
+    assert not any("basis" in k or "A0" in k for k in model.state_dict() if "lora" in k or "basis" in k)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
