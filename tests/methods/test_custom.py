@@ -39,6 +39,9 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     # one (A, B) per target kind (2 kinds) + (u, v) per layer
     "tied_lora": ({"r": 5}, lambda p: 2 * 2 * D * p["r"] + LAYERS * (p["r"] + D)),
     "nola": ({"num_basis": 7, "r": 3}, lambda p: LAYERS * 2 * p["num_basis"]),
+    "singlora": ({"r": 5}, lambda p: LAYERS * D * p["r"]),
+    # r̂ = ⌊√((32 + 32)·5)⌉ = 18 (even, as the rotation type needs): r̂² per layer
+    "mora": ({"r": 5, "mora_type": 6}, lambda p: LAYERS * 18**2),
 }
 
 
@@ -91,8 +94,11 @@ def test_saved_custom_adapter_reloads_onto_a_fresh_backbone(name: str, kind: str
     build, model_cfg = MODELS[kind]
     cfg = method_cfg(name)
     torch.manual_seed(123)   # frozen random factors come from the global RNG: the reload must not depend on it
-    model = methods.resolve(cfg).apply(build(), cfg, model_cfg)
+    impl = methods.resolve(cfg)
+    model = impl.apply(build(), cfg, model_cfg)
     randomize(model, 0.3)
+    if impl.callback is not None:   # per-step state (SingLoRA's ramp) is part of what is saved
+        impl.callback(model, 9, 100)
     expected = outputs(model)
     nbytes = _adapters.save(model, tmp_path / "adapter", cfg, model_cfg)
     assert nbytes > 0 and (tmp_path / "adapter" / _adapters.WEIGHTS_FILE).exists()

@@ -608,6 +608,89 @@ def prop_nola() -> None:
     assert not any("basis" in k or "A0" in k for k in model.state_dict() if "lora" in k or "basis" in k)
 
 
+def prop_singlora() -> None:
+    """SingLoRA: one trainable A; ΔW = (α/r)·u(t)·A·Aᵀ is symmetric on a square layer; u(t) = min(t/T, 1) is 0
+    before any step (W0 exactly) and advanced by the method's per-step callback; a non-square layer uses
+    A[:d_out]·A[:d_in]ᵀ."""
+    model, base, cfg = build("singlora")
+    p = cfg["params"]
+    k, T = p["lora_alpha"] / p["r"], p["ramp_up_steps"]
+    torch.testing.assert_close(outputs(model), outputs(base))   # eval before training: u(0) = 0
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_A"}
+    randomize(model, 0.3)
+    lyr = custom_layer(model)
+    a = lyr.lora_A.detach()
+    assert a.shape == (32, p["r"])
+    impl = methods.resolve(cfg)
+    impl.callback(model, T - 1, 1000)           # after T optimizer steps the ramp is complete
+    model.eval()
+    delta = custom_delta(model, base)
+    torch.testing.assert_close(delta, k * a @ a.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(delta, delta.T, atol=1e-6, rtol=0)
+    impl.callback(model, T // 4 - 1, 1000)      # after T/4 steps: u = 1/4 in evaluation ...
+    torch.testing.assert_close(custom_delta(model, base), k * (T // 4) / T * a @ a.T, atol=1e-5, rtol=1e-4)
+    lyr.train()                                 # ... and the forward of the next step uses u(T/4 + 1)
+    torch.testing.assert_close(lyr.delta_weight().detach(), k * (T // 4 + 1) / T * a @ a.T, atol=1e-5, rtol=1e-4)
+    # a non-square layer (down_proj: 64 → 32): A has 64 rows, ΔW = A[:32]·A[:64]ᵀ
+    dec, dbase, _ = build("singlora", kind="decoder", target_modules=["down_proj"])
+    randomize(dec, 0.3)
+    impl.callback(dec, T, 1000)
+    path = "model.layers.0.mlp.down_proj"
+    a = custom_layer(dec, path).lora_A.detach()
+    assert a.shape == (64, p["r"])
+    torch.testing.assert_close(custom_delta(dec, dbase, path), k * a[:32] @ a.T, atol=1e-5, rtol=1e-4)
+
+
+def _mora_matrices(r_hat: int, d_in: int, d_out: int, mora_type: int) -> tuple[Any, Any]:
+    """MoRA's compression (r̂·n × d_in, from the padded chunks) and decompression (d_out × rows) as 0/1
+    matrices, built position by position from the paper's description."""
+    n = -(-d_in // r_hat)
+    comp = torch.zeros(n * r_hat, d_in)
+    for pos in range(n * r_hat):          # padded position → the input feature it repeats
+        comp[pos, pos % d_in] = 1.0
+    rows = r_hat if mora_type == 1 else n * r_hat
+    decomp = torch.zeros(d_out, rows)
+    for o in range(d_out):                # output o repeats row o mod rows
+        decomp[o, o % rows] = 1.0
+    return comp, decomp
+
+
+def prop_mora() -> None:
+    """MoRA: one trainable square M (r̂×r̂, r̂ = ⌊√((d_in + d_out)·r)⌉, even for the rotation type), zero at init;
+    type 1: ΔW = Decomp·M·Σ_chunks; type 6: ΔW = Decomp·blockdiag(M·Rot_i)·Comp with Rot_i the rotary
+    rotation of chunk i; either way the update's rank exceeds LoRA's r at the same parameter count."""
+    for mora_type in (1, 6):
+        model, base, cfg = build("mora", mora_type=mora_type)
+        r = cfg["params"]["r"]
+        torch.testing.assert_close(outputs(model), outputs(base))
+        r_hat = int((64 * r) ** 0.5 + 0.5)
+        r_hat -= r_hat % 2 if mora_type == 6 else 0
+        params = {n: q for n, q in model.named_parameters() if q.requires_grad}
+        assert all(n.endswith(".lora_M") and q.shape == (r_hat, r_hat) for n, q in params.items())
+        assert sum(q.numel() for q in params.values()) == 4 * r_hat**2
+        randomize(model, 0.3)
+        m = custom_layer(model).lora_M.detach()
+        comp, decomp = _mora_matrices(r_hat, 32, 32, mora_type)
+        n = comp.shape[0] // r_hat
+        if mora_type == 1:
+            summed = sum(comp[i * r_hat:(i + 1) * r_hat] for i in range(n))
+            expected = decomp @ m @ summed
+        else:
+            half = r_hat // 2
+            swap = torch.zeros(r_hat, r_hat)   # rotate_half as a matrix: (x1, x2) → (-x2, x1)
+            swap[torch.arange(half), torch.arange(half) + half] = -1.0
+            swap[torch.arange(half) + half, torch.arange(half)] = 1.0
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, r_hat, 2).float() / r_hat))
+            blocks = []
+            for i in range(n):
+                ang = torch.cat([i * inv_freq, i * inv_freq])
+                blocks.append(m @ (torch.diag(ang.cos()) + torch.diag(ang.sin()) @ swap))
+            expected = decomp @ torch.block_diag(*blocks) @ comp
+        delta = custom_delta(model, base)
+        torch.testing.assert_close(delta, expected, atol=1e-5, rtol=1e-4)
+        assert torch.linalg.matrix_rank(delta) > r
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
