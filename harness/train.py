@@ -259,7 +259,13 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
 
 # ------------------------------------------------------------------------------------ checkpoint
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """What a resumed run cannot rebuild: the trainable weights, plus a custom adapter's persistent buffers
+    (a step counter such as SingLoRA's ramp; factors set by a data-dependent init)."""
+    from methods._adapters import adapter_state
+
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model).items() if n not in state})
+    return state
 
 
 def rng_state() -> dict[str, Any]:

@@ -18,9 +18,10 @@ class SingLoraLinear(AdapterLinear):
         super().__init__(base)
         f = self.factory
         # Defining rule (arXiv:2507.05566, Sec. 3): W = W0 + (α/r)·u(t)·A·Aᵀ, A ∈ R^{n×r} the only trainable
-        # tensor, u(t) = min(t/T, 1). Non-square layers (Sec. 3, "extension to non-square matrices"): A has
-        # max(d_out, d_in) rows and A* = its first min(d_out, d_in) rows, ΔW = A[:d_out]·A[:d_in]ᵀ, which is
-        # A·Aᵀ when the layer is square.
+        # tensor, u(t) = min(t/T, 1), A kaiming-uniform. Non-square layers: A has max(d_out, d_in) rows and the
+        # smaller side uses its first rows (A* = A[:min]), ΔW = A[:d_out]·A[:d_in]ᵀ, which is A·Aᵀ when square.
+        # That is the truncation the paper describes for non-square weights as implemented by the PyPI package
+        # peft-singlora (after kyegomez/SingLoRA); checked against those, not against the paper's full text.
         n = max(self.in_features, self.out_features)
         self.lora_A = nn.Parameter(kaiming_uniform((n, r), r, **f))
         self.scaling = alpha / r

@@ -39,6 +39,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     # one (A, B) per target kind (2 kinds) + (u, v) per layer
     "tied_lora": ({"r": 5}, lambda p: 2 * 2 * D * p["r"] + LAYERS * (p["r"] + D)),
     "nola": ({"num_basis": 7, "r": 3}, lambda p: LAYERS * 2 * p["num_basis"]),
+    "lora_sb": ({"r": 5}, lambda p: LAYERS * p["r"] ** 2),
     "singlora": ({"r": 5}, lambda p: LAYERS * D * p["r"]),
     # r̂ = ⌊√((32 + 32)·5)⌉ = 18 (even, as the rotation type needs): r̂² per layer
     "mora": ({"r": 5, "mora_type": 6}, lambda p: LAYERS * 18**2),
@@ -96,6 +97,16 @@ def test_saved_custom_adapter_reloads_onto_a_fresh_backbone(name: str, kind: str
     torch.manual_seed(123)   # frozen random factors come from the global RNG: the reload must not depend on it
     impl = methods.resolve(cfg)
     model = impl.apply(build(), cfg, model_cfg)
+    if impl.init is not None:   # data-dependent frozen factors (LoRA-SB) are part of what is saved
+        ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(4))
+        if kind == "encoder":
+            from harness.train import EncoderClassifier
+
+            head = EncoderClassifier(model, 32, 2, "mean")
+            impl.init(head, iter([{"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                   "labels": torch.tensor([0, 1])}]))
+        else:
+            impl.init(model, iter([{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}]))
     randomize(model, 0.3)
     if impl.callback is not None:   # per-step state (SingLoRA's ramp) is part of what is saved
         impl.callback(model, 9, 100)
@@ -161,3 +172,36 @@ def test_training_saves_a_custom_adapter_beside_the_classifier_head(tmp_path: Pa
     # full fine-tuning (no adapter layers) is only measured
     assert _save_adapter(build(), tmp_path / "full", 123, method=method_cfg("full"), model_cfg=model_cfg) == 123
     assert not (tmp_path / "full").exists()
+
+
+def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) -> None:
+    """A preempted run resumes a custom adapter exactly: trainable tensors and persistent buffers (SingLoRA's
+    ramp position, LoRA-SB's data-dependent factors) are in the checkpoint."""
+    from harness.train import StepState, load_checkpoint, save_checkpoint
+
+    build, model_cfg = MODELS["encoder"]
+    for name in ("singlora", "lora_sb"):
+        cfg = method_cfg(name)
+        impl = methods.resolve(cfg)
+
+        def state(model: torch.nn.Module) -> StepState:
+            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+            return StepState(model=model, optimizer=opt, scheduler=sched, trainable=[], protocol="classify",
+                             device=torch.device("cpu"), total_steps=10)
+
+        model = impl.apply(build(), cfg, model_cfg)
+        randomize(model, 0.3)
+        with torch.no_grad():   # stand-ins for what an init or a callback set
+            for _, lyr in _adapters.adapter_layers(model):
+                for key, buf in lyr.named_buffers():
+                    if not key.startswith("base_layer") and key in lyr.state_dict():
+                        buf.copy_(torch.rand_like(buf) + 3)
+        st = state(model)
+        st.step = 3
+        save_checkpoint(tmp_path / f"{name}.pt", st, eval_history=[], attempts=[])
+        fresh = impl.apply(build(), cfg, model_cfg)
+        load_checkpoint(tmp_path / f"{name}.pt", state(fresh))
+        for key, tensor in _adapters.adapter_state(model).items():
+            assert torch.equal(_adapters.adapter_state(fresh)[key], tensor.detach()), (name, key)
+        torch.testing.assert_close(outputs(fresh), outputs(model))

@@ -691,6 +691,39 @@ def prop_mora() -> None:
         assert torch.linalg.matrix_rank(delta) > r
 
 
+def prop_lora_sb() -> None:
+    """LoRA-SB: the init hook sets B·R·A to the best rank-r approximation of the first full fine-tuning step
+    under Adam, -η·sign(∂L/∂W0) on the training batches (B, A orthonormal, R diagonal); W0 is untouched and
+    only R trains afterwards."""
+    model, base, cfg = build("lora_sb", kind="decoder")
+    p = cfg["params"]
+    r, lr = p["r"], p["init_lr"]
+    torch.testing.assert_close(outputs(model), outputs(base))   # before the init: W0 (R = 0)
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(5))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    base.eval()
+    base(**batch).loss.backward()   # the gradient the estimate must come from: the base model's
+    paths = [n for n, _ in model.named_modules() if n.endswith(("q_proj", "v_proj"))]
+    w0 = {n: custom_layer(model, n).base_layer.weight.detach().clone() for n in paths}
+    methods.resolve(cfg).init(model, iter([batch, batch, batch]))
+    assert trainable_names(model) and all(n.endswith(".lora_R") for n in trainable_names(model))
+    assert all(q.grad is None for q in model.parameters())
+    for n in paths:
+        lyr = custom_layer(model, n)
+        assert torch.equal(lyr.base_layer.weight, w0[n]) and not lyr.base_layer.weight.requires_grad
+        update = -lr * torch.sign(base.get_submodule(n).weight.grad)
+        u, s, vh = torch.linalg.svd(update)
+        best = u[:, :r] @ torch.diag(s[:r]) @ vh[:r]
+        torch.testing.assert_close((lyr.lora_B @ lyr.lora_R @ lyr.lora_A).detach(), best, atol=1e-9, rtol=1e-4)
+        torch.testing.assert_close(lyr.lora_B.T @ lyr.lora_B, torch.eye(r), atol=1e-5, rtol=0)
+        torch.testing.assert_close(lyr.lora_A @ lyr.lora_A.T, torch.eye(r), atol=1e-5, rtol=0)
+        torch.testing.assert_close(lyr.lora_R.detach(), torch.diag(torch.diagonal(lyr.lora_R.detach())))
+    lyr = custom_layer(model, paths[0])
+    b0, a0, r0 = lyr.lora_B.clone(), lyr.lora_A.clone(), lyr.lora_R.detach().clone()
+    one_step(model, "decoder")
+    assert torch.equal(lyr.lora_B, b0) and torch.equal(lyr.lora_A, a0) and not torch.equal(lyr.lora_R, r0)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
