@@ -39,6 +39,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     # one (A, B) per target kind (2 kinds) + (u, v) per layer
     "tied_lora": ({"r": 5}, lambda p: 2 * 2 * D * p["r"] + LAYERS * (p["r"] + D)),
     "nola": ({"num_basis": 7, "r": 3}, lambda p: LAYERS * 2 * p["num_basis"]),
+    "lamda": ({"r": 5}, lambda p: LAYERS * (p["r"] ** 2 + D * p["r"])),   # S + B (B until it freezes)
     "lora_sb": ({"r": 5}, lambda p: LAYERS * p["r"] ** 2),
     "singlora": ({"r": 5}, lambda p: LAYERS * D * p["r"]),
     # r̂ = ⌊√((32 + 32)·5)⌉ = 18 (even, as the rotation type needs): r̂² per layer

@@ -724,6 +724,46 @@ def prop_lora_sb() -> None:
     assert torch.equal(lyr.lora_B, b0) and torch.equal(lyr.lora_A, a0) and not torch.equal(lyr.lora_R, r0)
 
 
+def prop_lamda() -> None:
+    """LaMDA: A frozen, S (r×r) and B trainable, ΔW = (α/r)·B·S·A; after step s the first ⌊s/(η·T)⌋ columns of
+    B no longer change (gradient cut, and restored against the optimizer's momentum), all of B once that
+    reaches r, while S keeps training."""
+    model, base, cfg = build("lamda", freeze_fraction=0.25)
+    p = cfg["params"]
+    r = p["r"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_S", "lora_B"}
+    lyr = custom_layer(model)
+    a0 = lyr.lora_A.clone()
+    callback = methods.resolve(cfg).callback
+    total = 4 * r   # η·T = 0.25·4r = r steps per frozen column: column j freezes after step (j + 1)·r
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-2)
+    from tests.methods.test_registry import _forward_backward
+
+    history = []
+    for step in range(total):
+        model.train()
+        _forward_backward(model, "encoder")
+        opt.step()
+        callback(model, step, total)
+        opt.zero_grad(set_to_none=True)
+        history.append((lyr.lora_B.detach().clone(), lyr.lora_S.detach().clone()))
+    b_r, _ = history[r - 1]          # after step r: column 0 frozen
+    b_2r, s_2r = history[2 * r - 1]  # after step 2r: columns 0, 1 frozen
+    b_end, s_end = history[-1]
+    assert torch.equal(b_end[:, 0], b_r[:, 0]) and torch.equal(b_end[:, 1], b_2r[:, 1])
+    assert not torch.equal(b_2r[:, 1], b_r[:, 1])   # column 1 still trained between steps r and 2r
+    assert not torch.equal(b_end[:, 2:], b_2r[:, 2:]) and not torch.equal(s_end, s_2r)
+    assert torch.equal(lyr.lora_A, a0)
+    assert int(lyr.b_frozen_cols) == min(r, total // r) and lyr.lora_B.requires_grad
+    callback(model, r * r - 1, total)   # step r² = r·(η·T): the schedule reaches r columns: B is frozen entirely
+    assert not lyr.lora_B.requires_grad and trainable_names(model) and all(
+        n.endswith("lora_S") for n in trainable_names(model))
+    randomize(model, 0.2)
+    expected = (p["lora_alpha"] / r * lyr.lora_B @ lyr.lora_S @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
