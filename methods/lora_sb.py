@@ -42,9 +42,11 @@ def first_update(grad_sum: torch.Tensor, lr: float) -> torch.Tensor:
 
 @torch.no_grad()
 def _set_from_update(layer: LoraSBLinear, update: torch.Tensor) -> None:
-    # Defining rule (arXiv:2411.19557, Sec. 4): with ΔW_1 ≈ U·S·Vᵀ, B = U_r, A = V_rᵀ (orthonormal, frozen) and
-    # R = S_r / s with s = 1, so B·R·A is the optimal rank-r approximation of ΔW_1 (Eckart–Young) and later R
-    # updates stay in the same subspaces. W0 is not changed: the init is that first step, taken in the subspace.
+    # Defining rule (arXiv:2411.19557; the authors' utils/initialization_utils.py, find_and_initialize_grad):
+    # with ΔW_1 ≈ U·S·Vᵀ, B = U_r, A = V_rᵀ (orthonormal, frozen) and R = diag(S_r) (scale s = α/r = 1), so
+    # B·R·A is the optimal rank-r approximation of ΔW_1 (Eckart–Young) and later R updates stay in those
+    # subspaces. W0 is not changed: the init is that first step, taken in the subspace. (The authors use a
+    # randomized SVD, torch.svd_lowrank with 10 iterations; this is the exact one.)
     r = layer.lora_R.shape[0]
     u, s, vh = torch.linalg.svd(update.to(torch.float32), full_matrices=False)
     layer.lora_B.copy_(u[:, :r])
