@@ -120,10 +120,11 @@ class MethodImpl:
 
     apply:     (backbone, method_cfg, model_cfg) -> module whose trainable params are the method's.
     init:      optional data-dependent init (model, batches) run before the optimizer is built (EVA,
-               LoRA-GA): it may replace adapter parameters.
+               LoRA-GA, LoRA-SB): it may replace adapter parameters.
     optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore).
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
-               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling).
+               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling; SingLoRA's
+               ramp and LaMDA's freezing schedule count steps with it).
     """
 
     name: str
