@@ -146,14 +146,25 @@ def test_wrap_without_a_matching_module_is_an_error() -> None:
         methods.resolve(cfg).apply(build(), cfg, model_cfg)
 
 
-def test_adapter_keeps_float32_tensors_on_a_bfloat16_base() -> None:
+@pytest.mark.parametrize("name", CUSTOM)
+def test_adapter_keeps_float32_tensors_on_a_bfloat16_base(name: str) -> None:
+    """A half-precision backbone (the decoders' bf16) keeps the adapter in float32; its hooks run too."""
     build, model_cfg = MODELS["decoder"]
-    cfg = method_cfg("lora_xs")
-    model = methods.resolve(cfg).apply(build().to(torch.bfloat16), cfg, model_cfg)
+    cfg = method_cfg(name)
+    impl = methods.resolve(cfg)
+    model = impl.apply(build().to(torch.bfloat16), cfg, model_cfg)
     ids = torch.randint(0, 100, (2, 8))
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-    assert out.dtype == torch.bfloat16
-    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    if impl.init is not None:
+        impl.init(model, iter([batch]))
+    out = model(**batch)
+    assert out.logits.dtype == torch.bfloat16
+    out.loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    if impl.callback is not None:
+        impl.callback(model, 0, 10)
 
 
 def test_training_saves_a_custom_adapter_beside_the_classifier_head(tmp_path: Path) -> None:
