@@ -259,7 +259,13 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
 
 # ------------------------------------------------------------------------------------ checkpoint
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """What a resumed run cannot rebuild: the trainable weights, plus a custom adapter's persistent buffers
+    (a step counter such as SingLoRA's ramp; factors set by a data-dependent init)."""
+    from methods._adapters import adapter_state
+
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model).items() if n not in state})
+    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -480,7 +486,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     log({f"eval/{k}": v for k, v in ev.metrics.items()}, step)
 
     # 7. adapter: save what the method trained (small for PEFT), so results can be reused
-    res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes)
+    res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes, method=spec.method,
+                                      model_cfg=spec.model)
 
     # 8. costs over every attempt: an interrupted run must not look cheaper than it was
     res.attempts = [*prior, attempt_costs(attempt, t_start=t_start, train_s=train_s, step=step,
@@ -522,18 +529,26 @@ def subsample(points: list[list[float]], n: int) -> list[list[float]]:
     return [points[i] for i in idx]
 
 
-def _save_adapter(model: nn.Module, out_dir: Path, trainable_bytes: int) -> int:
-    """Size on disk of the trained parameters. PEFT adapters are saved; full FT is only measured."""
+def _save_adapter(model: nn.Module, out_dir: Path, trainable_bytes: int, *,
+                  method: Mapping[str, Any] | None = None, model_cfg: Mapping[str, Any] | None = None) -> int:
+    """Size on disk of the trained parameters. PEFT adapters are saved in peft's format, custom adapters
+    (methods/_adapters.py) in peftbench's (safetensors + the method's config); full FT is only measured."""
+    from methods._adapters import has_adapters
+    from methods._adapters import save as save_custom
+
     encoder = getattr(model, "encoder", model)
     if hasattr(encoder, "save_pretrained") and hasattr(encoder, "peft_config"):
         encoder.save_pretrained(out_dir)
-        if isinstance(model, EncoderClassifier):
-            from safetensors.torch import save_file
+    elif has_adapters(encoder) and method is not None and model_cfg is not None:
+        save_custom(encoder, out_dir, method, model_cfg)
+    else:
+        return trainable_bytes
+    if isinstance(model, EncoderClassifier):
+        from safetensors.torch import save_file
 
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()},
-                      out_dir / "classifier.safetensors")
-        return sum(p.stat().st_size for p in out_dir.rglob("*.safetensors"))
-    return trainable_bytes
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()},
+                  out_dir / "classifier.safetensors")
+    return sum(p.stat().st_size for p in out_dir.rglob("*.safetensors"))
 
 
 def _progress(total: int, start: int, show: bool):

@@ -2,7 +2,8 @@
 
 A method is a YAML in conf/method/. peft-native methods (kind: peft) need nothing else: their
 `peft_type` names a peft config class below and `params` are its fields. A method peft lacks is
-one file methods/<name>.py that calls `register(MethodImpl(...))`, plus its YAML (kind: custom).
+one file methods/<name>.py that calls `register(MethodImpl(...))`, plus its YAML (kind: custom); the
+shared adapter layer under those files, with the saved-adapter format, is methods/_adapters.py.
 Importing this package stays cheap (no torch/peft) so configs validate in milliseconds.
 """
 from __future__ import annotations
@@ -119,10 +120,11 @@ class MethodImpl:
 
     apply:     (backbone, method_cfg, model_cfg) -> module whose trainable params are the method's.
     init:      optional data-dependent init (model, batches) run before the optimizer is built (EVA,
-               LoRA-GA): it may replace adapter parameters.
+               LoRA-GA, LoRA-SB): it may replace adapter parameters.
     optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore).
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
-               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling).
+               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling; SingLoRA's
+               ramp and LaMDA's freezing schedule count steps with it).
     """
 
     name: str
@@ -146,11 +148,17 @@ def register(impl: MethodImpl) -> MethodImpl:
 _BUILTIN_MODULES = {"peft_native", "full", "catalog"}
 
 
+def custom_names() -> set[str]:
+    """Names of the custom methods (methods/<name>.py, each registering its own name), listed without
+    importing them: validation stays free of torch."""
+    return {info.name for info in pkgutil.iter_modules(__path__)
+            if info.name not in _BUILTIN_MODULES and not info.name.startswith("_")}
+
+
 def _discover() -> None:
     """Import every methods/<name>.py so custom methods register themselves."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _BUILTIN_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    for name in sorted(custom_names()):
+        importlib.import_module(f"{__name__}.{name}")
 
 
 def resolve(method_cfg: Mapping[str, Any]) -> MethodImpl:
