@@ -14,14 +14,21 @@ compared pairwise (McNemar, paired permutation), which is far more sensitive tha
   binomial test on the discordant pairs).
 * :func:`paired_permutation`: sign-flip permutation test of the mean per-example difference (exact
   enumeration up to 2^16 flips, Monte Carlo beyond), for outcomes that are not just right/wrong.
+* :func:`board_paired_tests`: on a board, per task, the consensus winner against every other method on
+  the same examples — McNemar when both ran one seed with right/wrong outcomes, else the sign-flip test
+  of the per-example mean over seeds (:func:`sign_flip_pvalues`, every method of a task at once).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from harness.outcomes import Outcomes
 
 DEFAULT_EXAMPLE_BOOT = 1000   # resamples per cell: enough for the 2.5/97.5 percentiles of a mean
 EXACT_PERMUTATION_MAX = 16    # up to 2^16 sign flips are enumerated; beyond, Monte Carlo
@@ -163,3 +170,112 @@ def paired_permutation(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.
             hits += int((np.abs(signs @ nz) >= observed - tol).sum())
         p = (hits + 1) / (n_perm + 1)
     return PairedTest("paired_permutation", int(a.size), float(d.mean()) if d.size else 0.0, p)
+
+
+BOARD_PERMUTATIONS = 2000   # sign flips per task on a board (Monte Carlo): p resolution 1/2001
+
+
+SIGN_CHUNK = 1 << 21   # signs drawn per block (16 MB of float64): a 10k-example task must not hold 2000 × 10k
+
+
+def flip_signs(n_perm: int, n: int, rng_seed: int = 0) -> Iterator[np.ndarray]:
+    """``n_perm`` × ``n`` random ±1 in blocks of rows, each sign one random bit (numpy's random bytes,
+    unpacked: ~10× faster than drawing uniforms, which cost more than the tests themselves on a
+    1,000-example task). A pure function of (n_perm, n, rng_seed)."""
+    rng = np.random.default_rng(rng_seed)
+    step = max(1, SIGN_CHUNK // max(n, 1))
+    for start in range(0, n_perm, step):
+        k = min(step, n_perm - start)
+        bits = np.unpackbits(np.frombuffer(rng.bytes((k * n + 7) // 8), dtype=np.uint8), count=k * n)
+        yield 1.0 - 2.0 * bits.reshape(k, n).astype(np.float64)
+
+
+def sign_flip_pvalues(d: np.ndarray, *, n_perm: int = BOARD_PERMUTATIONS, rng_seed: int = 0) -> np.ndarray:
+    """Two-sided sign-flip p-values of the mean of each row of ``d`` (rows: method pairs; columns: the
+    same examples), as :func:`paired_permutation` defines them: exact over all flips of a row's nonzero
+    differences when it has at most :data:`EXACT_PERMUTATION_MAX`; otherwise ``n_perm`` random flips,
+    *shared by every row* (one draw of signs over the examples, a flip of a zero difference changing
+    nothing), with the observed statistic counted once. One matrix product for a whole task of a board
+    instead of a loop of tests; the draw (:func:`flip_signs`) is a pure function of ``rng_seed`` and
+    the shape."""
+    d = np.atleast_2d(np.asarray(d, dtype=float))
+    observed = np.abs(d.sum(axis=1))
+    tol = 1e-9 * np.maximum(1.0, observed)
+    nonzero = (d != 0).sum(axis=1)
+    out = np.ones(len(d))
+    big = nonzero > EXACT_PERMUTATION_MAX
+    for i in np.flatnonzero(~big & (nonzero > 0)):
+        nz = d[i][d[i] != 0]
+        signs = 1 - 2 * ((np.arange(2 ** nz.size)[:, None] >> np.arange(nz.size)) & 1)
+        out[i] = float(np.mean(np.abs(signs @ nz) >= observed[i] - tol[i]))
+    if big.any():
+        rows = d[big].T
+        hits = np.zeros(int(big.sum()))
+        for signs in flip_signs(n_perm, d.shape[1], rng_seed):
+            hits += (np.abs(signs @ rows) >= observed[big] - tol[big]).sum(axis=0)
+        out[big] = (hits + 1) / (n_perm + 1)
+    return out
+
+
+def per_example_scores(out: Outcomes) -> np.ndarray:
+    """Higher-is-better score of each example: right (1) / wrong (0), or minus a regression prediction's
+    absolute error (a correlation has no per-example share; the paired test then compares errors)."""
+    if out.kind == "correct":
+        return np.asarray(out.values, dtype=float)
+    assert out.reference is not None
+    return -np.abs(np.asarray(out.values, dtype=float) - np.asarray(out.reference, dtype=float))
+
+
+def board_paired_tests(samples: pd.DataFrame, outcomes: Mapping[tuple[str, str, Any], Outcomes], reference: str, *,
+                       n_perm: int = BOARD_PERMUTATIONS, rng_seed: int = 0) -> dict[str, dict[str, PairedTest]]:
+    """task → method → the paired test of ``reference`` against that method on the task's examples
+    (``diff`` = reference − method, each example's score as :func:`per_example_scores` gives it).
+
+    A pair is tested only when every run of both cells has outcomes (``outcomes``, keyed by (method,
+    task, seed) as in ``samples``) over the same number of examples (the task's evaluated set, in file
+    order, is the same for every method). One seed each, right/wrong: exact McNemar; otherwise the mean
+    of each example over a method's seeds, and the sign-flip test of the differences (every method of
+    the task in one :func:`sign_flip_pvalues`)."""
+    runs: dict[tuple[str, str], list[Outcomes]] = {}
+    complete: dict[tuple[str, str], bool] = {}
+    for m, t, seed in zip(samples["method"].astype(str), samples["task"].astype(str), samples["seed"]):
+        got = outcomes.get((m, t, seed))
+        complete[m, t] = complete.get((m, t), True) and got is not None
+        if got is not None:
+            runs.setdefault((m, t), []).append(got)
+    out: dict[str, dict[str, PairedTest]] = {}
+    for task in dict.fromkeys(samples["task"].astype(str)):
+        ref = runs.get((reference, task)) if complete.get((reference, task)) else None
+        if not ref or len({o.n for o in ref}) != 1:
+            continue
+        n = ref[0].n
+        others = [m for (m, t) in runs if t == task and m != reference and complete.get((m, t))
+                  and {o.n for o in runs[m, t]} == {n}]
+        if not others:
+            continue
+        tests: dict[str, PairedTest] = {}
+        perm: list[str] = []
+        ref_mean = np.mean([per_example_scores(o) for o in ref], axis=0)
+        for m in others:
+            theirs = runs[m, task]
+            if len(ref) == 1 and len(theirs) == 1 and ref[0].kind == theirs[0].kind == "correct":
+                tests[m] = mcnemar(ref[0].values, theirs[0].values)
+            else:
+                perm.append(m)
+        if perm:
+            d = np.stack([ref_mean - np.mean([per_example_scores(o) for o in runs[m, task]], axis=0) for m in perm])
+            p = sign_flip_pvalues(d, n_perm=n_perm, rng_seed=rng_seed)
+            for m, row, pv in zip(perm, d, p):
+                tests[m] = PairedTest("paired_permutation", n, float(row.mean()), float(pv))
+        out[task] = {m: tests[m] for m in others}
+    return out
+
+
+def paired_document(reference: str | None, tests: Mapping[str, Mapping[str, PairedTest]]) -> dict[str, Any]:
+    """The JSON form of :func:`board_paired_tests` (read back by :func:`paired_from_document`)."""
+    return {"reference": reference, "tasks": {t: {m: asdict(pt) for m, pt in per.items()} for t, per in tests.items()}}
+
+
+def paired_from_document(doc: Mapping[str, Any]) -> tuple[str | None, dict[str, dict[str, PairedTest]]]:
+    return doc.get("reference"), {t: {m: PairedTest(**v) for m, v in per.items()}
+                                  for t, per in (doc.get("tasks") or {}).items()}

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard.examples import cell_intervals
+from harness.leaderboard.examples import (
+    PairedTest,
+    board_paired_tests,
+    cell_intervals,
+    paired_document,
+    paired_from_document,
+)
 from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
@@ -39,7 +45,14 @@ from harness.leaderboard.table import (
     one_value_per_seed,
 )
 from harness.leaderboard.tuning import add_search_notes
-from harness.leaderboard.verdict import as_document, below_baseline, cell_bounds, verdict, verdict_markdown
+from harness.leaderboard.verdict import (
+    as_document,
+    below_baseline,
+    cell_bounds,
+    consensus,
+    verdict,
+    verdict_markdown,
+)
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
 
@@ -78,6 +91,10 @@ class BoardReport:
     interval_source: pd.DataFrame | None = None
     below_baseline: pd.DataFrame | None = None
     verdict: list[str] = field(default_factory=list)   # the board's conclusion, sentence by sentence
+    # task → method → the paired test of the consensus winner (``paired_reference``) against that method
+    # on the same examples; None: no run on the board kept per-example outcomes (or none were loaded)
+    paired: dict[str, dict[str, PairedTest]] | None = None
+    paired_reference: str | None = None
 
     @property
     def live(self) -> list[str]:
@@ -117,9 +134,40 @@ def _oriented_samples(part: pd.DataFrame) -> pd.DataFrame:
     value = part["value"].astype(float).where(part["direction"] != "min", -part["value"].astype(float))
     out = {"method": part["method"].astype(str), "task": part["task"].astype(str), "seed": part["seed"],
            "value": value}
-    for c in ("n_outcomes", "outcome_sum"):
+    for c in ("n_outcomes", "outcome_sum", "outcome_key"):
         out[c] = part[c].astype(float) if c in part else np.nan
+    if "record" in part:   # the record file of each run (cache.read_frame(with_files=True)): not in the key
+        out["record"] = part["record"]
     return pd.DataFrame(out)
+
+
+def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Path) -> dict[tuple[str, str, Any], Any]:
+    """(method, task, seed) → the per-example outcomes of that run, read again from its record file (and
+    sidecar) for the runs of ``samples`` whose row has an ``outcome_key``: what the paired tests of a
+    board need. Called only for boards that are recomputed, so a regeneration that changes nothing
+    reads no record file; a record that fails to decode leaves its run without outcomes (the pairs it
+    is in are not tested), it never fails the board."""
+    import json as _json
+
+    from harness.outcomes import OutcomeError, record_outcomes
+
+    if "record" not in samples or "outcome_key" not in samples:
+        return {}
+    want = samples[np.isfinite(samples["outcome_key"].to_numpy(dtype=float))]
+    parsed: dict[int, dict[str, Any]] = {}
+    out: dict[tuple[str, str, Any], Any] = {}
+    for m, t, seed, rec_i in zip(want["method"], want["task"], want["seed"], want["record"]):
+        rec_i = int(rec_i)
+        if rec_i not in parsed:
+            try:
+                rec = _json.loads((records_dir / files[rec_i]).read_text(encoding="utf-8"))
+                parsed[rec_i] = record_outcomes(rec, record_dir=records_dir)
+            except (OSError, ValueError, KeyError, TypeError, OutcomeError):
+                parsed[rec_i] = {}
+        got = parsed[rec_i].get(t)
+        if got is not None:
+            out[m, t, seed] = got
+    return out
 
 
 def samples_by_board(long_ok: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -143,21 +191,29 @@ def _ranked_report(board: Board, rules: Sequence[str], *, n_boot: int, n_failed:
 
 
 def analyze_board(board: Board, samples: pd.DataFrame, rules: Sequence[str], *, n_boot: int = DEFAULT_BOOTSTRAP,
-                  n_failed: int = 0) -> BoardReport:
-    """Rank one board with every rule; add agreement, Condorcet, Friedman/Nemenyi and the bootstrap."""
+                  n_failed: int = 0, outcomes: Mapping[tuple[str, str, Any], Any] | None = None) -> BoardReport:
+    """Rank one board with every rule; add agreement, Condorcet, Friedman/Nemenyi, the bootstrap and, given
+    its runs' per-example ``outcomes`` (:func:`board_outcomes`), the paired tests on the same examples."""
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
-    _evidence(rep, samples)
+    _evidence(rep, samples, outcomes)
     _bootstrap(rep, samples, n_boot)
     rep.verdict = verdict(rep, rep.below_baseline)
     return rep
 
 
-def _evidence(rep: BoardReport, samples: pd.DataFrame) -> None:
+def _evidence(rep: BoardReport, samples: pd.DataFrame, outcomes: Mapping[tuple[str, str, Any], Any] | None = None
+              ) -> None:
     """Each cell's interval (over examples where the runs kept outcomes, else over seeds) and whether
-    it clears its task's trivial baseline."""
+    it clears its task's trivial baseline; the paired tests of the consensus winner against every other
+    method, task by task, where the runs' outcomes are given."""
     example_ci = cell_intervals(samples, rng_seed=BOOTSTRAP_SEED) if "n_outcomes" in samples else None
     rep.interval_lo, rep.interval_hi, rep.interval_source = cell_bounds(rep.board, example_ci)
     rep.below_baseline = below_baseline(rep.board, rep.interval_lo, rep.interval_hi)
+    if outcomes:
+        cons = consensus(rep).dropna().sort_values(kind="stable")
+        if len(cons):
+            rep.paired_reference = str(cons.index[0])
+            rep.paired = board_paired_tests(samples, outcomes, rep.paired_reference, rng_seed=BOOTSTRAP_SEED)
 
 
 def _bootstrap(rep: BoardReport, samples: pd.DataFrame, n_boot: int) -> None:
@@ -371,6 +427,8 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
             lines += _wrap(f"- {report.bootstrap_note}", "  ")
         for br in (report.bootstrap or {}).values():
             lines += _wrap(f"- {br.summary}", "  ")
+    if report is not None and report.paired:
+        lines += ["", *paired_markdown(report, short)]
     for note in board.notes:
         lines += _wrap(f"- note: {note}", "  ")
     # the full tables, further down: one row per cell, so that any number of tasks fits the width
@@ -409,6 +467,32 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     return "\n".join(lines)
 
 
+PAIRED_ALPHA = 0.05
+
+
+def paired_cell(pt: PairedTest | None) -> str:
+    """Δ (reference − method) to 3 places, ** for p < 0.01, * for p < 0.05; "—" when not tested."""
+    if pt is None:
+        return "—"
+    star = "**" if pt.pvalue < 0.01 else "*" if pt.pvalue < PAIRED_ALPHA else ""
+    return f"{pt.diff:+.3f}{star}"
+
+
+def paired_markdown(rep: BoardReport, short: Mapping[str, str]) -> list[str]:
+    """The board's paired tests as a method × task table of Δ with stars (p-values in the JSON)."""
+    assert rep.paired is not None
+    tasks = [t for t in rep.board.scores.columns if t in rep.paired]
+    methods = [m for m in rep.order() if any(m in rep.paired[t] for t in tasks)]
+    lines = _wrap(f"**Paired tests on the same examples**: `{rep.paired_reference}` against each method, per task "
+                  "(Δ = its score − the method's, per example; McNemar when both ran one seed with right/wrong "
+                  "outcomes, else the sign-flip permutation test of the per-example means over seeds; "
+                  f"* p < {PAIRED_ALPHA:g}, ** p < 0.01; p-values in the board's JSON):")
+    lines += ["", "| method | " + " | ".join(short.get(t, t) for t in tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+    for m in methods:
+        lines.append("| " + " | ".join([m, *[paired_cell(rep.paired[t].get(m)) for t in tasks]]) + " |")
+    return lines
+
+
 def _baseline_cell(board: Board, task: str) -> str:
     v = board.baseline.get(task)
     if v is None or math.isnan(v):
@@ -441,6 +525,8 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
     if rep.interval_lo is not None and rep.interval_hi is not None and rep.interval_source is not None \
             and rep.below_baseline is not None:
         doc["intervals"] = as_document(rep.interval_lo, rep.interval_hi, rep.interval_source, rep.below_baseline)
+    if rep.paired is not None:
+        doc["paired"] = paired_document(rep.paired_reference, rep.paired)
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,
                         "rules": {r: br.as_dict() for r, br in (rep.bootstrap or {}).items()}}
@@ -453,11 +539,12 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
 
 
 def render_board_files(board: Board, samples: pd.DataFrame, rules: Sequence[str], n_boot: int, n_failed: int,
-                       html: bool) -> tuple[BoardReport, str, str, str, str | None]:
-    """All the per-board work (rankings, Friedman, bootstrap, Markdown/CSV/JSON text, HTML section with
-    figures); a pure function of its arguments (the bootstrap seed is fixed per board), so boards can
-    run in any process in any order and give the same bytes."""
-    rep = analyze_board(board, samples, rules, n_boot=n_boot, n_failed=n_failed)
+                       html: bool, outcomes: Mapping[tuple[str, str, Any], Any] | None = None
+                       ) -> tuple[BoardReport, str, str, str, str | None]:
+    """All the per-board work (rankings, Friedman, bootstrap, paired tests, Markdown/CSV/JSON text, HTML
+    section with figures); a pure function of its arguments (the bootstrap and permutation seeds are
+    fixed per board), so boards can run in any process in any order and give the same bytes."""
+    rep = analyze_board(board, samples, rules, n_boot=n_boot, n_failed=n_failed, outcomes=outcomes)
     md = board_markdown(board, rep.rankings, rep)
     csv = board_frame(board, rep.rankings).to_csv()
     js = json.dumps(board_document(rep), indent=2, allow_nan=False) + "\n"
@@ -478,14 +565,15 @@ _UNCERTAINTY_HEAD = "<h3>Uncertainty: would the winner change?</h3>"
 
 
 def render_board_split(board: Board, samples: pd.DataFrame, rules: Sequence[str], n_boot: int, n_failed: int,
-                       html: bool, pool: Any) -> tuple[BoardReport, str, str, str, str | None]:
+                       html: bool, outcomes: Mapping[tuple[str, str, Any], Any] | None = None, *,
+                       pool: Any) -> tuple[BoardReport, str, str, str, str | None]:
     """`render_board_files` of one board on two processes: the bootstrap runs in ``pool`` while this
     process draws the figures (which do not depend on it); the HTML section's uncertainty part is then
     rendered from the bootstrap. Same bytes as `render_board_files` (checked; else it renders again)."""
     from harness.leaderboard import html as html_mod
 
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
-    _evidence(rep, samples)
+    _evidence(rep, samples, outcomes)
     pending = pool.apply_async(_bootstrap_job, (rep, samples, n_boot))
     rep.verdict = verdict(rep, rep.below_baseline)   # without the bootstrap: replaced in the draft below
     draft = html_mod.render_board(rep) if html else None  # no bootstrap yet: all but the uncertainty part
@@ -572,7 +660,7 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
     put([str(samples[c].dtype) for c in samples.columns])
     for c in ("method", "task", "seed"):
         put(samples[c].tolist())
-    for c in ("value", "n_outcomes", "outcome_sum"):
+    for c in ("value", "n_outcomes", "outcome_sum", "outcome_key"):   # not "record": a file index, not data
         if c in samples:
             put_array(samples[c].to_numpy(dtype=np.float64))
     put([board.baseline, board.baseline_kind])
@@ -626,6 +714,8 @@ def report_from_document(board: Board, js: str) -> BoardReport:
                       n_failed=int(doc["board"]["n_failed"]), friedman=None if skipped_fr else fr,
                       friedman_note=fr["skipped"] if skipped_fr else None, bootstrap=bootstrap or None,
                       bootstrap_note=boot["note"], n_boot=int(boot["n_boot"]), verdict=list(doc["verdict"]))
+    if doc.get("paired"):
+        rep.paired_reference, rep.paired = paired_from_document(doc["paired"])
     cells = doc.get("intervals") or {}
     if cells:
         idx, cols = list(cells), list(next(iter(cells.values())))
@@ -679,7 +769,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     from harness.leaderboard.cache import _pool_context, read_frame
 
     jobs = max(1, jobs or os.cpu_count() or 1)
-    long, seeds = read_frame(results_dir, jobs=jobs, use_cache=use_cache)
+    long, seeds, files = read_frame(results_dir, jobs=jobs, use_cache=use_cache, with_files=True)
     n_failed = int((long["status"] != "success").sum()) if not long.empty else 0
     ok = one_value_per_seed(long, success_only=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -712,6 +802,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
             if hit is not None:
                 results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit)
     todo = [i for i, r in enumerate(results) if r is None]
+    for i in todo:   # only the boards analysed again read their runs' per-example outcomes (paired tests)
+        all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records"))
     if jobs > 1 and len(todo) > 1:
         pool = _pool_context().Pool(min(jobs, len(todo)))
         fresh = pool.imap(_board_job, [all_jobs[i] for i in todo], chunksize=1)

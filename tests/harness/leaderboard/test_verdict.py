@@ -83,6 +83,14 @@ def test_verdicts_of_boards_with_known_structure(tmp_path: Path) -> None:
     assert f"to {worst:.0%} (" in " ".join(docs["atbase"]["verdict"])
     assert "Every method clears the trivial baseline on all 6 tasks" in clear
     assert "`alpha` beats the runner-up `beta` on 6 of 6 tasks, at 6% more trainable parameters" in clear
+    # the same pair on the same examples (two seeds: the sign-flip test of per-example means)
+    assert ("On the same examples, `alpha` is significantly ahead of `beta` on 6 of 6 tasks (paired sign-flip "
+            "permutation tests, p < 0.05).") in clear
+    paired = docs["clear"]["paired"]
+    assert paired["reference"] == "alpha" and set(paired["tasks"]) == set(CLEAR)
+    for per in paired["tasks"].values():
+        assert set(per) == {"beta", "gamma", "delta"}
+        assert all(v["test"] == "paired_permutation" and v["n"] == N_EX and v["pvalue"] < 0.01 for v in per.values())
 
     flat = " ".join(docs["flat"]["verdict"])
     pf = docs["flat"]["friedman"]["pvalue"]
@@ -156,4 +164,43 @@ def test_printed_markdown_fits_120_columns_for_8_tasks(tmp_path: Path) -> None:
     text, _ = _generate(tmp_path, _board("smollm2-135m", scores, {t: 0.25 for t in scores}))
     long = [line for line in text.splitlines() if len(line) > 120 and not line.startswith("Generated from")]
     assert not long, long
-    assert sum(line.startswith("| method-") for line in text.splitlines()) == 6 + 6 * 8 + 6 + 6
+    # compact table, full per-cell table, cost table, rank table; the paired tests: every method but the winner
+    assert sum(line.startswith("| method-") for line in text.splitlines()) == 6 + 6 * 8 + 6 + 6 + 5
+
+
+def _bits(rec: dict[str, Any]) -> np.ndarray:
+    from harness.outcomes import read_outcomes
+
+    return read_outcomes(rec["eval"]["outcomes"]).values.astype(bool)
+
+
+def test_paired_tests_on_a_one_seed_board_are_exact_mcnemar(tmp_path: Path) -> None:
+    """One seed per cell: each pair's p is scipy's exact binomial test on the discordant examples, recounted
+    here from the records' own bits; the verdict cites the winner against the runner-up."""
+    from scipy.stats import binomtest
+
+    scores = {"glue/t0": {"alpha": 0.80, "beta": 0.74, "gamma": 0.60},
+              "glue/t1": {"alpha": 0.70, "beta": 0.69, "gamma": 0.50},
+              "glue/t2": {"alpha": 0.75, "beta": 0.60, "gamma": 0.55}}
+    recs = _board("mc", scores, {}, seeds=1)
+    _, docs = _generate(tmp_path, recs)
+    doc = docs["mc"]
+    assert doc["paired"]["reference"] == "alpha"
+    bits = {(r["run"]["method"], r["run"]["task"]): _bits(r) for r in recs}
+    ahead = 0
+    for task, per in doc["paired"]["tasks"].items():
+        for m, got in per.items():
+            a, b = bits["alpha", task], bits[m, task]
+            a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+            assert (got["test"], got["a_only"], got["b_only"]) == ("mcnemar", a_only, b_only)
+            assert got["pvalue"] == pytest.approx(binomtest(a_only, a_only + b_only, 0.5).pvalue, rel=1e-12)
+            assert got["diff"] == pytest.approx(a.mean() - b.mean())
+        ahead += per["beta"]["pvalue"] < 0.05 and per["beta"]["diff"] > 0
+    assert (f"On the same examples, `alpha` is significantly ahead of `beta` on {ahead} of 3 tasks (paired McNemar "
+            "tests, p < 0.05).") in " ".join(doc["verdict"])
+
+
+def test_boards_without_outcomes_have_no_paired_tests(tmp_path: Path) -> None:
+    _, docs = _generate(tmp_path, _board("old", CLEAR, {}, outcomes=False))
+    assert "paired" not in docs["old"]
+    assert not any("same examples" in s for s in docs["old"]["verdict"])
