@@ -18,15 +18,27 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.leaderboard.board_report import BoardReport, position_of
+from harness.leaderboard.cells import (
+    BELOW_MARK,
+    PAIRED_ALPHA,
+    _baseline_cell,
+    _fmt,
+    _fmt_float,
+    _fmt_int,
+    _rows,
+    average_cell,
+    average_header,
+    board_title,
+    paired_cell,
+)
 from harness.leaderboard.examples import (
-    PairedTest,
     board_paired_tests,
     cell_intervals,
     paired_document,
@@ -34,11 +46,10 @@ from harness.leaderboard.examples import (
 )
 from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
-from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
+from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi
 from harness.leaderboard.suites import attach_averages, known_suites
 from harness.leaderboard.table import (
     Board,
-    SuiteAverage,
     aggregate,
     boards,
     hardware_by_board,
@@ -62,58 +73,6 @@ DEFAULT_BOOTSTRAP = 200  # replicates: enough for 95% rank intervals at a few se
 
 def rank_board(board: Board, rules: Sequence[str]) -> dict[str, Ranking]:
     return rank_table(board.oriented(), None, list(rules))[0]
-
-
-def position_of(ranking: Ranking) -> dict[str, int]:
-    """Rank position per method (1 = best) as integers for the tables: stats.rank_positions' ranks."""
-    return {name: int(p) for name, p in rank_positions(ranking).items()}
-
-
-@dataclass
-class BoardReport:
-    """Everything computed for one board; the writers (md, csv, json, html, W&B) only format it."""
-
-    board: Board
-    rankings: dict[str, Ranking]
-    agreement: pd.DataFrame
-    condorcet: str | None
-    n_failed: int = 0
-    friedman: dict[str, Any] | None = None
-    friedman_note: str | None = None          # why the test could not run
-    bootstrap: dict[str, BootstrapRule] | None = None
-    bootstrap_note: str | None = None         # degenerate / disabled / partial, in words
-    n_boot: int = 0
-    notes: list[str] = field(default_factory=list)
-    # per method × task, each metric's own scale: the cell's 95% interval (over examples where the runs
-    # kept outcomes, else over seeds; NaN: none), its source, and whether it fails to clear the baseline
-    interval_lo: pd.DataFrame | None = None
-    interval_hi: pd.DataFrame | None = None
-    interval_source: pd.DataFrame | None = None
-    below_baseline: pd.DataFrame | None = None
-    verdict: list[str] = field(default_factory=list)   # the board's conclusion, sentence by sentence
-    # task → method → the paired test of the consensus winner (``paired_reference``) against that method
-    # on the same examples; None: no run on the board kept per-example outcomes (or none were loaded)
-    paired: dict[str, dict[str, PairedTest]] | None = None
-    paired_reference: str | None = None
-
-    @property
-    def live(self) -> list[str]:
-        """Rules that produced a ranking (not skipped)."""
-        return [r for r, rk in self.rankings.items() if not rk.skipped]
-
-    def positions(self) -> pd.DataFrame:
-        """Methods × live rules, rank position (1 = best)."""
-        idx = self.board.scores.index
-        pos = {r: position_of(self.rankings[r]) for r in self.live}
-        return pd.DataFrame({r: [pos[r].get(m, np.nan) for m in idx] for r in self.live}, index=idx, dtype=float)
-
-    def order(self) -> list[str]:
-        """Methods sorted by the first live rule, then name."""
-        order = list(self.board.scores.index)
-        if self.live:
-            pos = position_of(self.rankings[self.live[0]])
-            order.sort(key=lambda m: (pos.get(m, math.inf), m))
-        return order
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,23 +212,6 @@ def failed_by_board(long: pd.DataFrame) -> dict[tuple[str, str, str], int]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _fmt(mean: float, std: float, n: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    s = f"{mean:.4f}"
-    if n and n > 1 and not math.isnan(std):
-        s += f" ± {std:.4f}"
-    return s + f" (n={int(n)})" if n else s
-
-
-def _fmt_int(v: float) -> str:
-    return "—" if v is None or math.isnan(v) else f"{int(v):,}"
-
-
-def _fmt_float(v: float, digits: int) -> str:
-    return "—" if v is None or math.isnan(v) else f"{v:.{digits}f}"
-
-
 def board_frame(board: Board, rankings: dict[str, Ranking]) -> pd.DataFrame:
     """One row per method: per-task mean/std/n, cost columns, one rank column per rule."""
     index = board.scores.index
@@ -296,28 +238,6 @@ def board_frame(board: Board, rankings: dict[str, Ranking]) -> pd.DataFrame:
     return df
 
 
-def _rows(board: Board, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """method → its row of a board table, in the board's task order (one array, not a pandas lookup per cell)."""
-    frame = frame.reindex(index=board.scores.index, columns=board.scores.columns)
-    return dict(zip(frame.index, frame.to_numpy()))
-
-
-def average_header(avg: SuiteAverage) -> str:
-    """The suite-average column's header: its label (which says when it covers part of the suite), ↑."""
-    return f"{avg.label} ↑"
-
-
-def average_cell(avg: SuiteAverage, method: str) -> str:
-    """mean ± std (n) of one method's suite average; "—" when it lacks a task (the board's notes say which)."""
-    return _fmt(float(avg.mean.get(method, np.nan)), float(avg.std.get(method, np.nan)),
-                float(avg.n_seeds.get(method, 0.0)))
-
-
-def board_title(board: Board) -> str:
-    return f"budget={board.budget} · model={board.model} · suite={board.suite}"
-
-
-BELOW_MARK = "†"   # a cell whose interval does not clear its task's trivial baseline
 MD_WIDTH = 120     # the printed leaderboard.md fits a terminal this wide (tables of up to 8 tasks)
 RULE_ABBREV = {"mean": "mn", "geometric_mean": "gm", "median": "md", "optimality_gap": "og", "plurality": "pl",
                "borda": "bo", "dowdall": "dw", "baldwin": "bw", "nanson": "na", "black": "bl", "condorcet": "cc",
@@ -467,17 +387,6 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     return "\n".join(lines)
 
 
-PAIRED_ALPHA = 0.05
-
-
-def paired_cell(pt: PairedTest | None) -> str:
-    """Δ (reference − method) to 3 places, ** for p < 0.01, * for p < 0.05; "—" when not tested."""
-    if pt is None:
-        return "—"
-    star = "**" if pt.pvalue < 0.01 else "*" if pt.pvalue < PAIRED_ALPHA else ""
-    return f"{pt.diff:+.3f}{star}"
-
-
 def paired_markdown(rep: BoardReport, short: Mapping[str, str]) -> list[str]:
     """The board's paired tests as a method × task table of Δ with stars (p-values in the JSON)."""
     assert rep.paired is not None
@@ -491,14 +400,6 @@ def paired_markdown(rep: BoardReport, short: Mapping[str, str]) -> list[str]:
     for m in methods:
         lines.append("| " + " | ".join([m, *[paired_cell(rep.paired[t].get(m)) for t in tasks]]) + " |")
     return lines
-
-
-def _baseline_cell(board: Board, task: str) -> str:
-    v = board.baseline.get(task)
-    if v is None or math.isnan(v):
-        return "—"
-    kind = board.baseline_kind.get(task)
-    return f"{v:.4f}" + (f" ({kind})" if kind else "")
 
 
 def board_document(rep: BoardReport) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from harness.leaderboard.report import BoardReport
+    from harness.leaderboard.board_report import BoardReport
     from harness.leaderboard.table import Board
 
 ALPHA = 0.05

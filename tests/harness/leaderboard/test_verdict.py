@@ -183,7 +183,7 @@ def test_paired_tests_on_a_one_seed_board_are_exact_mcnemar(tmp_path: Path) -> N
               "glue/t1": {"alpha": 0.70, "beta": 0.69, "gamma": 0.50},
               "glue/t2": {"alpha": 0.75, "beta": 0.60, "gamma": 0.55}}
     recs = _board("mc", scores, {}, seeds=1)
-    _, docs = _generate(tmp_path, recs)
+    _, docs = _generate(tmp_path, recs, html=True)
     doc = docs["mc"]
     assert doc["paired"]["reference"] == "alpha"
     bits = {(r["run"]["method"], r["run"]["task"]): _bits(r) for r in recs}
@@ -198,6 +198,12 @@ def test_paired_tests_on_a_one_seed_board_are_exact_mcnemar(tmp_path: Path) -> N
         ahead += per["beta"]["pvalue"] < 0.05 and per["beta"]["diff"] > 0
     assert (f"On the same examples, `alpha` is significantly ahead of `beta` on {ahead} of 3 tasks (paired McNemar "
             "tests, p < 0.05).") in " ".join(doc["verdict"])
+    md = (tmp_path / "results" / "leaderboards" / "smoke__mc__glue.md").read_text()
+    assert "**Paired tests on the same examples**: `alpha` against each method" in md
+    gamma_row = next(line for line in md.splitlines() if line.startswith("| gamma | +0."))
+    assert gamma_row.count("**") == 3   # 0.2 and more ahead of gamma on 400 examples: p < 0.01 on every task
+    page = (tmp_path / "results" / "leaderboards" / "index.html").read_text()
+    assert "<h3>Paired tests on the same examples</h3>" in page and "(p = " in page
 
 
 def test_boards_without_outcomes_have_no_paired_tests(tmp_path: Path) -> None:
