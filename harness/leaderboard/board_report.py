@@ -50,6 +50,10 @@ class BoardReport:
     # on the same examples; None: no run on the board kept per-example outcomes (or none were loaded)
     paired: dict[str, dict[str, PairedTest]] | None = None
     paired_reference: str | None = None
+    # the instance-level rule (harness.leaderboard.instance): examples → tasks → overall, beside the
+    # rules (it reads the outcomes, not the table); each task's Borda count per method. None: no outcomes
+    instance: Ranking | None = None
+    instance_counts: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def live(self) -> list[str]:

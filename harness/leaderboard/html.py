@@ -165,6 +165,12 @@ def _winners(rep: BoardReport) -> str:
             items.append(f"<li><b>{_e(r)}</b>: <span class='muted'>skipped — {_e(rk.skipped)}</span></li>")
         else:
             items.append(f"<li><b>{_e(r)}</b>: {_e(', '.join(rk.winners))}</li>")
+    if rep.instance is not None:
+        ins = rep.instance
+        what = (_e(", ".join(ins.winners)) if not ins.skipped
+                else f"<span class='muted'>skipped — {_e(ins.skipped)}</span>")
+        items.append(f"<li><b>instance_borda</b> (every example a voter: examples → tasks → overall, Colombo et "
+                     f"al. 2022; not among the rules above): {what}</li>")
     cw = rep.condorcet or "none (no method beats every other by pairwise majority)"
     return f"<p><b>Condorcet winner:</b> {_e(cw)}</p><ul>{''.join(items)}</ul>"
 

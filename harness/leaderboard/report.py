@@ -44,6 +44,9 @@ from harness.leaderboard.examples import (
     paired_document,
     paired_from_document,
 )
+from harness.leaderboard.instance import DESCRIPTION as INSTANCE_DESCRIPTION
+from harness.leaderboard.instance import RULE_NAME as INSTANCE_RULE
+from harness.leaderboard.instance import instance_ranking
 from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi
@@ -173,6 +176,8 @@ def _evidence(rep: BoardReport, samples: pd.DataFrame, outcomes: Mapping[tuple[s
         if len(cons):
             rep.paired_reference = str(cons.index[0])
             rep.paired = board_paired_tests(samples, outcomes, rep.paired_reference, rng_seed=BOOTSTRAP_SEED)
+        rep.instance, rep.instance_counts = instance_ranking(samples, outcomes, [str(m) for m in rep.board.scores.index],
+                                                            [str(t) for t in rep.board.scores.columns])
 
 
 def _bootstrap(rep: BoardReport, samples: pd.DataFrame, n_boot: int) -> None:
@@ -330,6 +335,11 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     for r, rk in rankings.items():
         if rk.skipped:
             lines += _wrap(f"- **{r}**: skipped — {rk.skipped}", "  ")
+    if report is not None and report.instance is not None:
+        ins = report.instance
+        what = (f"{', '.join(ins.winners)}; order: " + " > ".join(" = ".join(g) for g in ins.groups)
+                if not ins.skipped else f"skipped — {ins.skipped}")
+        lines += _wrap(f"- **{INSTANCE_RULE}** (every example a voter; not among the rules above): {what}", "  ")
     if report is not None:
         lines += _wrap(f"- **Condorcet winner**: {report.condorcet or 'none (no method beats every other by majority)'}",
                        "  ")
@@ -428,6 +438,12 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
         doc["intervals"] = as_document(rep.interval_lo, rep.interval_hi, rep.interval_source, rep.below_baseline)
     if rep.paired is not None:
         doc["paired"] = paired_document(rep.paired_reference, rep.paired)
+    if rep.instance is not None:
+        ins = rep.instance
+        doc["instance_level"] = {"rule": INSTANCE_RULE, "description": INSTANCE_DESCRIPTION,
+                                 "ranking": [list(g) for g in ins.groups], "scores": dict(ins.scores),
+                                 "winners": list(ins.winners), "skipped": ins.skipped,
+                                 "task_borda": rep.instance_counts}
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,
                         "rules": {r: br.as_dict() for r, br in (rep.bootstrap or {}).items()}}
@@ -617,6 +633,12 @@ def report_from_document(board: Board, js: str) -> BoardReport:
                       bootstrap_note=boot["note"], n_boot=int(boot["n_boot"]), verdict=list(doc["verdict"]))
     if doc.get("paired"):
         rep.paired_reference, rep.paired = paired_from_document(doc["paired"])
+    if doc.get("instance_level"):
+        ins = doc["instance_level"]
+        rep.instance = Ranking(groups=[list(g) for g in ins["ranking"]],
+                               scores={m: _nan(v) for m, v in ins["scores"].items()}, winners=list(ins["winners"]),
+                               skipped=ins["skipped"])
+        rep.instance_counts = {t: {m: float(v) for m, v in per.items()} for t, per in ins["task_borda"].items()}
     cells = doc.get("intervals") or {}
     if cells:
         idx, cols = list(cells), list(next(iter(cells.values())))

@@ -204,6 +204,16 @@ def test_paired_tests_on_a_one_seed_board_are_exact_mcnemar(tmp_path: Path) -> N
     assert gamma_row.count("**") == 3   # 0.2 and more ahead of gamma on 400 examples: p < 0.01 on every task
     page = (tmp_path / "results" / "leaderboards" / "index.html").read_text()
     assert "<h3>Paired tests on the same examples</h3>" in page and "(p = " in page
+    # the instance-level rule from the same bits: examples → tasks → overall
+    from harness.leaderboard.instance import two_level
+
+    methods = list(doc["systems"])
+    overall, counts = two_level({t: np.stack([bits[m, t] for m in methods], axis=1).astype(float) for t in scores})
+    ins = doc["instance_level"]
+    assert ins["skipped"] is None and ins["scores"] == pytest.approx(dict(zip(methods, overall.tolist())))
+    assert ins["task_borda"]["glue/t0"] == pytest.approx(dict(zip(methods, counts["glue/t0"].tolist())))
+    assert ins["winners"] == ["alpha"] and "- **instance_borda** (every example a voter" in md
+    assert "<b>instance_borda</b>" in page
 
 
 def test_boards_without_outcomes_have_no_paired_tests(tmp_path: Path) -> None:
