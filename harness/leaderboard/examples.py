@@ -172,6 +172,7 @@ def paired_permutation(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.
     return PairedTest("paired_permutation", int(a.size), float(d.mean()) if d.size else 0.0, p)
 
 
+BINARY = ("correct", "label")   # right/wrong per example (harness.outcomes.BINARY_KINDS)
 BOARD_PERMUTATIONS = 2000   # sign flips per task on a board (Monte Carlo): p resolution 1/2001
 
 
@@ -223,6 +224,8 @@ def per_example_scores(out: Outcomes) -> np.ndarray:
     if out.kind == "correct":
         return np.asarray(out.values, dtype=float)
     assert out.reference is not None
+    if out.kind == "label":
+        return (np.asarray(out.values) == np.asarray(out.reference)).astype(float)
     return -np.abs(np.asarray(out.values, dtype=float) - np.asarray(out.reference, dtype=float))
 
 
@@ -258,8 +261,8 @@ def board_paired_tests(samples: pd.DataFrame, outcomes: Mapping[tuple[str, str, 
         ref_mean = np.mean([per_example_scores(o) for o in ref], axis=0)
         for m in others:
             theirs = runs[m, task]
-            if len(ref) == 1 and len(theirs) == 1 and ref[0].kind == theirs[0].kind == "correct":
-                tests[m] = mcnemar(ref[0].values, theirs[0].values)
+            if len(ref) == 1 and len(theirs) == 1 and ref[0].kind in BINARY and theirs[0].kind in BINARY:
+                tests[m] = mcnemar(per_example_scores(ref[0]), per_example_scores(theirs[0]))
             else:
                 perm.append(m)
         if perm:
@@ -279,3 +282,109 @@ def paired_document(reference: str | None, tests: Mapping[str, Mapping[str, Pair
 def paired_from_document(doc: Mapping[str, Any]) -> tuple[str | None, dict[str, dict[str, PairedTest]]]:
     return doc.get("reference"), {t: {m: PairedTest(**v) for m, v in per.items()}
                                   for t, per in (doc.get("tasks") or {}).items()}
+
+
+# --- intervals of metrics that are not a mean of right/wrong ----------------------------------------
+
+LABEL_METRICS = ("matthews", "f1", "accuracy")
+PREDICTION_METRICS = ("pearson", "spearman")
+PREDICTION_BOOT = 400   # resamples per run of a correlation (each one touches all its examples)
+
+
+def confusion_metric(metric: str, conf: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """``metric`` of confusion matrices ``conf`` (..., gold, predicted) over ``labels``, as
+    :mod:`tasks.metrics` scores the examples they count: Matthews' multi-class form (0 for a constant
+    predictor), F1 of label 1 (0 when there is nothing to score), accuracy."""
+    conf = np.asarray(conf, dtype=float)
+    s = conf.sum(axis=(-2, -1))
+    c = np.trace(conf, axis1=-2, axis2=-1)
+    if metric == "accuracy":
+        return c / s
+    if metric == "matthews":
+        t, p = conf.sum(axis=-1), conf.sum(axis=-2)
+        num = c * s - (t * p).sum(axis=-1)
+        den = np.sqrt((s * s - (p * p).sum(axis=-1)) * (s * s - (t * t).sum(axis=-1)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    if metric == "f1":
+        if 1 not in labels:
+            return np.zeros(conf.shape[:-2])
+        i = list(labels).index(1)
+        tp = conf[..., i, i]
+        fp = conf[..., :, i].sum(axis=-1) - tp
+        fn = conf[..., i, :].sum(axis=-1) - tp
+        denom = 2 * tp + fp + fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1.0), 0.0)
+    raise ValueError(f"no confusion-matrix form for metric {metric!r}")
+
+
+def correlation(metric: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson (or Spearman: Pearson of average ranks) of each row of ``x`` against the same row of
+    ``y``; NaN where a row is constant (as :func:`tasks.metrics.pearson`)."""
+    if metric == "spearman":
+        from scipy.stats import rankdata
+
+        x, y = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = y - y.mean(axis=-1, keepdims=True)
+    sxx, syy = (x * x).sum(axis=-1), (y * y).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((sxx > 0) & (syy > 0), (x * y).sum(axis=-1) / np.sqrt(sxx * syy), np.nan)
+
+
+def metric_intervals(samples: pd.DataFrame, outcomes: Mapping[tuple[str, str, Any], Outcomes],
+                     metrics: Mapping[str, str], *, n_boot: int = DEFAULT_EXAMPLE_BOOT, rng_seed: int = 0,
+                     level: float = 0.95) -> pd.DataFrame:
+    """(method, task) → lo, hi, n_examples, n_runs: the two-level bootstrap interval (seeds, then each
+    drawn seed's examples) of the task's metric itself, for cells whose runs all kept outcomes that can
+    score it — labels for Matthews / F1 / accuracy, predictions for Pearson / Spearman. The mean over the
+    drawn seeds of the metric of each resample, as :func:`cell_intervals` does for accuracy.
+
+    Labels: resampling n examples with replacement draws the confusion matrix from Multinomial(n, its
+    cells' shares), so a replicate is one multinomial draw per drawn seed (no example is touched).
+    Predictions: each run gets ``min(n_boot, PREDICTION_BOOT)`` resamples of its examples (indices) and
+    their correlations; a replicate of the cell averages, over its drawn seeds, one of those (drawn at
+    random) per seed."""
+    cols = ["method", "task", "lo", "hi", "n_examples", "n_runs"]
+    runs: dict[tuple[str, str], list[Outcomes | None]] = {}
+    for m, t, seed in zip(samples["method"].astype(str), samples["task"].astype(str), samples["seed"]):
+        runs.setdefault((m, t), []).append(outcomes.get((m, t, seed)))
+    rng = np.random.default_rng(rng_seed)
+    a = (1.0 - level) / 2.0
+    rows = []
+    for (m, t), outs in sorted(runs.items()):
+        metric = metrics.get(t)
+        if metric is None or any(o is None for o in outs):
+            continue
+        got = [o for o in outs if o is not None]
+        k = len(got)
+        pick = rng.integers(0, k, size=(n_boot, k)) if k > 1 else np.zeros((n_boot, 1), np.int64)
+        if metric in LABEL_METRICS and all(o.kind == "label" for o in got):
+            labels = sorted({int(v) for o in got for v in (*np.unique(o.values), *np.unique(o.reference))})
+            li = {v: i for i, v in enumerate(labels)}
+            nl = len(labels)
+            share = np.zeros((k, nl * nl))
+            for r, o in enumerate(got):
+                cell = np.array([li[int(g)] for g in o.reference]) * nl + np.array([li[int(p)] for p in o.values])
+                share[r] = np.bincount(cell, minlength=nl * nl) / o.n
+            n_run = np.array([o.n for o in got])
+            counts = rng.multinomial(n_run[pick], share[pick])
+            reps = confusion_metric(metric, counts.reshape(n_boot, k, nl, nl), labels).mean(axis=1)
+        elif metric in PREDICTION_METRICS and all(o.kind == "prediction" for o in got):
+            per_run = []
+            n_rep = min(n_boot, PREDICTION_BOOT)
+            for o in got:
+                idx = rng.integers(0, o.n, size=(n_rep, o.n))
+                assert o.reference is not None
+                per_run.append(correlation(metric, np.asarray(o.values)[idx], np.asarray(o.reference)[idx]))
+            which = rng.integers(0, n_rep, size=(n_boot, k))
+            reps = np.stack(per_run)[pick, which].mean(axis=1)
+        else:
+            continue
+        reps = reps[np.isfinite(reps)]
+        if not reps.size:
+            continue
+        lo, hi = np.percentile(reps, [100 * a, 100 * (1 - a)])
+        rows.append((m, t, float(lo), float(hi), int(sum(o.n for o in got)), k))
+    return pd.DataFrame(rows, columns=cols)

@@ -41,6 +41,7 @@ from harness.leaderboard.cells import (
 from harness.leaderboard.examples import (
     board_paired_tests,
     cell_intervals,
+    metric_intervals,
     paired_document,
     paired_from_document,
 )
@@ -169,6 +170,15 @@ def _evidence(rep: BoardReport, samples: pd.DataFrame, outcomes: Mapping[tuple[s
     it clears its task's trivial baseline; the paired tests of the consensus winner against every other
     method, task by task, where the runs' outcomes are given."""
     example_ci = cell_intervals(samples, rng_seed=BOOTSTRAP_SEED) if "n_outcomes" in samples else None
+    if outcomes:   # Matthews, F1, correlations: the metric itself on resampled examples
+        b = rep.board
+        done = set() if example_ci is None else set(zip(example_ci["method"], example_ci["task"]))
+        todo = samples[np.array([(m, t) not in done and b.directions.get(t) == "max"
+                                 for m, t in zip(samples["method"], samples["task"])], dtype=bool)]
+        extra = metric_intervals(todo, outcomes, b.metrics, rng_seed=BOOTSTRAP_SEED)
+        if len(extra):
+            example_ci = extra if example_ci is None or example_ci.empty else pd.concat([example_ci, extra],
+                                                                                         ignore_index=True)
     rep.interval_lo, rep.interval_hi, rep.interval_source = cell_bounds(rep.board, example_ci)
     rep.below_baseline = below_baseline(rep.board, rep.interval_lo, rep.interval_hi)
     if outcomes:

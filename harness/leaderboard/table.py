@@ -44,18 +44,20 @@ def _outcome_totals(block: Mapping[str, Any], metric: str, primary: str) -> tupl
     The totals are set when the outcomes are right/wrong by ``metric`` (the mean of the outcomes is then
     that metric); NaNs otherwise. Only the two totals enter the long table: they are all an interval
     over examples needs (:mod:`harness.leaderboard.examples`), and decoding the bits of 100k records
-    would cost the regeneration its bar. The key (:func:`outcome_key`) is set on the row the outcomes
-    score (right/wrong: that metric; predictions: the primary metric), so that a board's cache key sees
+    would cost the regeneration its bar (a ``label`` block's sum counts the examples right: the totals
+    of its accuracy row). The key (:func:`outcome_key`) is set on the row the outcomes score (right/wrong
+    and labels: their metric; predictions: the primary metric), so that a board's cache key sees
     the outcomes themselves, which the paired tests read, and not only their totals."""
     oc = block.get("outcomes")
     if not oc:
         return NAN, NAN, NAN
     kind = oc.get("kind")
-    if kind == "correct" and oc.get("metric") == metric:
-        return float(oc["n"]), float(oc["sum"]), outcome_key(oc)
-    if kind == "prediction" and metric == primary:
-        return NAN, NAN, outcome_key(oc)
-    return NAN, NAN, NAN
+    scored = oc.get("metric") == metric if kind in ("correct", "label") else metric == primary
+    key = outcome_key(oc) if scored else NAN
+    # right/wrong totals: the outcomes' own metric (correct), or accuracy (label: sum = examples right)
+    if (kind == "correct" and scored) or (kind == "label" and metric == "accuracy"):
+        return float(oc["n"]), float(oc["sum"]), key
+    return NAN, NAN, key
 
 
 def outcome_key(block: Mapping[str, Any]) -> float:

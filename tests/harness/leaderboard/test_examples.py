@@ -251,3 +251,81 @@ def test_board_paired_tests_skip_mismatched_sets_and_compare_regression_errors()
     assert set(tests) == {"reg"}   # cls: 40 vs 30 examples are not the same examples
     got = tests["reg"]["b"]
     assert got.test == "paired_permutation" and got.diff == pytest.approx(0.9) and got.pvalue < 0.001
+
+
+# --- intervals of Matthews, F1 and correlations -------------------------------------------------
+
+
+def test_confusion_metrics_match_tasks_metrics_on_explicit_resamples() -> None:
+    """Each replicate's confusion matrix, expanded back into examples, scores as tasks.metrics does."""
+    from harness.leaderboard.examples import confusion_metric
+    from tasks.metrics import accuracy, f1, matthews
+
+    rng = np.random.default_rng(0)
+    labels = [0, 1, 2]
+    for _ in range(30):
+        conf = rng.integers(0, 6, (3, 3))
+        if rng.random() < 0.3:
+            conf[:, 1] = 0    # a class never predicted: degenerate denominators
+        gold = [g for g in range(3) for p in range(3) for _ in range(conf[g, p])]
+        pred = [p for g in range(3) for p in range(3) for _ in range(conf[g, p])]
+        if not gold:
+            continue
+        for name, fn in (("matthews", matthews), ("f1", f1), ("accuracy", accuracy)):
+            assert confusion_metric(name, conf, labels) == pytest.approx(fn(pred, gold), abs=1e-12), name
+
+
+def test_correlation_matches_tasks_metrics() -> None:
+    from harness.leaderboard.examples import correlation
+    from tasks.metrics import pearson, spearman
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 40)).round(1), rng.normal(size=(5, 40)).round(1)
+    for i in range(5):
+        assert correlation("pearson", x[i], y[i]) == pytest.approx(pearson(list(x[i]), list(y[i])))
+        assert correlation("spearman", x[i], y[i]) == pytest.approx(spearman(list(x[i]), list(y[i])))
+    assert np.isnan(correlation("pearson", np.ones(5), np.arange(5.0)))
+
+
+def _explicit_metric_bootstrap(runs: list[tuple[np.ndarray, np.ndarray]], fn, n_boot: int,  # type: ignore[no-untyped-def]
+                               rng: np.random.Generator) -> np.ndarray:
+    """The definition: draw seeds, then each drawn seed's examples by index, score with tasks.metrics."""
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        vals = []
+        for s in rng.integers(0, len(runs), len(runs)):
+            pred, gold = runs[s]
+            idx = rng.integers(0, len(gold), len(gold))
+            vals.append(fn(list(pred[idx]), list(gold[idx])))
+        out[b] = np.mean(vals)
+    return out
+
+
+@pytest.mark.parametrize("metric", ["matthews", "f1", "pearson"])
+def test_metric_intervals_match_the_explicit_bootstrap(metric: str) -> None:
+    from harness.leaderboard.examples import metric_intervals
+    from harness.outcomes import Outcomes
+    from tasks.metrics import METRICS
+
+    rng = np.random.default_rng(7)
+    runs, outs, rows = [], {}, []
+    for seed in range(3):
+        if metric == "pearson":
+            gold = rng.normal(size=150)
+            pred = gold + rng.normal(scale=0.8 + 0.2 * seed, size=150)
+            outs["m", "t", seed] = Outcomes("prediction", metric, pred, gold)
+        else:
+            gold = rng.integers(0, 2, 150)
+            pred = np.where(rng.random(150) < 0.75 + 0.05 * seed, gold, 1 - gold)
+            outs["m", "t", seed] = Outcomes("label", metric, pred, gold)
+        runs.append((pred, gold))
+        rows.append(("m", "t", seed))
+    samples = pd.DataFrame(rows, columns=["method", "task", "seed"])
+    got = metric_intervals(samples, outs, {"t": metric}, n_boot=4000, rng_seed=3).iloc[0]
+    lo, hi = percentile_interval(_explicit_metric_bootstrap(runs, METRICS[metric], 1500, np.random.default_rng(9)))
+    width = hi - lo
+    assert got["lo"] == pytest.approx(lo, abs=0.12 * width) and got["hi"] == pytest.approx(hi, abs=0.12 * width)
+    assert (got["n_runs"], got["n_examples"]) == (3, 450)
+    # a cell missing one run's outcomes gets no interval over examples
+    del outs["m", "t", 2]
+    assert metric_intervals(samples, outs, {"t": metric}).empty

@@ -220,3 +220,31 @@ def test_boards_without_outcomes_have_no_paired_tests(tmp_path: Path) -> None:
     _, docs = _generate(tmp_path, _board("old", CLEAR, {}, outcomes=False))
     assert "paired" not in docs["old"]
     assert not any("same examples" in s for s in docs["old"]["verdict"])
+
+
+def test_a_matthews_primary_gets_an_interval_over_examples(tmp_path: Path) -> None:
+    """CoLA-like: the primary metric (Matthews) is no mean of right/wrong; runs keep their labels and the
+    cell's interval is the bootstrap of Matthews itself over examples (and seeds). The paired tests and
+    the instance rule read the same labels as right/wrong."""
+    from tasks.metrics import matthews
+
+    recs = []
+    for method, p_right in (("alpha", 0.85), ("beta", 0.70)):
+        for seed in range(2):
+            rng = np.random.default_rng(list(f"{method}|{seed}".encode()))
+            gold = rng.integers(0, 2, 500)
+            pred = np.where(rng.random(500) < p_right, gold, 1 - gold)
+            rec = make_record(method, "glue/cola", seed, matthews(pred.tolist(), gold.tolist()), metric="matthews",
+                              model="mcc")
+            rec["eval"]["n_examples"] = 500
+            rec["eval"]["outcomes"] = encode_outcomes(Outcomes("label", "matthews", pred, gold))
+            recs.append(rec)
+    _, docs = _generate(tmp_path, recs)
+    doc = docs["mcc"]
+    for m in ("alpha", "beta"):
+        cell = doc["intervals"][m]["glue/cola"]
+        mean = doc["cells"][m]["glue/cola"]["mean"]
+        assert cell["interval_from"] == "examples" and cell["lo"] < mean < cell["hi"]
+        assert 0.05 < cell["hi"] - cell["lo"] < 0.25   # ~±2 × 0.035 for 2 × 500 examples, plus the seeds
+    assert doc["paired"]["tasks"]["glue/cola"]["beta"]["pvalue"] < 0.01
+    assert doc["instance_level"]["winners"] == ["alpha"]
