@@ -329,3 +329,14 @@ def test_metric_intervals_match_the_explicit_bootstrap(metric: str) -> None:
     # a cell missing one run's outcomes gets no interval over examples
     del outs["m", "t", 2]
     assert metric_intervals(samples, outs, {"t": metric}).empty
+
+
+def test_vectorised_mcnemar_equals_scipy_binomtest_on_a_grid() -> None:
+    from harness.leaderboard.examples import mcnemar_pvalues
+
+    a = np.array([0, 0, 1, 3, 5, 7, 10, 40, 41, 200, 480, 1000, 3])
+    b = np.array([0, 4, 1, 9, 5, 2, 31, 60, 40, 260, 520, 1100, 0])
+    got = mcnemar_pvalues(a, b)
+    for x, y, p in zip(a, b, got):
+        want = 1.0 if x + y == 0 else stats.binomtest(int(x), int(x + y), 0.5).pvalue
+        assert p == pytest.approx(want, rel=1e-9, abs=1e-300), (x, y)

@@ -191,3 +191,30 @@ def test_boards_recomputed_from_the_record_cache_keep_their_paired_tests(
     assert np.isclose(now["diff"], 0.9 - 0.7)
     assert run(results, tmp_path / "plain", "--jobs", "1", "--no-cache")[0] == 0
     assert outputs(tmp_path / "third") == outputs(tmp_path / "plain")
+
+
+def test_one_board_with_outcomes_on_two_processes_gives_the_same_bytes(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split path (bootstrap in a second process) with per-example outcomes: paired tests, the instance
+    rule and the intervals over examples come out as in a one-process --no-cache run."""
+    from tests.harness.leaderboard.test_verdict import CLEAR, _board
+
+    calls: list[str] = []
+    real = report.render_board_split
+
+    def wrapped(board, *args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(board.key)
+        return real(board, *args, **kw)
+
+    monkeypatch.setattr(report, "render_board_split", wrapped)
+    results = tmp_path / "results"
+    write_records(results, _board("one", CLEAR, {}, seeds=2) + _board("two", CLEAR, {}, seeds=1))
+    assert run(results, tmp_path / "first", "--jobs", "2")[0] == 0
+    extra = _board("one", {"glue/t0": {"alpha": 0.9}}, {}, seeds=3)[-1]   # a third seed of one cell
+    write_records(results, [extra])
+    assert run(results, tmp_path / "second", "--jobs", "2")[0] == 0
+    assert len(calls) == 1 and "__one__" in calls[0]
+    assert run(results, tmp_path / "plain", "--jobs", "1", "--no-cache")[0] == 0
+    second = outputs(tmp_path / "second")
+    assert second == outputs(tmp_path / "plain")
+    assert "Paired tests on the same examples" in second["index.html"]
