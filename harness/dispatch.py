@@ -153,8 +153,22 @@ def _after_signal(spec: JobSpec, stop: Interrupted, started: str, tracker: Any) 
                                      tb=traceback.format_exc()),
                     "train": None, "eval": None, "meta": meta_block(spec, None)}
     error = f"cancelled by {stop}; rerunning resumes from it"
-    return {"run": run_block(spec, "cancelled", started, error=error), "train": None, "eval": None,
-            "meta": meta_block(spec, None)}
+    return {"run": run_block(spec, "cancelled", started, error=error), "train": partial_train_block(stop),
+            "eval": None, "meta": meta_block(spec, None)}
+
+
+def partial_train_block(stop: Interrupted) -> dict[str, Any] | None:
+    """What a cancelled job had spent when it stopped (every attempt so far): its costs stay on record,
+    and a rerun that resumes it adds up from there."""
+    if not stop.attempts:
+        return None
+    log_ = stop.attempts
+    return {"completed": False, "steps": stop.step, "attempts": len(log_),
+            "train_time_s": round(sum(a.get("train_time_s") or 0.0 for a in log_), 3),
+            "wall_time_s": round(sum(a.get("wall_time_s") or 0.0 for a in log_), 3),
+            "peak_memory_mb": max((a.get("peak_memory_mb") or 0.0 for a in log_), default=None),
+            "resumed_from_steps": [a["resumed_from_step"] for a in log_ if a.get("resumed_from_step") is not None],
+            "attempt_log": log_}
 
 
 def outcomes_block(spec: JobSpec, s: Any) -> dict[str, Any]:

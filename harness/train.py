@@ -435,11 +435,12 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     clock = CheckpointClock(budget.get("checkpoint_every"))
     train_s0 = sum(a["train_time_s"] for a in prior)   # the time limit covers every attempt
 
-    def checkpoint(ended_by: str) -> None:
+    def checkpoint(ended_by: str) -> list[dict[str, Any]]:
         costs = attempt_costs(attempt, t_start=t_start, train_s=time.perf_counter() - t_train, step=st.step,
                               ended_by=ended_by, device=device)
         save_checkpoint(ckpt, st, eval_history=res.eval_history, attempts=[*prior, costs])
         clock.saved()
+        return [*prior, costs]
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress(total_steps, st.step, show)
@@ -467,8 +468,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             checkpoint("running")
             report_trial(spec.trial, st.step, ev.metrics)   # a search trial: may raise TrialPruned
         if guard.pending is not None:
-            checkpoint(signal.Signals(guard.pending).name)
-            raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2))
+            attempts = checkpoint(signal.Signals(guard.pending).name)
+            raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
         if clock.due(st.step):
             checkpoint("running")
     if bar is not None:
@@ -478,7 +479,17 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     res.loss_curve = subsample(st.losses, LOSS_CURVE_POINTS)
     step = st.step
 
-    # 6. evaluate (a signal caught from here on is ignored: the record is seconds away)
+    # a signal caught during the last step: checkpoint at the end of training and stop, as at any step
+    if guard.pending is not None:
+        attempts = checkpoint(signal.Signals(guard.pending).name)
+        raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
+    if slurm_job() is not None and st.step > (res.resumed_from_step or 0):
+        # on a cluster the final evaluation may be cut by a time limit or a preemption's grace period:
+        # with this checkpoint a requeued attempt only evaluates again, it does not retrain
+        checkpoint("trained")
+
+    # 6. evaluate (a signal caught from here on waits: the evaluation finishes and the record is written;
+    # if the cluster kills the job first, the requeued attempt resumes from the checkpoint above)
     ev = evaluate(model, tokenizer, data.evals, spec, device)
     res.final_eval = {"metrics": ev.metrics, "n_examples": ev.n_examples, "samples": ev.samples,
                       "eval_time_s": ev.seconds, "sets": ev.sets}

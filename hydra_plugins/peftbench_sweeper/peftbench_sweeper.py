@@ -195,8 +195,8 @@ class PeftbenchSweeper(BasicSweeper):
         launcher = self.config.hydra.launcher
         if "array_parallelism" in launcher and launcher.array_parallelism:
             return int(launcher.array_parallelism)
-        if "submitit_folder" in launcher:   # submitit local: one batch at a time
-            return int(self.max_batch_size or 1)
+        if "parallel" in launcher and launcher.parallel:   # launcher=local
+            return int(launcher.parallel)
         return 1
 
 

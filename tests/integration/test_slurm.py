@@ -342,3 +342,28 @@ def test_cancelling_one_task_or_the_sweep(tmp_path: Path) -> None:
     assert st.stdout.startswith("cancels: 3 jobs: 3 cancelled"), st.stdout
     assert not subprocess.run(["squeue", "-h", "-j", array_id], capture_output=True, text=True,
                               check=False).stdout.strip()
+
+
+def test_a_job_preempted_by_a_higher_priority_partition_resumes_exactly(cluster: dict, tmp_path: Path) -> None:
+    """Real preemption: a job in the `urgent` partition (PriorityTier 2, PreemptMode=REQUEUE) needs the
+    whole node; the running `debug` job gets its signal, checkpoints, is requeued, and ends with the
+    uninterrupted run's metrics and adapter."""
+    drv = Driver(tmp_path, *LONG, name="preempted")
+    job_id = drv.job_id()
+    drv.wait_training(1)
+    time.sleep(1.0)
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True).stdout.split()[0]
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", f"--cpus-per-task={cpus}", "--mem=500M",
+                             "--output=/dev/null", "--wrap", "sleep 5"], env=_env(), capture_output=True,
+                            text=True, check=True).stdout.strip()
+    drv.wait_training(2, timeout=420)
+    out = drv.finish()
+    assert "1 success" in out, out[-3000:]
+    (rec,) = drv.records()
+    ref, ref_root = cluster["reference"]
+    assert_same_result(rec, ref, tmp_path, ref_root)
+    ended = [a["ended_by"] for a in rec["train"]["attempt_log"]]
+    assert ended[0] in ("SIGUSR2", "SIGTERM") and ended[-1] == "finished", ended
+    assert rec["train"]["resumed_from_steps"][0] > 0 and rec["run"]["slurm"]["SLURM_JOB_ID"] == job_id
+    assert "PREEMPTION" in drv.job_log() or rec["train"]["requeues"] >= 1, drv.job_log()[-2000:]
+    subprocess.run(["scancel", urgent], check=False)
