@@ -118,10 +118,9 @@ def time_local(n: int, folder: Path, first_seed: int) -> float:
 def time_direct(n: int, folder: Path, first_seed: int) -> list[float]:
     """Each job's `execute(spec)` in this (warm) process, as a launcher's worker calls it."""
     os.environ.update({k: v for k, v in _env().items() if k in ("HF_HUB_OFFLINE",)})
+    import harness.train  # noqa: F401 - imports paid before timing: the direct caller is warm
     from harness.dispatch import execute
     from harness.spec import compose, spec_from_config
-
-    import harness.train  # noqa: F401 - imports paid before timing: the direct caller is warm
 
     times = []
     for i in range(n):

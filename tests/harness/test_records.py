@@ -39,6 +39,7 @@ from harness.records import write_record
 
 path = Path(sys.argv[1])
 i = int(sys.argv[3])
+print("ready", flush=True)   # imports done: the kill's random delay starts from here, not from exec
 while True:
     i += 1
     # 20 MB per record: writing + fsync take about half of each iteration, so random kills often
@@ -66,12 +67,14 @@ def test_sigkill_mid_write_never_leaves_a_partial_record(tmp_path: Path) -> None
     rng.seed(seed)
     last_seen = kills = mid_write = 0
     attempt = 0
-    # at least 6 kills, and keep going (up to 16) until one provably landed mid-write
-    while attempt < 6 or (mid_write == 0 and attempt < 16):
+    # at least 6 kills, and keep going (up to 30) until one provably landed mid-write
+    while attempt < 6 or (mid_write == 0 and attempt < 30):
         tmp_before = len(list(records.glob(".*.tmp"))) if records.exists() else 0
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(PROJECT_ROOT), str(last_seen)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
+            # on a loaded machine the interpreter's start-up alone can outlast the delay: time from "ready"
+            assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode()
             # the first attempt may die before its first write completes; later ones overwrite a
             # complete file, which must survive any kill
             deadline = time.monotonic() + (rng.uniform(0.0, 0.5) if attempt == 0 else rng.uniform(0.3, 1.2))
@@ -84,6 +87,7 @@ def test_sigkill_mid_write_never_leaves_a_partial_record(tmp_path: Path) -> None
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             proc.stderr.close()
+            proc.stdout.close()
         kills += proc.returncode == -signal.SIGKILL
         if path.exists():
             n = _check_complete(path)
