@@ -32,7 +32,7 @@ _BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every")
 # 0.0, or a sweep re-runs the default experiment under a new signature.
 FLOAT_FIELDS = {
     "method.optim": ("lr", "weight_decay"),
-    "method.params": ("lora_alpha", "lora_dropout", "vera_dropout", "d_initial"),
+    "method.params": ("lora_alpha", "lora_dropout", "vera_dropout", "d_initial", "scale", "inactive_lr_scale"),
     "budget": ("warmup_ratio", "grad_clip", "time_limit_s", "memory_cap_mb"),
 }
 

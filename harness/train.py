@@ -258,8 +258,16 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
 
 
 # ------------------------------------------------------------------------------------ checkpoint
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+def _trained_state(model: nn.Module, optimizer: Any) -> dict[str, torch.Tensor]:
+    """Every parameter training may have changed: what trains now, and whatever the optimizer owns (a
+    method whose trainable set moves, such as LISA, keeps frozen-for-now layers in its optimizer)."""
+    owned = {id(p) for group in getattr(optimizer, "param_groups", []) for p in group["params"]}
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad or id(p) in owned}
+
+
+def optimizer_params(optimizer: Any) -> list[nn.Parameter]:
+    """The parameters an optimizer may update (gradient clipping must see all of them)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def rng_state() -> dict[str, Any]:
@@ -294,12 +302,14 @@ def _tuples(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], attempts: list[dict]) -> None:
-    """Everything to resume bit-identically: trainable weights, optimizer, schedule, every RNG,
-    step/tokens/examples (the data position is the step count) and the cost of the attempts so far.
+    """Everything to resume bit-identically: trained weights and which of them train now, optimizer,
+    schedule, every RNG, step/tokens/examples (the data position is the step count) and the cost of the
+    attempts so far.
     Atomic (temp file + fsync + rename): a kill mid-write leaves the previous checkpoint intact."""
     from harness.records import atomic_write
 
-    state = {"model": _trainable_state(st.model), "optimizer": st.optimizer.state_dict(),
+    state = {"model": _trained_state(st.model, st.optimizer), "optimizer": st.optimizer.state_dict(),
+             "requires_grad": [n for n, p in st.model.named_parameters() if p.requires_grad],
              "scheduler": st.scheduler.state_dict(), "step": st.step, "tokens": st.tokens,
              "examples": st.examples, "loss_curve": st.losses, "eval_history": eval_history,
              "rng": rng_state(), "attempts": attempts}
@@ -312,6 +322,10 @@ def load_checkpoint(path: Path, st: StepState) -> dict[str, Any]:
     missing = st.model.load_state_dict(state["model"], strict=False)
     if missing.unexpected_keys:
         raise RuntimeError(f"checkpoint {path} does not match the model: {missing.unexpected_keys[:5]}")
+    if "requires_grad" in state:   # which parameters train now (LISA's sampled layers): part of the state
+        live = set(state["requires_grad"])
+        for n, p in st.model.named_parameters():
+            p.requires_grad_(n in live)
     st.optimizer.load_state_dict(state["optimizer"])
     st.scheduler.load_state_dict(state["scheduler"])
     st.step, st.tokens, st.examples = int(state["step"]), int(state["tokens"]), int(state.get("examples", 0))
@@ -403,6 +417,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, trainable, spec.method, impl)
+    trainable = optimizer_params(optimizer)   # a method's own optimizer may own more (LISA's frozen-for-now layers)
     total_steps = _planned_steps(budget, train_examples, tokenizer, make_batch, max_len, batch_size)
     scheduler = make_scheduler(optimizer, budget, total_steps)
 

@@ -112,6 +112,10 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
         if applies is not None and (not isinstance(applies, list) or not applies
                                     or any(a not in MODEL_KINDS for a in applies)):
             c.add(f"method.info.applies_to: {applies!r} must be a non-empty list of {', '.join(MODEL_KINDS)}")
+        trains_base = info.get("trains_base")
+        if trains_base is not None and not isinstance(trains_base, bool):
+            c.add(f"method.info.trains_base: {trains_base!r} must be true or false (does the method train "
+                  "the base weights, as full-parameter methods such as GaLore do?)")
     optim = m.get("optim") or {}
     if not isinstance(optim, Mapping):
         c.add("method.optim: must be a mapping with lr and weight_decay")
@@ -216,10 +220,11 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
                   f"{kind}"
                   + (f" and task protocol {cfg['task'].get('protocol')!r} needs one"
                      if ok["task"] and PROTOCOL_MODEL_KIND.get(cfg["task"].get("protocol")) == kind else ""))
-    if (ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params")
-            and cfg["method"].get("kind") == "full"):
-        c.add("budget.trainable_params: method 'full' trains every weight and has no capacity knob; "
-              "use a budget without a trainable-parameter target")
+    if ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params"):
+        info = cfg["method"].get("info") if isinstance(cfg["method"].get("info"), Mapping) else {}
+        if cfg["method"].get("kind") == "full" or info.get("trains_base") is True:
+            c.add(f"budget.trainable_params: method {cfg['method'].get('name')!r} trains every weight and has "
+                  "no capacity knob; use a budget without a trainable-parameter target")
     device = str(cfg.get("device") or "auto")
     if not _DEVICE_RE.match(device):
         c.add(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")

@@ -462,6 +462,141 @@ def prop_full() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
+# ------------------------------------------------------------------------ full-parameter methods
+def _tiny_llama(layers: int = 2) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                                        num_key_value_heads=2, intermediate_size=64, vocab_size=100,
+                                        max_position_embeddings=32))
+
+
+def _full_param(name: str, layers: int = 2, **params: Any) -> tuple[Any, torch.nn.Module, Any, dict[str, Any]]:
+    """(impl, model, its optimizer, cfg) for a full-parameter method on a tiny llama (square attention
+    matrices and 64×32 / 32×64 MLP matrices: both projection sides)."""
+    cfg = method_cfg(name)
+    cfg["params"] = {**cfg["params"], **params}
+    impl = methods.resolve(cfg)
+    model = impl.apply(_tiny_llama(layers), cfg, TINY_DECODER_CFG)
+    return impl, model, impl.optimizer(model, cfg), cfg
+
+
+def _lm_step(model: torch.nn.Module, opt: Any, seed: int = 1) -> dict[str, torch.Tensor]:
+    """One optimizer step; returns the gradients it used."""
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(seed))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return grads
+
+
+def _projected(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if n.startswith("model.layers.") and p.dim() == 2}
+
+
+def prop_galore() -> None:
+    """GaLore: each block matrix's Adam state is r-dimensional (m×r or r×n, never m×n); P spans the top-r
+    singular vectors of the gradient at the projection step; every update lies in span(P) and is
+    α·lr·P·(Adam direction); embeddings and head get full-size Adam."""
+    _, model, opt, cfg = _full_param("galore", rank=3, update_proj_gap=10, scale=2.0)
+    r, scale, lr = 3, 2.0, cfg["optim"]["lr"]
+    mats = _projected(model)
+    assert {n.split(".")[-2] for n in mats} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                "down_proj"}
+    w0 = {n: p.detach().clone() for n, p in mats.items()}
+    grads = _lm_step(model, opt)
+    for _ in range(2):
+        _lm_step(model, opt, seed=2 + _)
+    for n, p in mats.items():
+        st = opt.state[p]
+        basis, right = st["basis"], st["right"]
+        m_, n_ = p.shape
+        assert right == (m_ >= n_)
+        assert st["exp_avg"].shape == ((m_, r) if right else (r, n_)) == st["exp_avg_sq"].shape
+        # P = the top-r singular vectors of the first step's gradient (the gap is not reached yet)
+        u, _, vh = torch.linalg.svd(grads[n], full_matrices=False)
+        ref = vh[:r].T if right else u[:, :r]
+        torch.testing.assert_close((ref.T @ basis).abs().diagonal(), torch.ones(r), atol=1e-4, rtol=0)
+        delta = p.detach() - w0[n]
+        assert delta.norm() > 0
+        inside = delta @ basis @ basis.T if right else basis @ basis.T @ delta
+        torch.testing.assert_close(inside, delta, atol=1e-7, rtol=1e-4)
+    # the first step's size: Adam's first direction is ±1 per coordinate, so |ΔW| = α·lr·|P·sign(PᵀG)|
+    _, model, opt, _ = _full_param("galore", rank=3, update_proj_gap=10, scale=2.0)
+    p = model.get_parameter("model.layers.0.mlp.down_proj.weight")   # 32×64: left projection
+    w0p = p.detach().clone()
+    g = _lm_step(model, opt)["model.layers.0.mlp.down_proj.weight"]
+    basis = opt.state[p]["basis"]
+    low = basis.T @ g
+    expected = -lr * scale * basis @ (low / (low.abs() + 1e-6))
+    torch.testing.assert_close(p.detach() - w0p, expected, atol=1e-8, rtol=1e-4)
+    emb = model.get_parameter("model.embed_tokens.weight")
+    assert opt.state[emb]["exp_avg"].shape == emb.shape
+
+
+def prop_frugal() -> None:
+    """FRUGAL: Adam state only for the r-dimensional projected gradient of each block matrix; the
+    residual G − P PᵀG moves by signSGD: the first step is exactly
+    ΔW = −lr·(P·(PᵀG)/|PᵀG| + λ·sign(G − P PᵀG)), full-rank although the state is low-rank."""
+    _, model, opt, cfg = _full_param("frugal", rank=3, update_gap=2, inactive_lr_scale=0.5)
+    lr, lam = cfg["optim"]["lr"], 0.5
+    mats = _projected(model)
+    w0 = {n: p.detach().clone() for n, p in mats.items()}
+    grads = _lm_step(model, opt)
+    for n, p in mats.items():
+        st = opt.state[p]
+        basis, right = st["basis"], st["right"]
+        g = grads[n]
+        low = g @ basis if right else basis.T @ g
+        assert st["exp_avg"].shape == low.shape and min(low.shape) == 3
+        assert not any(t.shape == p.shape for t in st.values() if isinstance(t, torch.Tensor))
+        adam = low / (low.abs() + 1e-8)   # Adam's first direction, in the subspace
+        adam_back, low_back = (adam @ basis.T, low @ basis.T) if right else (basis @ adam, basis @ low)
+        expected = -lr * (adam_back + lam * torch.sign(g - low_back))
+        delta = p.detach() - w0[n]
+        torch.testing.assert_close(delta, expected, atol=1e-8, rtol=1e-4)
+        assert torch.linalg.matrix_rank(delta) > 3   # full-rank update from rank-3 state
+    # the subspace is recomputed every update_gap steps, with fresh moments (reset_statistics)
+    p = next(iter(mats.values()))
+    old = opt.state[p]["basis"].clone()
+    _lm_step(model, opt, seed=2)
+    assert opt.state[p]["adam_step"] == 2
+    _lm_step(model, opt, seed=3)
+    assert opt.state[p]["adam_step"] == 1 and not torch.allclose(opt.state[p]["basis"], old)
+
+
+def prop_lisa() -> None:
+    """LISA: within a period of K steps only the γ sampled blocks (plus embeddings, final norm, head) get
+    gradients, change, and hold AdamW state; frozen blocks stay bit-identical; at each period boundary
+    γ blocks are sampled again, and over periods the samples differ."""
+    from methods.lisa import active_blocks
+
+    impl, model, opt, _ = _full_param("lisa", layers=6, n_layers=2, interval_steps=3)
+    blocks = model.model.layers
+    outside = [n for n, _ in model.named_parameters() if not n.startswith("model.layers.")]
+    samples, step = [], 0
+    for _period in range(5):
+        active = active_blocks(model)
+        assert len(active) == 2
+        samples.append(tuple(active))
+        frozen = {i: [q.detach().clone() for q in blocks[i].parameters()] for i in range(6) if i not in active}
+        for _ in range(3):
+            grads = _lm_step(model, opt, seed=10 + step)
+            assert {int(n.split(".")[2]) for n in grads if n.startswith("model.layers.")} == set(active)
+            assert set(outside) <= set(grads)   # embeddings, final norm and head: always trained
+            stateful = {i for i in range(6) if any(q in opt.state for q in blocks[i].parameters())}
+            assert stateful == set(active)
+            impl.callback(model, step, 15)
+            step += 1
+            if step % 3:   # not a boundary: the same blocks keep training
+                assert active_blocks(model) == active
+        for i, before in frozen.items():
+            assert all(torch.equal(a, b) for a, b in zip(before, blocks[i].parameters()))
+    assert len(set(samples)) > 1
+
+
 PROPERTIES: dict[str, Callable[[], None]] = {
     name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
 
