@@ -68,7 +68,7 @@ class _Checker:
 
 
 def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
-    from methods import METHOD_KINDS_REGISTRY, OPTIMIZER_NAMES, PEFT_CONFIGS
+    from methods import OPTIMIZER_NAMES, PEFT_CONFIGS, custom_method_names
 
     c.need(m, "method", "name")
     kind = c.choice(m, "method", "kind", METHOD_KINDS)
@@ -88,9 +88,9 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
                     hint = f"did you mean {', '.join(close)}? " if close else ""
                     c.add(f"method.params.{key}: not a field of {PEFT_CONFIGS[ptype].cls_name}; {hint}"
                           f"fields: {', '.join(sorted(known))}")
-    elif kind == "custom" and m.get("name") not in METHOD_KINDS_REGISTRY:
+    elif kind == "custom" and m.get("name") not in custom_method_names():
         c.add(f"method.name: custom method {m.get('name')!r} has no implementation in methods/ "
-              f"(known: {', '.join(sorted(METHOD_KINDS_REGISTRY)) or 'none'})")
+              f"(known: {', '.join(sorted(custom_method_names())) or 'none'})")
     for key in ("r",):
         if key in params:
             c.number(params, "method.params", key, integer=True, positive=True)

@@ -153,6 +153,14 @@ def _discover() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
+def custom_method_names() -> set[str]:
+    """Custom methods known without importing them (validation must not import torch): those already
+    registered plus every methods/<name>.py, which by convention registers the method `name`."""
+    modules = {info.name for info in pkgutil.iter_modules(__path__)
+               if info.name not in _BUILTIN_MODULES and not info.name.startswith("_")}
+    return set(METHOD_KINDS_REGISTRY) | modules
+
+
 def resolve(method_cfg: Mapping[str, Any]) -> MethodImpl:
     """The implementation behind a method YAML."""
     kind = method_cfg["kind"]
