@@ -123,6 +123,9 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
     c.number(optim, "method.optim", "lr", positive=True)
     c.number(optim, "method.optim", "weight_decay", nonneg=True, optional=True)
     c.choice(optim, "method.optim", "name", OPTIMIZER_NAMES, optional=True)
+    if optim.get("name") == "lorafa" and (kind != "peft" or m.get("peft_type") != "lora"):
+        c.add(f"method.optim.name: lorafa freezes LoRA's A and projects B's gradient through it, so it needs "
+              f"a LoRA adapter (kind peft, peft_type lora), not {m.get('peft_type') or kind!r}")
     if optim.get("name") == "loraplus":
         if kind == "peft" and m.get("peft_type") != "lora":
             c.add(f"method.optim.name: loraplus sets B's learning rate apart from A's, so it needs a LoRA "

@@ -109,7 +109,7 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
 }
 
 # Optimizers a method may name in `optim.name` (peft-native hooks in methods/peft_native.py).
-OPTIMIZER_NAMES = ("adamw", "loraplus")
+OPTIMIZER_NAMES = ("adamw", "loraplus", "lorafa")
 MODEL_KINDS = ("encoder", "decoder")
 
 

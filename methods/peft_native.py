@@ -5,6 +5,7 @@ YAML itself, never from the method's name, so a new YAML with the same flag gets
 
 - `params.init_lora_weights: eva` → an `init` hook feeding training batches to peft's EVA (2410.07170).
 - `optim.name: loraplus`          → an `optimizer` hook, peft's LoRA+ optimizer (2402.12354).
+- `optim.name: lorafa`            → peft's LoRA-FA optimizer (2308.03303), with lora_A frozen at apply.
 - `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512).
 """
 from __future__ import annotations
@@ -130,7 +131,38 @@ def adalora_callback(model: Any, step: int, total_steps: int) -> None:
     peft_model.base_model.update_and_allocate(step + 1)
 
 
-OPTIMIZERS = {"loraplus": loraplus_optimizer}
+def lorafa_optimizer(model: Any, method_cfg: Mapping[str, Any]) -> Any:
+    """LoRA-FA (arXiv:2308.03303): A stays frozen at its random init, B trains with AdamW on the
+    projected gradient (r/α)²·g_B·(AAᵀ)⁻¹, so the low-rank update best approximates the full-weight
+    gradient step (peft's create_lorafa_optimizer). Parameters outside the PeftModel that train (a
+    classification head) join as a plain-AdamW group: peft's helper only sees the PeftModel."""
+    from peft.optimizers import create_lorafa_optimizer
+
+    peft_model = peft_model_of(model)
+    params, optim = method_cfg.get("params") or {}, method_cfg.get("optim") or {}
+    lr, wd = float(optim["lr"]), float(optim.get("weight_decay") or 0.0)
+    opt = create_lorafa_optimizer(peft_model, r=int(params["r"]), lora_alpha=params["lora_alpha"], lr=lr,
+                                  weight_decay=wd)
+    inside = {id(p) for p in peft_model.parameters()}
+    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in inside]
+    if rest:
+        opt.add_param_group({"params": [p for _, p in rest], "names": [n for n, _ in rest],
+                             "scaling_factors": [None] * len(rest), "lr": lr, "weight_decay": wd})
+    return opt
+
+
+def apply_lora_frozen_a(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """LoRA with A frozen from the start (LoRA-FA), so trainable counts and capacity solving see B only."""
+    model = apply_peft(backbone, method_cfg, model_cfg)
+    for name, p in model.named_parameters():
+        if "lora_A" in name:
+            p.requires_grad_(False)
+    return model
+
+
+OPTIMIZERS = {"loraplus": loraplus_optimizer, "lorafa": lorafa_optimizer}
+# an optimizer that also decides what trains builds on its own apply
+APPLIES = {"lorafa": apply_lora_frozen_a}
 INITS = {"eva": init_eva}
 CALLBACKS = {"adalora": adalora_callback}
 
@@ -139,7 +171,7 @@ def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
     """The peft-native implementation with the hooks this YAML asks for."""
     init = (method_cfg.get("params") or {}).get("init_lora_weights")
     optim_name = (method_cfg.get("optim") or {}).get("name")
-    return MethodImpl(name="peft-native", apply=apply_peft,
+    return MethodImpl(name="peft-native", apply=APPLIES.get(optim_name, apply_peft),
                       init=INITS.get(init) if isinstance(init, str) else None,
                       optimizer=OPTIMIZERS.get(optim_name) if optim_name else None,
                       callback=CALLBACKS.get(method_cfg.get("peft_type")))

@@ -196,6 +196,42 @@ def prop_adalora() -> None:
     assert live_rank() <= cfg["params"]["target_r"] * n_layers < cfg["params"]["init_r"] * n_layers
 
 
+def prop_lorafa() -> None:
+    """LoRA-FA: A is frozen at its random init and never moves; B's first AdamW step follows the
+    projected gradient ĝ_B = g_B·(AAᵀ)⁻¹/s² (not g_B itself); a classification head still trains."""
+    from harness.train import EncoderClassifier
+    from methods.peft_native import impl_for
+
+    model, _, cfg = build("lorafa")
+    clf = EncoderClassifier(model, 32, 2, "mean")
+    opt = impl_for(cfg).optimizer(clf, cfg)
+    lyr = layer(model)
+    a, b = lyr.lora_A["default"].weight, lyr.lora_B["default"].weight
+    assert not a.requires_grad and b.requires_grad
+    a0, head0 = a.detach().clone(), clf.classifier.weight.detach().clone()
+    with torch.no_grad():   # a trained-like B (B = 0 at init); A is frozen either way
+        b.normal_(0, 0.01, generator=torch.Generator().manual_seed(0))
+    b0 = b.detach().clone()
+    ids = torch.randint(0, 100, (4, 8), generator=torch.Generator().manual_seed(1))
+    loss = torch.nn.functional.cross_entropy(clf(ids, torch.ones_like(ids)), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    g_b = b.grad.detach().clone()
+    opt.step()
+    assert torch.equal(a.detach(), a0)
+    assert not torch.equal(clf.classifier.weight.detach(), head0)
+    s = lyr.scaling["default"]
+    proj = g_b @ torch.linalg.pinv(a0 @ a0.T) / s**2
+    step = b.detach() - b0
+    lr = cfg["optim"]["lr"]
+    # Adam's first step is ±lr per coordinate in the direction of the gradient it was given
+    agree_proj = (torch.sign(step) == -torch.sign(proj)).float().mean()
+    agree_raw = (torch.sign(step) == -torch.sign(g_b)).float().mean()
+    assert agree_proj > 0.97 and agree_raw < 0.9, (agree_proj, agree_raw)
+    # ... exactly lr·ĝ/(|ĝ| + ε/√(1-β2)) (peft's ε sits outside the bias correction; it computes ĝ under
+    # bf16 autocast: a loose tolerance)
+    torch.testing.assert_close(step, -lr * proj / (proj.abs() + 1e-6 / (1 - 0.999) ** 0.5), atol=lr * 0.05, rtol=0)
+
+
 # ------------------------------------------------------------------------- other peft tuners
 def prop_vera() -> None:
     """VeRA: the frozen random A, B are one pair shared by every layer; only d and b train."""
