@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,15 +149,40 @@ def count_params(model: nn.Module) -> tuple[int, int, int]:
     return trainable, total, nbytes
 
 
-def build_model(spec: JobSpec, loaded: LoadedModel, num_labels: int | None) -> nn.Module:
-    """Apply the method to the backbone; for classify tasks put the head on top."""
+def build_model(spec: JobSpec, loaded: LoadedModel, num_labels: int | None, *,
+                batches: Iterable[Mapping[str, torch.Tensor]] | None = None,
+                device: torch.device | None = None) -> nn.Module:
+    """Apply the method to the backbone; for classify tasks put the head on top.
+
+    A method with a `prepare` hook (CorDA, LoRA-GA) first calibrates the bare backbone on training
+    `batches` (CPU batches, moved to `device`), with the loss training will use: so for a classify task
+    the head is built first and the prepared, adapted backbone goes under it."""
     import methods
 
     impl = methods.resolve(spec.method)
-    backbone = impl.apply(loaded.backbone, spec.method, spec.model)
-    if spec.task["protocol"] == "classify":
+    protocol = spec.task["protocol"]
+
+    def with_head(backbone: nn.Module) -> nn.Module:
         hidden = int(loaded.backbone.config.hidden_size)
         return EncoderClassifier(backbone, hidden, int(num_labels or 2), spec.model["pooling"])
+
+    if impl.prepare is None:
+        backbone = impl.apply(loaded.backbone, spec.method, spec.model)
+        return with_head(backbone) if protocol == "classify" else backbone
+    if batches is None:
+        raise ValueError(f"method {spec.method['name']!r} prepares the backbone on training data: "
+                         "build_model needs batches")
+    device = device or torch.device("cpu")
+    model = (with_head(loaded.backbone) if protocol == "classify" else loaded.backbone).to(device)
+    impl.prepare(loaded.backbone, spec.method, spec.model,
+                 ({k: v.to(device) for k, v in b.items()} for b in batches),
+                 lambda batch: loss_of(model, batch, protocol))
+    for p in model.parameters():   # calibration gradients (LoRA-GA's, the head's) are not a training step
+        p.grad = None
+    backbone = impl.apply(loaded.backbone, spec.method, spec.model)
+    if protocol == "classify":
+        model.encoder = backbone
+        return model
     return backbone
 
 
@@ -392,10 +417,6 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         from dataclasses import replace
 
         spec = replace(spec, method=method)
-    set_seed(spec.seed)   # the head and the adapters start from the same RNG state for every method
-    model = build_model(spec, loaded, task.get("num_labels")).to(device)
-    res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
-
     train_examples = list(data.train)
     if budget.get("train_size"):
         train_examples = random.Random(spec.seed).sample(train_examples,
@@ -405,6 +426,12 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     batch_size = int(budget["batch_size"])
     if len(train_examples) < batch_size:
         raise ValueError(f"task {task['name']}: {len(train_examples)} training examples < batch size {batch_size}")
+
+    set_seed(spec.seed)   # the head and the adapters start from the same RNG state for every method
+    model = build_model(spec, loaded, task.get("num_labels"), device=device,
+                        batches=(make_batch(tokenizer, b, max_len)
+                                 for b in batch_stream(train_examples, batch_size, spec.seed))).to(device)
+    res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
 
     # 3. optimizer and schedule
     import methods

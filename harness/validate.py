@@ -100,6 +100,13 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
     for key in ("lora_dropout", "vera_dropout"):
         if key in params:
             c.number(params, "method.params", key, nonneg=True, upper=1.0, upper_open=True)
+    calibration = m.get("calibration")
+    if calibration is not None:
+        if not isinstance(calibration, Mapping):
+            c.add("method.calibration: must be a mapping (batches: how many training batches a data-dependent "
+                  "init reads before the adapter is built)")
+        else:
+            c.number(calibration, "method.calibration", "batches", integer=True, positive=True)
     knob = m.get("capacity_knob")
     if knob is not None and knob not in params:
         c.add(f"method.capacity_knob: {knob!r} is not a key of method.params "

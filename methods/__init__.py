@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -123,6 +123,12 @@ class MethodImpl:
     optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore).
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
                step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling).
+    prepare:   optional data-dependent preparation of the *bare* backbone before apply, for inits that
+               peft computes before get_peft_model (CorDA's covariances, LoRA-GA's gradients):
+               (backbone, method_cfg, model_cfg, batches, loss). `batches` iterates training batches on
+               the model's device; `loss(batch)` is the loss training will use (a classify task's head
+               included). apply must still work on an unprepared backbone (capacity counting builds
+               adapters without data) and build the same parameters there.
     """
 
     name: str
@@ -130,6 +136,7 @@ class MethodImpl:
     init: Callable[[Any, Any], None] | None = None
     optimizer: Callable[[Any, Mapping[str, Any]], Any] | None = None
     callback: Callable[[Any, int, int], None] | None = None
+    prepare: Callable[[Any, Mapping[str, Any], Mapping[str, Any], Iterator[Any], Callable[[Any], Any]], None] | None = None
 
 
 # Custom methods (kind: custom) by YAML name; filled by methods/<name>.py on import.

@@ -4,6 +4,8 @@ A peft-native method is one YAML. What some of them need beyond `get_peft_model`
 YAML itself, never from the method's name, so a new YAML with the same flag gets the same hook:
 
 - `params.init_lora_weights: eva` → an `init` hook feeding training batches to peft's EVA (2410.07170).
+- `params.init_lora_weights: corda` / `lora_ga` → a `prepare` hook calibrating the bare backbone on
+  training batches before get_peft_model (peft's preprocess_corda / preprocess_loraga).
 - `optim.name: loraplus`          → an `optimizer` hook, peft's LoRA+ optimizer (2402.12354).
 - `optim.name: lorafa`            → peft's LoRA-FA optimizer (2308.03303), with lora_A frozen at apply.
 - `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512).
@@ -29,7 +31,6 @@ def build_peft_config(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any
     every architecture (query/value on BERT, q_proj/v_proj on llama). A method YAML without the key
     (IA3, prompt learning) leaves the choice to peft's own per-architecture defaults.
     """
-    import peft
 
     entry = PEFT_CONFIGS[method_cfg["peft_type"]]
     params = dict(method_cfg.get("params") or {})
@@ -37,12 +38,19 @@ def build_peft_config(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any
         params["target_modules"] = list(model_cfg["target_modules"])
     for key, cls_name in SUB_CONFIGS.items():
         if isinstance(params.get(key), Mapping):
-            params[key] = getattr(peft, cls_name)(**params[key])
+            params[key] = _sub_config_class(cls_name)(**params[key])
     if method_cfg["peft_type"] == "adalora" and not params.get("total_step"):
         params["total_step"] = _ADALORA_PLACEHOLDER_STEPS
     if model_cfg["kind"] == "decoder":
         params.setdefault("task_type", "CAUSAL_LM")
     return entry.load()(**params)
+
+
+def _sub_config_class(cls_name: str) -> type:
+    import peft
+    import peft.tuners.lora.config as lora_config  # CordaConfig is not exported at peft's top level
+
+    return getattr(peft, cls_name, None) or getattr(lora_config, cls_name)
 
 
 def apply_peft(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
@@ -160,6 +168,85 @@ def apply_lora_frozen_a(backbone: Any, method_cfg: Mapping[str, Any], model_cfg:
     return model
 
 
+# ------------------------------------------------------------- preparation before get_peft_model
+# CorDA and LoRA-GA compute their init from data on the bare backbone (peft's preprocess_* functions
+# attach the results to the target modules); get_peft_model then reads them. `prepare` hooks run them;
+# apply on an unprepared backbone (capacity counting: no data) builds the same LoRA parameters with the
+# data-free init, so the count is right and no data is needed.
+PREPARED = "peftbench_prepared"   # set on the backbone by a prepare hook, read by apply_prepared
+DEFAULT_CALIBRATION_BATCHES = 8
+
+
+def calibration_batches(method_cfg: Mapping[str, Any]) -> int:
+    """How many training batches a prepare hook reads (method YAML `calibration.batches`)."""
+    return int((method_cfg.get("calibration") or {}).get("batches", DEFAULT_CALIBRATION_BATCHES))
+
+
+def single_examples(batch: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    """A batch as one-example batches without their padding (CorDA's covariance hook reads one
+    sequence per call, and padding positions are not data)."""
+    mask = batch["attention_mask"].bool()
+    for i in range(mask.shape[0]):
+        yield {k: (v[i][mask[i]] if v.dim() == 2 and v.shape == mask.shape else v[i]).unsqueeze(0)
+               for k, v in batch.items()}
+
+
+def prepare_corda(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any],
+                  batches: Iterable[Mapping[str, Any]], loss: Any) -> None:
+    """CorDA (arXiv:2406.05223): each target layer's input covariance C is gathered over calibration
+    examples, then W0·C is decomposed (peft's preprocess_corda); IPM builds the adapter from its top-r
+    components (task context), KPM from the bottom-r (world knowledge kept in the frozen residual)."""
+    import itertools
+
+    import torch
+    from peft.tuners.lora.corda import preprocess_corda
+
+    taken = list(itertools.islice(batches, calibration_batches(method_cfg)))
+
+    @torch.no_grad()
+    def run_model() -> None:
+        for batch in taken:
+            for example in single_examples(batch):
+                loss(example)
+
+    preprocess_corda(backbone, build_peft_config(method_cfg, model_cfg), run_model=run_model)
+    setattr(backbone, PREPARED, True)
+
+
+def prepare_loraga(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any],
+                   batches: Iterable[Mapping[str, Any]], loss: Any) -> None:
+    """LoRA-GA (arXiv:2407.05000): the full-weight gradient G of each target layer is averaged over
+    calibration batches (peft's preprocess_loraga); get_peft_model then sets A, B from G's singular
+    vectors so the first LoRA step approximates full fine-tuning's, with W0 offset so f is unchanged."""
+    import itertools
+
+    from peft import preprocess_loraga
+
+    taken = list(itertools.islice(batches, calibration_batches(method_cfg)))
+
+    def train_step() -> None:
+        for batch in taken:
+            loss(batch).backward()
+
+    preprocess_loraga(backbone, build_peft_config(method_cfg, model_cfg), train_step)
+    setattr(backbone, PREPARED, True)
+
+
+def apply_prepared(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """get_peft_model after a prepare hook; on an unprepared backbone (capacity counting) the same
+    LoRA parameters with LoRA's data-free init."""
+    if getattr(backbone, PREPARED, False):
+        delattr(backbone, PREPARED)
+        return apply_peft(backbone, method_cfg, model_cfg)
+    counting = {**method_cfg, "params": {**(method_cfg.get("params") or {}), "init_lora_weights": True}}
+    for key in ("corda_config", "lora_ga_config"):
+        counting["params"].pop(key, None)
+    return apply_peft(backbone, counting, model_cfg)
+
+
+PREPARES = {"corda": prepare_corda, "lora_ga": prepare_loraga}
+
+
 OPTIMIZERS = {"loraplus": loraplus_optimizer, "lorafa": lorafa_optimizer}
 # an optimizer that also decides what trains builds on its own apply
 APPLIES = {"lorafa": apply_lora_frozen_a}
@@ -171,8 +258,9 @@ def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
     """The peft-native implementation with the hooks this YAML asks for."""
     init = (method_cfg.get("params") or {}).get("init_lora_weights")
     optim_name = (method_cfg.get("optim") or {}).get("name")
-    return MethodImpl(name="peft-native", apply=APPLIES.get(optim_name, apply_peft),
-                      init=INITS.get(init) if isinstance(init, str) else None,
+    prepare = PREPARES.get(init) if isinstance(init, str) else None
+    return MethodImpl(name="peft-native", apply=apply_prepared if prepare else APPLIES.get(optim_name, apply_peft),
+                      init=INITS.get(init) if isinstance(init, str) else None, prepare=prepare,
                       optimizer=OPTIMIZERS.get(optim_name) if optim_name else None,
                       callback=CALLBACKS.get(method_cfg.get("peft_type")))
 

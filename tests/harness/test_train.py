@@ -122,3 +122,28 @@ def test_checkpoint_resumes_a_method_optimizer_bit_identically(name, tmp_path):
     if name in ("galore", "frugal"):   # the projector survived the round trip and is r-dimensional
         assert any("basis" in s and s["exp_avg"].shape[1 if s["right"] else 0] == cfg["params"]["rank"]
                    for s in states)
+
+
+def test_build_model_prepares_the_backbone_under_the_classify_head():
+    """A method with a prepare hook (LoRA-GA) calibrates with the classify loss, head included: the
+    head is built first and the adapted backbone goes under it; no calibration gradient is left over."""
+    import types
+
+    from harness.train import EncoderClassifier, build_model
+    from methods.peft_native import peft_model_of
+    from tests.methods.test_registry import TINY_ENCODER_CFG, method_cfg, tiny_bert
+
+    cfg = method_cfg("lora_ga")
+    cfg["calibration"] = {"batches": 2}
+    g = torch.Generator().manual_seed(0)
+    batches = iter([{"input_ids": torch.randint(0, 100, (4, 8), generator=g),
+                     "attention_mask": torch.ones(4, 8, dtype=torch.long), "labels": torch.tensor([0, 1, 1, 0])}
+                    for _ in range(3)])
+    spec = types.SimpleNamespace(method=cfg, model=TINY_ENCODER_CFG, task={"protocol": "classify"})
+    model = build_model(spec, types.SimpleNamespace(backbone=tiny_bert()), 2, batches=batches)
+    assert isinstance(model, EncoderClassifier) and peft_model_of(model) is model.encoder
+    assert len(list(batches)) == 1   # it read the configured number of batches
+    assert all(p.grad is None for p in model.parameters())
+    assert model.classifier.weight.requires_grad
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)   # gradient-derived B, not LoRA's zeros

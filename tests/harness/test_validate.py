@@ -64,6 +64,7 @@ BAD = [
     (["method=galore", "budget.trainable_params=1000"], "budget.trainable_params", ["galore", "capacity knob"]),
     (["method=galore", "method.name=nosuch"], "method.name", ["'nosuch'", "no implementation", "galore", "lisa"]),
     (["method=vera", "+method.optim.name=lorafa"], "method.optim.name", ["lorafa", "peft_type lora", "'vera'"]),
+    (["method=corda", "method.calibration.batches=0"], "method.calibration.batches", ["> 0"]),
     (["method=lisa", "method.info.trains_base=yes"], "method.info.trains_base", ["'yes'", "true or false"]),
     (["seed=-1"], "seed", ["-1", "integer >= 0"]),
     (["seed=abc"], "seed", ["'abc'", "integer >= 0"]),

@@ -232,6 +232,85 @@ def prop_lorafa() -> None:
     torch.testing.assert_close(step, -lr * proj / (proj.abs() + 1e-6 / (1 - 0.999) ** 0.5), atol=lr * 0.05, rtol=0)
 
 
+def _prepared(name: str, n_batches: int = 4) -> tuple[torch.nn.Module, torch.nn.Module, list[dict[str, Any]], Any]:
+    """(model, untouched backbone copy, calibration batches, cfg): a data-prepared method built the way
+    train() builds it (harness.train.build_model on a tiny llama, LM loss, no dropout)."""
+    import types
+
+    from harness.train import build_model
+
+    cfg = method_cfg(name)
+    cfg["calibration"] = {"batches": n_batches}
+    g = torch.Generator().manual_seed(7)
+    batches = []
+    for _ in range(n_batches + 2):   # more than it may read
+        ids = torch.randint(0, 100, (3, 8), generator=g)
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    backbone = tiny_llama()
+    base = copy.deepcopy(backbone)
+    spec = types.SimpleNamespace(method=cfg, model=TINY_DECODER_CFG, task={"protocol": "generate"})
+    model = build_model(spec, types.SimpleNamespace(backbone=backbone), None, batches=iter(batches))
+    assert all(p.grad is None for p in model.parameters()), "calibration gradients leaked into training"
+    return model, base, batches[:n_batches], cfg
+
+
+QD = "model.layers.0.self_attn.q_proj"   # the first adapted layer of the tiny llama
+
+
+def prop_lora_ga() -> None:
+    """LoRA-GA: with G the full-weight gradient averaged over the calibration batches, A's rows are G's
+    top-r right singular vectors and B lies in the next r left singular directions (ArB2r); W0 is offset
+    so the model is unchanged at init."""
+    model, base, batches, cfg = _prepared("lora_ga")
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-5, rtol=1e-4)
+    ref = copy.deepcopy(base)
+    for b in batches:
+        ref(**b).loss.backward()
+    grad = ref.get_submodule(QD).weight.grad / len(batches)
+    u, _, vh = torch.linalg.svd(grad)
+    r = cfg["params"]["r"]
+    lyr = model.get_submodule(f"base_model.model.{QD}")
+    a, b = lyr.lora_A["default"].weight.detach(), lyr.lora_B["default"].weight.detach()
+    top_v = vh[:r]
+    torch.testing.assert_close(a @ top_v.T @ top_v, a, atol=1e-4, rtol=1e-3)   # rows of A in span(V_r)
+    torch.testing.assert_close(a @ a.T, torch.eye(r), atol=1e-4, rtol=0)
+    assert float((u[:, :r].T @ b).norm()) < 1e-4 * float(b.norm())   # B ⟂ the top-r left directions
+    nxt = u[:, r:2 * r]
+    torch.testing.assert_close(nxt @ nxt.T @ b, b, atol=1e-4, rtol=1e-3)
+
+
+def prop_corda() -> None:
+    """CorDA (IPM): with C the covariance of the layer's inputs over the calibration examples, B spans
+    the top-r left singular vectors of W0·C (not of W0 alone); residual + s·BA = W0, so the model is
+    unchanged at init."""
+    model, base, batches, cfg = _prepared("corda")
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-4, rtol=1e-3)
+    cov = torch.zeros(32, 32)
+
+    def hook(_mod: Any, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+        nonlocal cov
+        x = inputs[0].detach().squeeze(0).float()
+        x = x / torch.max(x).abs()   # peft normalises each example by its largest entry
+        cov += x.T @ x
+
+    ref = copy.deepcopy(base)
+    handle = ref.get_submodule(QD).register_forward_hook(hook)
+    with torch.no_grad():
+        for b in batches:
+            for i in range(b["input_ids"].shape[0]):   # one example at a time, as CorDA's hook reads
+                ref(input_ids=b["input_ids"][i:i + 1])
+    handle.remove()
+    cov = cov + torch.eye(32) * cov.diagonal().mean() * 0.01   # peft's damping (first try suffices here)
+    w0 = base_weight(base, QD)
+    r = cfg["params"]["r"]
+    u_wc = torch.linalg.svd(w0 @ cov)[0][:, :r]
+    lyr = model.get_submodule(f"base_model.model.{QD}")
+    b = lyr.lora_B["default"].weight.detach()
+    torch.testing.assert_close(u_wc @ u_wc.T @ b, b, atol=1e-4, rtol=1e-3)
+    ba = lyr.scaling["default"] * b @ lyr.lora_A["default"].weight.detach()
+    torch.testing.assert_close(lyr.base_layer.weight.detach() + ba, w0, atol=1e-5, rtol=1e-4)
+
+
 # ------------------------------------------------------------------------- other peft tuners
 def prop_vera() -> None:
     """VeRA: the frozen random A, B are one pair shared by every layer; only d and b train."""
