@@ -21,7 +21,8 @@ SWEEPS_DIR = PROJECT_ROOT / "sweeps"
 SEMANTIC_KEYS = ("method", "model", "task", "budget", "seed")
 # Model fields that say *where* weights come from, not *which* weights: kept out of the signature
 # so a hub load and a local copy of the same revision are one experiment.
-_MODEL_LOCATION_KEYS = ("source", "package")
+# `target_widths` describes the weights (their shapes, for validation), it does not choose them.
+_MODEL_LOCATION_KEYS = ("source", "package", "target_widths")
 # Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
 # method's one-line description must not re-run its experiments.
 _METHOD_INFO_KEYS = ("info",)

@@ -159,6 +159,12 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
     if not isinstance(tm, list) or not tm or not all(isinstance(t, str) for t in tm):
         c.add(f"model.target_modules: {tm!r} must be a non-empty list of module names")
     c.number(m, "model", "max_seq_len", integer=True, positive=True)
+    widths = m.get("target_widths")
+    if widths is not None and (not isinstance(widths, Mapping) or not all(
+            isinstance(w, list) and len(w) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                        for x in w) for w in widths.values())):
+        c.add(f"model.target_widths: {widths!r} must map module names to [in_features, out_features] "
+              "(positive integers)")
 
 
 def _check_task(c: _Checker, t: Mapping[str, Any]) -> None:
@@ -196,6 +202,48 @@ def _check_budget(c: _Checker, b: Mapping[str, Any]) -> None:
         c.add(str(exc))
 
 
+# Block sizes that must divide a target layer's width, by peft_type: (param, widths it must divide, why).
+# peft raises on some of these only once the model is loaded, and silently changes OFT's block size.
+DIVIDES_WIDTHS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
+    "c3a": [("block_size", ("in", "out"), "C3A's circulant blocks tile ΔW (out×in)")],
+    "vblora": [("vector_length", ("in", "out"), "VB-LoRA's A and B rows are cut into bank vectors of this length")],
+    "oft": [("oft_block_size", ("in",),
+             "OFT's block-diagonal rotation acts on the input features (peft would silently pick another size)")],
+    "boft": [("boft_block_size", ("in",), "BOFT's butterfly blocks act on the input features"),
+             ("boft_block_num", ("in",), "BOFT's butterfly blocks act on the input features")],
+}
+
+
+def _check_block_sizes(c: _Checker, method: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """A method's block size must divide every targeted width (model.target_widths: [in, out])."""
+    rules = DIVIDES_WIDTHS.get(method.get("peft_type")) if method.get("kind") == "peft" else None
+    widths = model.get("target_widths")
+    params = method.get("params") or {}
+    if not rules or not isinstance(widths, Mapping) or not isinstance(params, Mapping):
+        return
+    if "target_modules" not in params:   # peft's own per-architecture choice: known only at load
+        return
+    targets = params["target_modules"]
+    if targets is None:   # null → the model's default targets, whose widths the model YAML gives
+        targets = model.get("target_modules") or []
+    if not isinstance(targets, list):   # a regex or 'all-linear': which layers it hits is known only at load
+        return
+    for key, sides, why in rules:
+        size = params.get(key)
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            continue
+        bad = []
+        for t in targets:
+            w = widths.get(t)
+            if isinstance(w, list) and len(w) == 2:
+                bad += [f"{t} {side}_features={w[i]}" for i, side in ((0, "in"), (1, "out"))
+                        if side in sides and isinstance(w[i], int) and w[i] % size]
+        if bad:
+            c.add(f"method.params.{key}: {size} does not divide the width of model {model.get('name')!r}'s "
+                  f"target layers: {', '.join(bad)}; {why}, so it must divide "
+                  f"{' and '.join(f'{s}_features' for s in sides)}")
+
+
 def _section(c: _Checker, cfg: Mapping[str, Any], key: str, check: Callable[[_Checker, Mapping], None]) -> bool:
     block = cfg.get(key)
     if not isinstance(block, Mapping):
@@ -230,6 +278,8 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
                   f"{kind}"
                   + (f" and task protocol {cfg['task'].get('protocol')!r} needs one"
                      if ok["task"] and PROTOCOL_MODEL_KIND.get(cfg["task"].get("protocol")) == kind else ""))
+    if ok["method"] and ok["model"]:
+        _check_block_sizes(c, cfg["method"], cfg["model"])
     if ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params"):
         info = cfg["method"].get("info") if isinstance(cfg["method"].get("info"), Mapping) else {}
         if cfg["method"].get("kind") == "full" or info.get("trains_base") is True:
