@@ -101,6 +101,13 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
     "waveft": PeftConfigEntry("WaveFTConfig"),
     "delora": PeftConfigEntry("DeloraConfig"),
     "tinylora": PeftConfigEntry("TinyLoraConfig"),
+    "hira": PeftConfigEntry("HiraConfig"),
+    "glora": PeftConfigEntry("GloraConfig"),
+    "lily": PeftConfigEntry("LilyConfig"),
+    "pvera": PeftConfigEntry("PveraConfig"),
+    "unilora": PeftConfigEntry("UniLoraConfig"),
+    "beft": PeftConfigEntry("BeftConfig"),
+    "supertuning": PeftConfigEntry("SupertuningConfig"),
     # prompt learning: virtual tokens / prefixes, decoders only (method info.applies_to)
     "prompt_tuning": PeftConfigEntry("PromptTuningConfig"),
     "prefix_tuning": PeftConfigEntry("PrefixTuningConfig"),

@@ -533,6 +533,109 @@ def prop_tinylora() -> None:
     assert per_layer and max(per_layer) <= cfg["params"]["u"]
 
 
+def prop_hira() -> None:
+    """HiRA: ΔW = W0 ⊙ (B·A): zero at init (B = 0), and high-rank although B·A has rank r."""
+    model, base, cfg = build("hira")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.3)
+    lyr = layer(model)
+    ba = (lyr.hira_B["default"] @ lyr.hira_A["default"]).detach()
+    delta = merged_weight(model) - base_weight(base)
+    torch.testing.assert_close(delta, base_weight(base) * ba, atol=1e-6, rtol=1e-4)
+    assert torch.linalg.matrix_rank(delta) > cfg["params"]["r"]
+
+
+def prop_glora() -> None:
+    """GLoRA: W = W0 + W0 ⊙ A + B (A, B low-rank paths here), zero at init."""
+    model, base, cfg = build("glora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.3)
+    lyr = layer(model)
+    a = (lyr.glora_A["default"].Xd @ lyr.glora_A["default"].Xu).detach()
+    b = (lyr.glora_B["default"].Xd @ lyr.glora_B["default"].Xu).detach()
+    assert a.shape == b.shape == (32, 32) and cfg["params"]["config_A_B"] == "lora"
+    torch.testing.assert_close(merged_weight(model) - base_weight(base), base_weight(base) * a + b,
+                               atol=1e-6, rtol=1e-4)
+
+
+def prop_lily() -> None:
+    """Lily: adjacent layers (stride_A of them) share one A; the B experts are one set shared by every
+    layer of a kind, mixed by each layer's own router."""
+    model, _, _ = build("lily", stride_A=2)
+    def mods(kind: str) -> list[Any]:
+        return [m for n, m in model.named_modules() if n.endswith(kind) and hasattr(m, "lily_A")]
+
+    for kind in ("query", "value"):
+        ms = mods(kind)
+        assert len(ms) == 2
+        assert ms[0].lily_A["default"].weight.data_ptr() == ms[1].lily_A["default"].weight.data_ptr()
+        assert ms[0].lily_B["default"].weight.data_ptr() == ms[1].lily_B["default"].weight.data_ptr()
+        assert ms[0].lily_router["default"].weight.data_ptr() != ms[1].lily_router["default"].weight.data_ptr()
+    apart, _, _ = build("lily", stride_A=1)
+    ms = [m for n, m in apart.named_modules() if n.endswith("query") and hasattr(m, "lily_A")]
+    assert ms[0].lily_A["default"].weight.data_ptr() != ms[1].lily_A["default"].weight.data_ptr()
+
+
+def prop_pvera() -> None:
+    """PVeRA: one frozen random A, B pair shared by all layers, only the scaling vectors train; the
+    adapter samples z = μ + ε·σ in training (two passes differ) and uses μ at inference."""
+    model, _, _ = build("pvera")
+    layers = [m for m in model.modules() if hasattr(m, "pvera_lambda_d") and "default" in m.pvera_lambda_d]
+    assert len(layers) == 4
+    assert len({(m.pvera_A["default"].data_ptr(), m.pvera_B["default"].data_ptr()) for m in layers}) == 1
+    assert all("pvera_lambda" in n for n in trainable_names(model))
+    randomize(model, 1.0)
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    model.train()
+    with torch.no_grad():
+        a, b = (model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state for _ in range(2))
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(outputs(model), outputs(model))
+
+
+def prop_unilora() -> None:
+    """Uni-LoRA: one trainable vector θ_d for the whole model; every layer's A and B are θ_d read at fixed
+    indices times fixed scales, and ΔW = B·A."""
+    model, base, cfg = build("unilora")
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) == 1 and params[0].numel() == cfg["params"]["theta_d_length"]
+    randomize(model, 0.5)
+    theta = params[0].detach()
+    lyr = layer(model)
+    a = theta[lyr.unilora_indices_A["default"]] * lyr.unilora_scales_A["default"]
+    b = theta[lyr.unilora_indices_B["default"]] * lyr.unilora_scales_B["default"]
+    assert a.shape == (cfg["params"]["r"], 32) and b.shape == (32, cfg["params"]["r"])
+    torch.testing.assert_close(merged_weight(model) - base_weight(base), b @ a, atol=1e-6, rtol=1e-4)
+
+
+def prop_beft() -> None:
+    """BEFT: only an output bias of the value projections trains; the weights never change, and the
+    layer's output moves by exactly that bias, for any input."""
+    model, base, _ = build("beft")
+    names = trainable_names(model)
+    assert names and all("value" in n and "beft_bias" in n for n in names)
+    randomize(model, 0.5)
+    path = "encoder.layer.0.attention.self.value"
+    lyr = model.get_submodule(f"base_model.model.{path}")
+    x = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        shift = lyr(x) - base.get_submodule(path)(x)
+    torch.testing.assert_close(shift, lyr.beft_bias["default"].detach().flatten().expand(3, 32))
+    torch.testing.assert_close(lyr.base_layer.weight, base_weight(base, path))
+
+
+def prop_supertuning() -> None:
+    """Super-Tuning: ΔW is non-zero exactly on the (1 − sparsity) largest-magnitude entries of W0."""
+    model, base, cfg = build("supertuning")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 1.0)
+    delta = merged_weight(model) - base_weight(base)
+    k = round((1 - cfg["params"]["sparsity"]) * 32 * 32)
+    top = torch.zeros(32 * 32, dtype=torch.bool)
+    top[base_weight(base).abs().flatten().topk(k).indices] = True
+    assert torch.equal(delta.flatten() != 0, top)
+
+
 # ----------------------------------------------------------------------------- prompt learning
 def _decoder_virtual(name: str) -> tuple[Any, int]:
     model, _, cfg = build(name, kind="decoder")
