@@ -101,7 +101,6 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
     "waveft": PeftConfigEntry("WaveFTConfig"),
     "delora": PeftConfigEntry("DeloraConfig"),
     "tinylora": PeftConfigEntry("TinyLoraConfig"),
-    "hira": PeftConfigEntry("HiraConfig"),
     "glora": PeftConfigEntry("GloraConfig"),
     "lily": PeftConfigEntry("LilyConfig"),
     "pvera": PeftConfigEntry("PveraConfig"),

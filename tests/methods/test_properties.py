@@ -533,18 +533,6 @@ def prop_tinylora() -> None:
     assert per_layer and max(per_layer) <= cfg["params"]["u"]
 
 
-def prop_hira() -> None:
-    """HiRA: ΔW = W0 ⊙ (B·A): zero at init (B = 0), and high-rank although B·A has rank r."""
-    model, base, cfg = build("hira")
-    torch.testing.assert_close(outputs(model), outputs(base))
-    randomize(model, 0.3)
-    lyr = layer(model)
-    ba = (lyr.hira_B["default"] @ lyr.hira_A["default"]).detach()
-    delta = merged_weight(model) - base_weight(base)
-    torch.testing.assert_close(delta, base_weight(base) * ba, atol=1e-6, rtol=1e-4)
-    assert torch.linalg.matrix_rank(delta) > cfg["params"]["r"]
-
-
 def prop_glora() -> None:
     """GLoRA: W = W0 + W0 ⊙ A + B (A, B low-rank paths here), zero at init."""
     model, base, cfg = build("glora")
