@@ -91,6 +91,9 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
     elif kind == "custom" and m.get("name") not in custom_method_names():
         c.add(f"method.name: custom method {m.get('name')!r} has no implementation in methods/ "
               f"(known: {', '.join(sorted(custom_method_names())) or 'none'})")
+    if kind == "peft" and m.get("peft_type") == "poly" and params.get("n_tasks", 1) != 1:
+        c.add(f"method.params.n_tasks: {params.get('n_tasks')!r} must be 1: a job trains one task, and every "
+              "example is routed as task 0")
     for key in ("r",):
         if key in params:
             c.number(params, "method.params", key, integer=True, positive=True)

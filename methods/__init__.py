@@ -107,6 +107,8 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
     "unilora": PeftConfigEntry("UniLoraConfig"),
     "beft": PeftConfigEntry("BeftConfig"),
     "supertuning": PeftConfigEntry("SupertuningConfig"),
+    "peanut": PeftConfigEntry("PeanutConfig"),
+    "poly": PeftConfigEntry("PolyConfig"),
     # prompt learning: virtual tokens / prefixes, decoders only (method info.applies_to)
     "prompt_tuning": PeftConfigEntry("PromptTuningConfig"),
     "prefix_tuning": PeftConfigEntry("PrefixTuningConfig"),

@@ -9,6 +9,7 @@ YAML itself, never from the method's name, so a new YAML with the same flag gets
 - `optim.name: loraplus`          → an `optimizer` hook, peft's LoRA+ optimizer (2402.12354).
 - `optim.name: lorafa`            → peft's LoRA-FA optimizer (2308.03303), with lora_A frozen at apply.
 - `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512).
+- `peft_type: poly`               → an `apply` that routes every example as task 0 (one job, one task).
 """
 from __future__ import annotations
 
@@ -247,9 +248,31 @@ def apply_prepared(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapp
 PREPARES = {"corda": prepare_corda, "lora_ga": prepare_loraga}
 
 
+def apply_single_task_poly(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """Poly (arXiv:2202.13914) and MHR (arXiv:2211.03831) route each example by its task id; a benchmark
+    job is one task, so every example is task 0 (validation holds n_tasks to 1): a pre-hook on each Poly
+    layer supplies task_ids when the caller passes none, so the model takes the harness's plain batches."""
+    import torch
+    from peft.tuners.poly.layer import Linear as PolyLinear
+
+    def task_zero(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if kwargs.get("task_ids") is None:
+            x = args[0] if args else kwargs["x"]
+            kwargs["task_ids"] = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return args, kwargs
+
+    model = apply_peft(backbone, method_cfg, model_cfg)
+    for module in model.modules():
+        if isinstance(module, PolyLinear):
+            module.register_forward_pre_hook(task_zero, with_kwargs=True)
+    return model
+
+
 OPTIMIZERS = {"loraplus": loraplus_optimizer, "lorafa": lorafa_optimizer}
 # an optimizer that also decides what trains builds on its own apply
 APPLIES = {"lorafa": apply_lora_frozen_a}
+# adapters whose forward needs more than the harness's batch
+PEFT_TYPE_APPLIES = {"poly": apply_single_task_poly}
 INITS = {"eva": init_eva}
 CALLBACKS = {"adalora": adalora_callback}
 
@@ -259,7 +282,9 @@ def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
     init = (method_cfg.get("params") or {}).get("init_lora_weights")
     optim_name = (method_cfg.get("optim") or {}).get("name")
     prepare = PREPARES.get(init) if isinstance(init, str) else None
-    return MethodImpl(name="peft-native", apply=apply_prepared if prepare else APPLIES.get(optim_name, apply_peft),
+    apply = (apply_prepared if prepare else APPLIES.get(optim_name)
+             or PEFT_TYPE_APPLIES.get(method_cfg.get("peft_type"), apply_peft))
+    return MethodImpl(name="peft-native", apply=apply,
                       init=INITS.get(init) if isinstance(init, str) else None, prepare=prepare,
                       optimizer=OPTIMIZERS.get(optim_name) if optim_name else None,
                       callback=CALLBACKS.get(method_cfg.get("peft_type")))

@@ -72,6 +72,7 @@ BAD = [
     (["method=vblora", "model=smollm2-135m", "task=gsm8k/gsm8k", "method.params.vector_length=36"],
      "method.params.vector_length", ["v_proj out_features=192", "must divide in_features and out_features"]),
     (["model.target_widths.query=[384]"], "model.target_widths", ["[in_features, out_features]"]),
+    (["method=poly", "method.params.n_tasks=3"], "method.params.n_tasks", ["3", "must be 1"]),
     (["method=lisa", "method.info.trains_base=yes"], "method.info.trains_base", ["'yes'", "true or false"]),
     (["seed=-1"], "seed", ["-1", "integer >= 0"]),
     (["seed=abc"], "seed", ["'abc'", "integer >= 0"]),

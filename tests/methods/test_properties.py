@@ -624,6 +624,60 @@ def prop_supertuning() -> None:
     assert torch.equal(delta.flatten() != 0, top)
 
 
+def prop_peanut() -> None:
+    """PEANuT: ΔW is a non-linear function of W0 itself: ΔW = s·(σ(W0ᵀAᵀ)·Bᵀ)ᵀ (depth 0), zero at init."""
+    model, base, cfg = build("peanut")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.3)
+    lyr = layer(model)
+    a, b = lyr.peanut_A["default"].weight.detach(), lyr.peanut_B["default"].weight.detach()
+    w0 = base_weight(base)
+    expected = cfg["params"]["scaling"] * (torch.relu(w0.T @ a.T) @ b.T).T
+    torch.testing.assert_close(merged_weight(model) - w0, expected, atol=1e-6, rtol=1e-4)
+
+
+def _hard_routed_poly(name: str, route: Callable[[int, int], bool]) -> tuple[Any, Any, torch.Tensor, torch.Tensor]:
+    """A Poly/MHR layer whose router picks, for split q, exactly the skills where route(q, skill) holds; the
+    layer's output shift for inputs x (task ids supplied by the method's own hook) and x itself."""
+    model, base, cfg = build(name)
+    randomize(model, 0.3)
+    splits, skills = cfg["params"]["n_splits"], cfg["params"]["n_skills"]
+    lyr = layer(model)
+    logits = torch.tensor([[30.0 if route(q, k) else -30.0 for k in range(skills)] for q in range(splits)])
+    with torch.no_grad():
+        lyr.poly_router["default"].module_logits.copy_(logits.view(1, -1))
+    model.eval()
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        shift = lyr(x) - base.get_submodule(Q)(x)
+    return lyr, cfg, x, shift
+
+
+def prop_poly() -> None:
+    """Poly: the layer mixes n_skills LoRAs with one learned routing vector (task 0): routed to skill 2
+    alone, its update is exactly that skill's x·A₂·B₂/r."""
+    lyr, cfg, x, shift = _hard_routed_poly("poly", lambda q, k: k == 2)
+    a = lyr.poly_lora_A["default"][0, 2].detach()
+    b = lyr.poly_lora_B["default"][0, 2].detach()
+    torch.testing.assert_close(shift, x @ a @ b / cfg["params"]["r"], atol=1e-5, rtol=1e-4)
+
+
+def prop_mhr() -> None:
+    """MHR: each of the n_splits heads (a block of input features, and of outputs in B) routes on its own:
+    with head q sent to skill q, A is the heads' A blocks of different skills stacked, and B likewise."""
+    lyr, cfg, x, shift = _hard_routed_poly("mhr", lambda q, k: k == q)
+    splits = cfg["params"]["n_splits"]
+    assert splits > 1
+    a = torch.cat([lyr.poly_lora_A["default"][q, q].detach() for q in range(splits)], dim=0)   # in × r
+    b = torch.cat([lyr.poly_lora_B["default"][q, q].detach() for q in range(splits)], dim=1)   # r × out
+    torch.testing.assert_close(shift, x @ a @ b / cfg["params"]["r"], atol=1e-5, rtol=1e-4)
+    # ... which no single routing vector over whole skills gives: the heads took different skills
+    single = [x @ lyr.poly_lora_A["default"][:, k].detach().reshape(32, -1)
+              @ lyr.poly_lora_B["default"][:, k].detach().transpose(0, 1).reshape(-1, 32) / cfg["params"]["r"]
+              for k in range(cfg["params"]["n_skills"])]
+    assert all(not torch.allclose(shift, s_k, atol=1e-4) for s_k in single)
+
+
 # ----------------------------------------------------------------------------- prompt learning
 def _decoder_virtual(name: str) -> tuple[Any, int]:
     model, _, cfg = build(name, kind="decoder")
