@@ -109,6 +109,7 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
     "supertuning": PeftConfigEntry("SupertuningConfig"),
     "peanut": PeftConfigEntry("PeanutConfig"),
     "poly": PeftConfigEntry("PolyConfig"),
+    "osf": PeftConfigEntry("OSFConfig"),
     # prompt learning: virtual tokens / prefixes, decoders only (method info.applies_to)
     "prompt_tuning": PeftConfigEntry("PromptTuningConfig"),
     "prefix_tuning": PeftConfigEntry("PrefixTuningConfig"),

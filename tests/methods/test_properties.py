@@ -678,6 +678,25 @@ def prop_mhr() -> None:
     assert all(not torch.allclose(shift, s_k, atol=1e-4) for s_k in single)
 
 
+def prop_osf() -> None:
+    """OSF: W0 = U_high Σ_high V_highᵀ (top effective_rank directions, frozen) + U_low Σ_low V_low (trained);
+    the model is unchanged at init and every gradient of U_low / V_low is projected orthogonal to the
+    frozen high subspace, so training never moves W0's principal directions."""
+    model, base, cfg = build("osf")
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-5, rtol=1e-4)
+    k = cfg["params"]["effective_rank"] or 32 // 2   # null: peft preserves half the smaller width
+    u, _, vh = torch.linalg.svd(base_weight(base))
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    model.train()
+    model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.pow(2).mean().backward()
+    svd = layer(model).osf_svd_params["default"]
+    g_u, g_v = svd["U_low"].grad, svd["V_low"].grad
+    assert g_u.shape == (32, 32 - k) and g_v.shape == (32 - k, 32)
+    assert g_u.norm() > 0 and g_v.norm() > 0
+    assert float((u[:, :k].T @ g_u).norm()) < 1e-5 * float(g_u.norm()) + 1e-9
+    assert float((g_v @ vh[:k].T).norm()) < 1e-5 * float(g_v.norm()) + 1e-9
+
+
 # ----------------------------------------------------------------------------- prompt learning
 def _decoder_virtual(name: str) -> tuple[Any, int]:
     model, _, cfg = build(name, kind="decoder")
