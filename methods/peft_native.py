@@ -19,7 +19,8 @@ from typing import Any
 from methods import PEFT_CONFIGS, MethodImpl
 
 # LoraConfig fields whose value is itself a peft dataclass: YAML gives a mapping, peft wants the object.
-SUB_CONFIGS = {"eva_config": "EvaConfig", "corda_config": "CordaConfig", "lora_ga_config": "LoraGAConfig"}
+SUB_CONFIGS = {"eva_config": "EvaConfig", "corda_config": "CordaConfig", "lora_ga_config": "LoraGAConfig",
+               "velora_config": "VeloraConfig"}
 # AdaLoRA needs total_step > 0 when its config is built, before the job's step count is known here;
 # the callback sets the real value on its first call.
 _ADALORA_PLACEHOLDER_STEPS = 10**9

@@ -158,6 +158,35 @@ def prop_eva() -> None:
     torch.testing.assert_close(outputs(model), outputs(base))
 
 
+def prop_velora() -> None:
+    """VeLoRA: the forward is LoRA's, exactly; in training the input saved for A's gradient is compressed
+    to one number per group of features (its projection on a unit vector, the batch's mean sub-token) and
+    rebuilt from it, so A's gradient is (∂L/∂Ax)ᵀ·x̂ rather than (∂L/∂Ax)ᵀ·x; B's gradient stays exact."""
+    groups = 4
+    model, base, cfg = build("velora", velora_config={**method_cfg("velora")["params"]["velora_config"],
+                                                      "num_groups": groups})
+    randomize(model, 0.3)
+    lyr = layer(model)
+    lyr.train()
+    a, b, s = lyr.lora_A["default"].weight, lyr.lora_B["default"].weight, lyr.scaling["default"]
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(4))
+    out = lyr(x)
+    out.pow(2).sum().backward()
+    w0 = base_weight(base)
+    a_ex, b_ex = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    exact = x @ w0.T + base.get_submodule(Q).bias + s * (x @ a_ex.T) @ b_ex.T
+    torch.testing.assert_close(out.detach(), exact.detach(), atol=1e-5, rtol=1e-4)
+    exact.pow(2).sum().backward()
+    torch.testing.assert_close(b.grad, b_ex.grad, atol=1e-5, rtol=1e-4)
+    sub = x.reshape(-1, groups, 32 // groups)
+    e = sub.reshape(-1, 32 // groups).mean(0)
+    e = e / e.norm()
+    x_hat = (torch.einsum("tgd,d->tg", sub, e).unsqueeze(-1) * e).reshape(-1, 32) * cfg["params"]["velora_config"]["scale"]
+    g_after_a = (2 * exact.detach()).reshape(-1, 32) @ (s * b.detach())   # ∂L/∂(Ax)
+    torch.testing.assert_close(a.grad, g_after_a.T @ x_hat, atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(a.grad, a_ex.grad, atol=1e-3)   # an approximation of the exact gradient
+
+
 def prop_loraplus() -> None:
     """LoRA+: B's learning rate is loraplus_lr_ratio × A's."""
     from methods.peft_native import impl_for
