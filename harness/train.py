@@ -242,6 +242,7 @@ class StepState:
     total_steps: int
     grad_clip: float | None = None
     callback: Callable[[Any, int, int], None] | None = None
+    regularizer: Callable[[Any], torch.Tensor] | None = None
     mem_cap_mb: float | None = None
     log: LogFn = field(default=lambda metrics, step: None)
     step: int = 0
@@ -257,7 +258,8 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
     batch = {k: v.to(st.device) for k, v in cpu_batch.items()}
     t0 = time.perf_counter()
     loss = loss_of(st.model, batch, st.protocol)
-    loss.backward()
+    # a method's own penalty (KaSA) is optimised with the task loss; the task loss alone is logged
+    (loss + st.regularizer(st.model) if st.regularizer is not None else loss).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(st.trainable, st.grad_clip) if st.grad_clip else None
     st.optimizer.step()
     st.scheduler.step()
@@ -452,7 +454,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     st = StepState(model=model, optimizer=optimizer, scheduler=scheduler, trainable=trainable,
                    protocol=protocol, device=device, total_steps=total_steps,
                    grad_clip=float(budget["grad_clip"]) if budget.get("grad_clip") else None,
-                   callback=impl.callback, mem_cap_mb=budget.get("memory_cap_mb"), log=log)
+                   callback=impl.callback, regularizer=impl.regularizer, mem_cap_mb=budget.get("memory_cap_mb"),
+                   log=log)
     ckpt = spec.run_dir / "checkpoint.pt"
     attempt: dict[str, Any] = {"started_at": started_at, "host": socket.gethostname(),
                                "slurm_job": slurm_job(), "resumed_from_step": None}

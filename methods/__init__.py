@@ -138,6 +138,8 @@ class MethodImpl:
                the model's device; `loss(batch)` is the loss training will use (a classify task's head
                included). apply must still work on an unprepared backbone (capacity counting builds
                adapters without data) and build the same parameters there.
+    regularizer: optional (model) -> scalar tensor added to the training loss at every step (KaSA's
+               singular-value and orthogonality penalties); the logged loss stays the task loss.
     """
 
     name: str
@@ -146,6 +148,7 @@ class MethodImpl:
     optimizer: Callable[[Any, Mapping[str, Any]], Any] | None = None
     callback: Callable[[Any, int, int], None] | None = None
     prepare: Callable[[Any, Mapping[str, Any], Mapping[str, Any], Iterator[Any], Callable[[Any], Any]], None] | None = None
+    regularizer: Callable[[Any], Any] | None = None
 
 
 # Custom methods (kind: custom) by YAML name; filled by methods/<name>.py on import.

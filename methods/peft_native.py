@@ -10,6 +10,7 @@ YAML itself, never from the method's name, so a new YAML with the same flag gets
 - `optim.name: lorafa`            → peft's LoRA-FA optimizer (2308.03303), with lora_A frozen at apply.
 - `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512).
 - `peft_type: poly`               → an `apply` that routes every example as task 0 (one job, one task).
+- `params.kasa_config`            → a `regularizer` adding KaSA's penalties to the loss (2412.06071).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from methods import PEFT_CONFIGS, MethodImpl
 
 # LoraConfig fields whose value is itself a peft dataclass: YAML gives a mapping, peft wants the object.
 SUB_CONFIGS = {"eva_config": "EvaConfig", "corda_config": "CordaConfig", "lora_ga_config": "LoraGAConfig",
-               "velora_config": "VeloraConfig"}
+               "velora_config": "VeloraConfig", "kasa_config": "KasaConfig"}
 # AdaLoRA needs total_step > 0 when its config is built, before the job's step count is known here;
 # the callback sets the real value on its first call.
 _ADALORA_PLACEHOLDER_STEPS = 10**9
@@ -269,6 +270,12 @@ def apply_single_task_poly(backbone: Any, method_cfg: Mapping[str, Any], model_c
     return model
 
 
+def kasa_regularizer(model: Any) -> Any:
+    """KaSA (arXiv:2412.06071, Eq. 9-11): β·Σ ΔΣ² + γ·(‖BᵀB − I‖_F + ‖AAᵀ − I‖_F) over every KaSA layer,
+    the penalties the paper trains with (peft computes them; the training loop must add them)."""
+    return peft_model_of(model).base_model._get_kasa_loss()
+
+
 OPTIMIZERS = {"loraplus": loraplus_optimizer, "lorafa": lorafa_optimizer}
 # an optimizer that also decides what trains builds on its own apply
 APPLIES = {"lorafa": apply_lora_frozen_a}
@@ -285,7 +292,9 @@ def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
     prepare = PREPARES.get(init) if isinstance(init, str) else None
     apply = (apply_prepared if prepare else APPLIES.get(optim_name)
              or PEFT_TYPE_APPLIES.get(method_cfg.get("peft_type"), apply_peft))
+    params = method_cfg.get("params") or {}
     return MethodImpl(name="peft-native", apply=apply,
+                      regularizer=kasa_regularizer if params.get("kasa_config") is not None else None,
                       init=INITS.get(init) if isinstance(init, str) else None, prepare=prepare,
                       optimizer=OPTIMIZERS.get(optim_name) if optim_name else None,
                       callback=CALLBACKS.get(method_cfg.get("peft_type")))

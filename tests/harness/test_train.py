@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.train import StepState, load_checkpoint, peak_rss_mb, reset_peak_rss, save_checkpoint
+from harness.train import StepState, load_checkpoint, peak_rss_mb, reset_peak_rss, save_checkpoint, train_step
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
@@ -147,3 +147,35 @@ def test_build_model_prepares_the_backbone_under_the_classify_head():
     assert model.classifier.weight.requires_grad
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)   # gradient-derived B, not LoRA's zeros
+
+
+def test_train_step_adds_the_method_regularizer_but_logs_the_task_loss():
+    """StepState.regularizer (KaSA's penalties) is optimised with the loss; the logged loss is the task's."""
+    import types
+
+    class LM(nn.Module):   # causal-LM-shaped: forward returns an object with .loss
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> types.SimpleNamespace:
+            return types.SimpleNamespace(loss=self.lin(input_ids).pow(2).mean())
+
+    torch.manual_seed(0)
+    model = LM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    logged: list[float] = []
+    st = StepState(model=model, optimizer=opt, scheduler=sched, trainable=list(model.parameters()),
+                   protocol="generate", device=torch.device("cpu"), total_steps=1,
+                   regularizer=lambda m: 3.0 * m.lin.weight.pow(2).sum(),
+                   log=lambda metrics, step: logged.append(metrics["train/loss"]))
+    batch = {"input_ids": torch.randn(8, 4, generator=torch.Generator().manual_seed(1)),
+             "attention_mask": torch.ones(8, 4)}
+    w0 = model.lin.weight.detach().clone()
+    task = model(**batch).loss
+    task_grad = torch.autograd.grad(task, model.lin.weight)[0]
+    train_step(st, batch)
+    assert logged == [pytest.approx(float(task))]
+    # SGD: the step is lr·(task gradient + the penalty's gradient 6·W)
+    torch.testing.assert_close(model.lin.weight.detach(), w0 - 0.1 * (task_grad + 6.0 * w0))

@@ -187,6 +187,34 @@ def prop_velora() -> None:
     assert not torch.allclose(a.grad, a_ex.grad, atol=1e-3)   # an approximation of the exact gradient
 
 
+def prop_kasa() -> None:
+    """KaSA: the frozen W0 loses its r smallest singular components; ΔW = s·B·diag(ΔΣ)·A; the method's
+    regularizer is β·ΣΔΣ² + γ·(‖BᵀB − I‖ + ‖AAᵀ − I‖) summed over its layers (added to the training loss)."""
+    from methods.peft_native import impl_for
+
+    model, base, cfg = build("kasa")
+    r = cfg["params"]["r"]
+    lyr = layer(model)
+    s_res, s0 = torch.linalg.svdvals(lyr.base_layer.weight.detach()), torch.linalg.svdvals(base_weight(base))
+    torch.testing.assert_close(s_res[:-r], s0[:-r], atol=1e-5, rtol=1e-4)
+    assert float(s_res[-r:].max()) < 1e-5 < float(s0[-1])
+    randomize(model, 0.3)
+    a, b, d = lyr.lora_A["default"].weight, lyr.lora_B["default"].weight, lyr.lora_diag["default"]
+    expected = lyr.scaling["default"] * b @ torch.diag(d) @ a
+    torch.testing.assert_close(merged_weight(model) - lyr.base_layer.weight.detach(), expected.detach(),
+                               atol=1e-6, rtol=1e-4)
+    beta, gamma = cfg["params"]["kasa_config"]["beta"], cfg["params"]["kasa_config"]["gamma"]
+    want = 0.0
+    for m in model.modules():
+        if hasattr(m, "lora_diag") and "default" in m.lora_diag:
+            a_, b_, d_ = m.lora_A["default"].weight, m.lora_B["default"].weight, m.lora_diag["default"]
+            eye = torch.eye(r)
+            want += beta * (d_ ** 2).sum() + gamma * ((b_.T @ b_ - eye).norm() + (a_ @ a_.T - eye).norm())
+    reg = impl_for(cfg).regularizer(model)
+    torch.testing.assert_close(reg, want)
+    assert reg.requires_grad   # it trains: the loop adds it to the loss
+
+
 def prop_loraplus() -> None:
     """LoRA+: B's learning rate is loraplus_lr_ratio × A's."""
     from methods.peft_native import impl_for
