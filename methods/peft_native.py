@@ -154,6 +154,13 @@ def lorafa_optimizer(model: Any, method_cfg: Mapping[str, Any]) -> Any:
     lr, wd = float(optim["lr"]), float(optim.get("weight_decay") or 0.0)
     opt = create_lorafa_optimizer(peft_model, r=int(params["r"]), lora_alpha=params["lora_alpha"], lr=lr,
                                   weight_decay=wd)
+    # peft's group holds every parameter of the model; it needs the LoRA ones (frozen A included: B's
+    # gradient is projected through it), not the frozen base weights (a checkpoint saves what the
+    # optimizer owns)
+    group = opt.param_groups[0]
+    keep = [i for i, (n, p) in enumerate(zip(group["names"], group["params"])) if p.requires_grad or "lora_" in n]
+    for key in ("params", "names", "scaling_factors"):
+        group[key] = [group[key][i] for i in keep]
     inside = {id(p) for p in peft_model.parameters()}
     rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in inside]
     if rest:

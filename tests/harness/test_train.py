@@ -106,6 +106,9 @@ def test_checkpoint_resumes_a_method_optimizer_bit_identically(name, tmp_path):
     if name == "lisa":   # a later period trains other blocks than the ones a fresh build samples
         assert [n for n, p in st.model.named_parameters() if p.requires_grad] != trains_at_start
     save_checkpoint(tmp_path / "c.pt", st, eval_history=[], attempts=[])
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
+    if name == "lorafa":   # the adapter (frozen A included), not the frozen base weights
+        assert saved and all("lora_" in k for k in saved), [k for k in saved if "lora_" not in k][:3]
     for _ in range(3):
         train_step(st, batch)
 
