@@ -12,6 +12,9 @@
   peftbench search [overrides]             an Optuna study: trials are jobs on the validation split
   peftbench tune -m method=A,B [overrides] equal search budget per method, then best configs x seeds
   peftbench studies [STUDY] [--results-dir DIR] [--storage URL]   trials, states, best so far
+  peftbench plan [NAME] [overrides]        every job of a sweep: skip / resume / run, estimated cost; submits nothing
+  peftbench status [SWEEP] [-v]            done / running / pending / failed / cancelled per sweep, reasons, logs
+  peftbench cancel SWEEP                   stop a sweep's running and pending jobs (they record `cancelled`)
 """
 from __future__ import annotations
 
@@ -190,9 +193,57 @@ def _studies(argv: list[str]) -> int:
     return 1 if args.study and lines and lines[0].startswith("no study") else 0
 
 
+def _plan(argv: list[str]) -> int:
+    """The sweeper itself, told to print its plan instead of launching: the same expansion, validation
+    and skip rules as the real launch."""
+    rest = [a for a in argv if a not in ("-m", "--multirun")]
+    if rest and "=" not in rest[0] and not rest[0].startswith("-"):
+        name = rest[0]
+        if not (SWEEPS_DIR / f"{name}.yaml").exists():
+            names = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+            print(f"peftbench plan: no sweeps/{name}.yaml; sweeps: {', '.join(names)}", file=sys.stderr)
+            return 2
+        rest = ["--config-dir", str(SWEEPS_DIR), "--config-name", name, *rest[1:]]
+    return _hydra(["-m", *rest, "hydra.sweeper.plan_only=true"], "peftbench plan")
+
+
+def _runs_dir_arg(prog: str, argv: list[str], *, need_sweep: bool) -> tuple[Any, Any]:
+    import argparse
+
+    from harness.spec import PROJECT_ROOT, _path_or
+
+    ap = argparse.ArgumentParser(prog=prog)
+    ap.add_argument("sweep", nargs=None if need_sweep else "?", help="a sweep_name, or a sweep folder")
+    ap.add_argument("--runs-dir", default=None, help="default: $PEFTBENCH_RUNS, else <project>/runs")
+    ap.add_argument("-v", "--verbose", action="store_true", help="list every job, finished ones too")
+    args = ap.parse_args(argv)
+    return args, _path_or(args.runs_dir, "PEFTBENCH_RUNS", PROJECT_ROOT / "runs")
+
+
+def _status(argv: list[str]) -> int:
+    from harness.sweeps import status_lines
+
+    args, runs = _runs_dir_arg("peftbench status", argv, need_sweep=False)
+    lines = status_lines(runs, args.sweep, verbose=args.verbose)
+    print("\n".join(lines))
+    return 1 if args.sweep and lines and lines[0].startswith("no sweep") else 0
+
+
+def _cancel(argv: list[str]) -> int:
+    from harness.sweeps import cancel
+
+    args, runs = _runs_dir_arg("peftbench cancel", argv, need_sweep=True)
+    try:
+        print("\n".join(cancel(runs, args.sweep)))
+    except LookupError as exc:
+        print(f"peftbench cancel: {exc.args[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {"run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
             "fetch-models": _fetch, "validate": _validate, "tasks": _tasks, "methods": _methods, "search": _search, "tune": _tune,
-            "studies": _studies}
+            "studies": _studies, "plan": _plan, "status": _status, "cancel": _cancel}
 
 
 def main(argv: list[str] | None = None) -> int:

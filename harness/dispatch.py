@@ -13,6 +13,7 @@ import os
 import traceback
 from typing import Any
 
+from harness.lock import Busy, RunLock
 from harness.preempt import Interrupted, SignalGuard, outcome, requeue, slurm_job
 from harness.records import success_exists, write_record
 from harness.spec import JobSpec
@@ -152,8 +153,22 @@ def _after_signal(spec: JobSpec, stop: Interrupted, started: str, tracker: Any) 
                                      tb=traceback.format_exc()),
                     "train": None, "eval": None, "meta": meta_block(spec, None)}
     error = f"cancelled by {stop}; rerunning resumes from it"
-    return {"run": run_block(spec, "cancelled", started, error=error), "train": None, "eval": None,
-            "meta": meta_block(spec, None)}
+    return {"run": run_block(spec, "cancelled", started, error=error), "train": partial_train_block(stop),
+            "eval": None, "meta": meta_block(spec, None)}
+
+
+def partial_train_block(stop: Interrupted) -> dict[str, Any] | None:
+    """What a cancelled job had spent when it stopped (every attempt so far): its costs stay on record,
+    and a rerun that resumes it adds up from there."""
+    if not stop.attempts:
+        return None
+    log_ = stop.attempts
+    return {"completed": False, "steps": stop.step, "attempts": len(log_),
+            "train_time_s": round(sum(a.get("train_time_s") or 0.0 for a in log_), 3),
+            "wall_time_s": round(sum(a.get("wall_time_s") or 0.0 for a in log_), 3),
+            "peak_memory_mb": max((a.get("peak_memory_mb") or 0.0 for a in log_), default=None),
+            "resumed_from_steps": [a["resumed_from_step"] for a in log_ if a.get("resumed_from_step") is not None],
+            "attempt_log": log_}
 
 
 def outcomes_block(spec: JobSpec, s: Any) -> dict[str, Any]:
@@ -169,8 +184,21 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     if not spec.force and success_exists(spec.record_path):
         log.info("skip %s (%s): success record exists", spec.label, spec.signature[:12])
         return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
-    with SignalGuard() as guard:   # USR2/SIGTERM: checkpoint at a step boundary (harness/preempt.py)
-        return _execute(spec, guard)
+    lock = RunLock(spec.run_dir)   # two launches of one signature at once run it once (harness/lock.py)
+    try:
+        lock.acquire()
+    except Busy as exc:
+        log.info("skip %s (%s): %s", spec.label, spec.signature[:12], exc)
+        return {"signature": spec.signature, "status": "busy", "record": str(spec.record_path), "error": str(exc)}
+    try:
+        if lock.took_over:
+            log.info("job %s: took over its lock (%s)", spec.label, lock.took_over)
+        if not spec.force and success_exists(spec.record_path):   # the holder we waited out finished it
+            return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
+        with SignalGuard() as guard:   # USR2/SIGTERM: checkpoint at a step boundary (harness/preempt.py)
+            return _execute(spec, guard)
+    finally:
+        lock.release()
 
 
 def _execute(spec: JobSpec, guard: SignalGuard) -> dict[str, Any]:

@@ -104,12 +104,25 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: 
 
 def example_outcomes(task: dict[str, Any], metrics: Sequence[str], preds: Sequence[Any],
                      refs: Sequence[Any]) -> Outcomes:
-    """A regression task keeps each prediction (and the gold score: a correlation needs both); any
-    other task keeps right/wrong per example by its own metric (harness.outcomes)."""
+    """A regression task keeps each prediction (and the gold score: a correlation needs both); a task
+    whose primary metric reads the whole confusion matrix (Matthews, F1) keeps the predicted and gold
+    integer labels, so that metric can be recomputed on resampled examples; any other task keeps
+    right/wrong per example by its own metric (harness.outcomes)."""
     if task.get("regression"):
         return Outcomes("prediction", metrics[0], np.asarray(preds, np.float64), np.asarray(refs, np.float64))
+    if metrics and metrics[0] in LABEL_METRICS and _int_labels(preds) and _int_labels(refs):
+        return Outcomes("label", metrics[0], np.asarray(preds, np.int64), np.asarray(refs, np.int64))
     name, correct = correct_per_example(metrics, preds, refs)
     return Outcomes("correct", name, np.asarray(correct, np.uint8))
+
+
+LABEL_METRICS = ("matthews", "f1")
+
+
+def _int_labels(values: Sequence[Any]) -> bool:
+    """Every value an integer label that fits int32 (classify tasks' label ids; not parsed answer words)."""
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -2**31 <= int(v) < 2**31
+               for v in values)
 
 
 def _length_order(texts: Sequence[str]) -> list[int]:

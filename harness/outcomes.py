@@ -14,6 +14,9 @@ Two kinds, both in the evaluated set's file order (the same for every method, se
   1,000 examples are 168 characters.
 * ``prediction``: a regression task's output per example, with the gold score beside it
   (``reference``) so a correlation can be recomputed on any resample; float32 little-endian in base64.
+* ``label``: a classification task scored by a metric of the whole confusion matrix (Matthews, F1):
+  the predicted and the gold label per example (integers), so that metric can be recomputed on any
+  resample; int32 little-endian in base64, predictions then references. ``sum`` = examples right.
 
 The block (``eval.outcomes``, and ``eval.subtasks[name].outcomes``)::
 
@@ -43,7 +46,8 @@ import numpy as np
 
 FORMAT = 1
 INLINE_LIMIT = 16_384   # base64 characters: ~98k binary outcomes, or ~1.5k regression predictions
-KINDS = ("correct", "prediction")
+KINDS = ("correct", "prediction", "label")
+BINARY_KINDS = ("correct", "label")   # right/wrong per example (label: predicted == gold)
 SIDECAR_DIR = "outcomes"   # beside the record files; iter_records reads only *.json of the folder itself
 
 
@@ -63,8 +67,9 @@ class Outcomes:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise OutcomeError(f"outcome kind {self.kind!r} is not one of {KINDS}")
-        if self.kind == "prediction" and (self.reference is None or len(self.reference) != len(self.values)):
-            raise OutcomeError("prediction outcomes need a reference of the same length")
+        if self.kind in ("prediction", "label") and (self.reference is None
+                                                     or len(self.reference) != len(self.values)):
+            raise OutcomeError(f"{self.kind} outcomes need a reference of the same length")
 
     @property
     def n(self) -> int:
@@ -92,7 +97,8 @@ def _payload(out: Outcomes) -> bytes:
             raise OutcomeError("correct outcomes must be 0 or 1")
         return np.packbits(bits).tobytes()
     assert out.reference is not None
-    return (np.asarray(out.values, dtype="<f4").tobytes() + np.asarray(out.reference, dtype="<f4").tobytes())
+    dtype = "<i4" if out.kind == "label" else "<f4"
+    return np.asarray(out.values, dtype=dtype).tobytes() + np.asarray(out.reference, dtype=dtype).tobytes()
 
 
 def _slug(name: str) -> str:
@@ -108,8 +114,9 @@ def encode_outcomes(out: Outcomes, *, record_dir: str | os.PathLike[str] | None 
     from harness.records import atomic_write
 
     raw = _payload(out)
-    block: dict[str, Any] = {"format": FORMAT, "kind": out.kind, "metric": out.metric, "n": out.n,
-                             "sum": float(np.sum(np.asarray(out.values, dtype=np.float64)))}
+    total = (np.sum(np.asarray(out.values) == np.asarray(out.reference)) if out.kind == "label"
+             else np.sum(np.asarray(out.values, dtype=np.float64)))
+    block: dict[str, Any] = {"format": FORMAT, "kind": out.kind, "metric": out.metric, "n": out.n, "sum": float(total)}
     if record_dir is None or (len(raw) + 2) // 3 * 4 <= inline_limit:
         block["data"] = base64.b64encode(raw).decode("ascii")
         return block
@@ -154,9 +161,12 @@ def read_outcomes(block: Mapping[str, Any] | None, *, record_dir: str | os.PathL
             raise OutcomeError(f"outcomes: {len(raw)} bytes cannot hold {n} bits")
         values = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n)
         return Outcomes(kind, block.get("metric"), values)
-    if kind == "prediction":
+    if kind in ("prediction", "label"):
         if len(raw) != 8 * n:
             raise OutcomeError(f"outcomes: {len(raw)} bytes are not {n} predictions + {n} references")
+        if kind == "label":
+            lab = np.frombuffer(raw, dtype="<i4").astype(np.int64)
+            return Outcomes(kind, block.get("metric"), lab[:n], lab[n:])
         arr = np.frombuffer(raw, dtype="<f4").astype(np.float64)
         return Outcomes(kind, block.get("metric"), arr[:n], arr[n:])
     raise OutcomeError(f"outcome kind {kind!r} is not one of {KINDS}")

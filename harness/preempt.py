@@ -33,10 +33,12 @@ SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 class Interrupted(Exception):
     """Raised at a step boundary after the checkpoint for a caught signal was written."""
 
-    def __init__(self, signum: int, step: int, *, previous: Any = None) -> None:
+    def __init__(self, signum: int, step: int, *, previous: Any = None,
+                 attempts: list[dict[str, Any]] | None = None) -> None:
         self.signum = signum
         self.step = step
         self.previous = previous   # the handler the guard displaced (submitit's requeue, in a SLURM job)
+        self.attempts = list(attempts or [])   # every attempt's costs so far, this one included
         super().__init__(f"{signal.Signals(signum).name} at step {step}; checkpoint saved")
 
 

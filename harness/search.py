@@ -422,7 +422,8 @@ def make_executor(launcher: str, params: Mapping[str, Any], folder: Path) -> Any
         import logging
 
         logging.getLogger("submitit").setLevel(logging.ERROR)
-    params = {k: v for k, v in params.items() if k not in ("_target_", "submitit_folder") and v is not None}
+    # `parallel` is launcher=local's own (jobs at once); a search has search.parallelism for that
+    params = {k: v for k, v in params.items() if k not in ("_target_", "submitit_folder", "parallel") and v is not None}
     init = {f"{cluster}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **init)
     generic = executor._valid_parameters()

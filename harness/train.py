@@ -286,10 +286,16 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
 
 # ------------------------------------------------------------------------------------ checkpoint
 def _trained_state(model: nn.Module, optimizer: Any) -> dict[str, torch.Tensor]:
-    """Every parameter training may have changed: what trains now, and whatever the optimizer owns (a
-    method whose trainable set moves, such as LISA, keeps frozen-for-now layers in its optimizer)."""
+    """What a resumed run cannot rebuild: every parameter training may have changed (what trains now, and
+    whatever the optimizer owns: a method whose trainable set moves, such as LISA, keeps frozen-for-now
+    layers in its optimizer), plus a custom adapter's persistent buffers (a step counter such as
+    SingLoRA's ramp; factors set by a data-dependent init)."""
+    from methods._adapters import adapter_state
+
     owned = {id(p) for group in getattr(optimizer, "param_groups", []) for p in group["params"]}
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad or id(p) in owned}
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad or id(p) in owned}
+    state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model).items() if n not in state})
+    return state
 
 
 def optimizer_params(optimizer: Any) -> list[nn.Parameter]:
@@ -474,11 +480,12 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     clock = CheckpointClock(budget.get("checkpoint_every"))
     train_s0 = sum(a["train_time_s"] for a in prior)   # the time limit covers every attempt
 
-    def checkpoint(ended_by: str) -> None:
+    def checkpoint(ended_by: str) -> list[dict[str, Any]]:
         costs = attempt_costs(attempt, t_start=t_start, train_s=time.perf_counter() - t_train, step=st.step,
                               ended_by=ended_by, device=device)
         save_checkpoint(ckpt, st, eval_history=res.eval_history, attempts=[*prior, costs])
         clock.saved()
+        return [*prior, costs]
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress(total_steps, st.step, show)
@@ -506,8 +513,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             checkpoint("running")
             report_trial(spec.trial, st.step, ev.metrics)   # a search trial: may raise TrialPruned
         if guard.pending is not None:
-            checkpoint(signal.Signals(guard.pending).name)
-            raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2))
+            attempts = checkpoint(signal.Signals(guard.pending).name)
+            raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
         if clock.due(st.step):
             checkpoint("running")
     if bar is not None:
@@ -517,7 +524,17 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     res.loss_curve = subsample(st.losses, LOSS_CURVE_POINTS)
     step = st.step
 
-    # 6. evaluate (a signal caught from here on is ignored: the record is seconds away)
+    # a signal caught during the last step: checkpoint at the end of training and stop, as at any step
+    if guard.pending is not None:
+        attempts = checkpoint(signal.Signals(guard.pending).name)
+        raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
+    if slurm_job() is not None and st.step > (res.resumed_from_step or 0):
+        # on a cluster the final evaluation may be cut by a time limit or a preemption's grace period:
+        # with this checkpoint a requeued attempt only evaluates again, it does not retrain
+        checkpoint("trained")
+
+    # 6. evaluate (a signal caught from here on waits: the evaluation finishes and the record is written;
+    # if the cluster kills the job first, the requeued attempt resumes from the checkpoint above)
     ev = evaluate(model, tokenizer, data.evals, spec, device)
     res.final_eval = {"metrics": ev.metrics, "n_examples": ev.n_examples, "samples": ev.samples,
                       "eval_time_s": ev.seconds, "sets": ev.sets}
@@ -525,7 +542,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     log({f"eval/{k}": v for k, v in ev.metrics.items()}, step)
 
     # 7. adapter: save what the method trained (small for PEFT), so results can be reused
-    res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes)
+    res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes, method=spec.method,
+                                      model_cfg=spec.model)
 
     # 8. costs over every attempt: an interrupted run must not look cheaper than it was
     res.attempts = [*prior, attempt_costs(attempt, t_start=t_start, train_s=train_s, step=step,
@@ -567,18 +585,26 @@ def subsample(points: list[list[float]], n: int) -> list[list[float]]:
     return [points[i] for i in idx]
 
 
-def _save_adapter(model: nn.Module, out_dir: Path, trainable_bytes: int) -> int:
-    """Size on disk of the trained parameters. PEFT adapters are saved; full FT is only measured."""
+def _save_adapter(model: nn.Module, out_dir: Path, trainable_bytes: int, *,
+                  method: Mapping[str, Any] | None = None, model_cfg: Mapping[str, Any] | None = None) -> int:
+    """Size on disk of the trained parameters. PEFT adapters are saved in peft's format, custom adapters
+    (methods/_adapters.py) in peftbench's (safetensors + the method's config); full FT is only measured."""
+    from methods._adapters import has_adapters
+    from methods._adapters import save as save_custom
+
     encoder = getattr(model, "encoder", model)
     if hasattr(encoder, "save_pretrained") and hasattr(encoder, "peft_config"):
         encoder.save_pretrained(out_dir)
-        if isinstance(model, EncoderClassifier):
-            from safetensors.torch import save_file
+    elif has_adapters(encoder) and method is not None and model_cfg is not None:
+        save_custom(encoder, out_dir, method, model_cfg)
+    else:
+        return trainable_bytes
+    if isinstance(model, EncoderClassifier):
+        from safetensors.torch import save_file
 
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()},
-                      out_dir / "classifier.safetensors")
-        return sum(p.stat().st_size for p in out_dir.rglob("*.safetensors"))
-    return trainable_bytes
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()},
+                  out_dir / "classifier.safetensors")
+    return sum(p.stat().st_size for p in out_dir.rglob("*.safetensors"))
 
 
 def _progress(total: int, start: int, show: bool):

@@ -68,7 +68,7 @@ class _Checker:
 
 
 def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
-    from methods import OPTIMIZER_NAMES, PEFT_CONFIGS, custom_method_names
+    from methods import METHOD_KINDS_REGISTRY, OPTIMIZER_NAMES, PEFT_CONFIGS, custom_names
 
     c.need(m, "method", "name")
     kind = c.choice(m, "method", "kind", METHOD_KINDS)
@@ -88,9 +88,10 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
                     hint = f"did you mean {', '.join(close)}? " if close else ""
                     c.add(f"method.params.{key}: not a field of {PEFT_CONFIGS[ptype].cls_name}; {hint}"
                           f"fields: {', '.join(sorted(known))}")
-    elif kind == "custom" and m.get("name") not in custom_method_names():
+    elif kind == "custom" and m.get("name") not in (known := set(METHOD_KINDS_REGISTRY) | custom_names()):
+        # the module names answer without importing the modules (they import torch)
         c.add(f"method.name: custom method {m.get('name')!r} has no implementation in methods/ "
-              f"(known: {', '.join(sorted(custom_method_names())) or 'none'})")
+              f"(known: {', '.join(sorted(known)) or 'none'})")
     if kind == "peft" and m.get("peft_type") == "poly" and params.get("n_tasks", 1) != 1:
         c.add(f"method.params.n_tasks: {params.get('n_tasks')!r} must be 1: a job trains one task, and every "
               "example is routed as task 0")

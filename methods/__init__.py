@@ -2,7 +2,8 @@
 
 A method is a YAML in conf/method/. peft-native methods (kind: peft) need nothing else: their
 `peft_type` names a peft config class below and `params` are its fields. A method peft lacks is
-one file methods/<name>.py that calls `register(MethodImpl(...))`, plus its YAML (kind: custom).
+one file methods/<name>.py that calls `register(MethodImpl(...))`, plus its YAML (kind: custom); the
+shared adapter layer under those files, with the saved-adapter format, is methods/_adapters.py.
 Importing this package stays cheap (no torch/peft) so configs validate in milliseconds.
 """
 from __future__ import annotations
@@ -128,10 +129,11 @@ class MethodImpl:
 
     apply:     (backbone, method_cfg, model_cfg) -> module whose trainable params are the method's.
     init:      optional data-dependent init (model, batches) run before the optimizer is built (EVA,
-               LoRA-GA): it may replace adapter parameters.
+               LoRA-GA, LoRA-SB): it may replace adapter parameters.
     optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore).
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
-               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling).
+               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling; SingLoRA's
+               ramp and LaMDA's freezing schedule count steps with it).
     prepare:   optional data-dependent preparation of the *bare* backbone before apply, for inits that
                peft computes before get_peft_model (CorDA's covariances, LoRA-GA's gradients):
                (backbone, method_cfg, model_cfg, batches, loss). `batches` iterates training batches on
@@ -165,19 +167,17 @@ def register(impl: MethodImpl) -> MethodImpl:
 _BUILTIN_MODULES = {"peft_native", "full", "catalog"}
 
 
+def custom_names() -> set[str]:
+    """Names of the custom methods (methods/<name>.py, each registering its own name), listed without
+    importing them: validation stays free of torch."""
+    return {info.name for info in pkgutil.iter_modules(__path__)
+            if info.name not in _BUILTIN_MODULES and not info.name.startswith("_")}
+
+
 def _discover() -> None:
     """Import every methods/<name>.py so custom methods register themselves."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _BUILTIN_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-def custom_method_names() -> set[str]:
-    """Custom methods known without importing them (validation must not import torch): those already
-    registered plus every methods/<name>.py, which by convention registers the method `name`."""
-    modules = {info.name for info in pkgutil.iter_modules(__path__)
-               if info.name not in _BUILTIN_MODULES and not info.name.startswith("_")}
-    return set(METHOD_KINDS_REGISTRY) | modules
+    for name in sorted(custom_names()):
+        importlib.import_module(f"{__name__}.{name}")
 
 
 def resolve(method_cfg: Mapping[str, Any]) -> MethodImpl:

@@ -34,8 +34,8 @@ from harness.leaderboard.table import LONG_COLUMNS
 from harness.records import atomic_write, read_record
 
 # 4: rows of eval.subtasks records; 5: validation-split (search trial) records never ranked; 6: baseline and
-# per-example outcome totals columns
-CACHE_VERSION = 6
+# per-example outcome totals columns; 7: the outcome_key column (a digest of each set's outcomes)
+CACHE_VERSION = 7
 CACHE_NAME = "records.npz"
 POOL_MIN_FILES = 2000  # below this a pool's start-up costs more than it saves
 N_COLUMNS = len(LONG_COLUMNS)
@@ -229,6 +229,14 @@ def read_columns(results_dir: Path, *, jobs: int | None = None,
                  use_cache: bool = True) -> tuple[list[np.ndarray], dict[str, int]]:
     """(one object array per LONG_COLUMNS column, exact Python values, of every record's rows in
     ``iter_records`` order, failed runs included; budget name → seeds)."""
+    cols, seeds, _files, _start = _read(results_dir, jobs=jobs, use_cache=use_cache)
+    return cols, seeds
+
+
+def _read(results_dir: Path, *, jobs: int | None,
+          use_cache: bool) -> tuple[list[np.ndarray], dict[str, int], list[str], np.ndarray]:
+    """`read_columns`, plus the record file names in row order and each file's first row (``start``,
+    one more entry than files): row i comes from ``files[k]`` for ``start[k] <= i < start[k + 1]``."""
     records_dir = Path(results_dir) / "records"
     listing: list[tuple[str, int, int]] = []
     with os.scandir(records_dir) as it:
@@ -290,7 +298,7 @@ def read_columns(results_dir: Path, *, jobs: int | None = None,
     for s in seeds_list:
         if s is not None:
             seeds[s[0]] = int(s[1])
-    return cols, seeds
+    return cols, seeds, [x[0] for x in listing], np.asarray(start, np.int64)
 
 
 def read_rows(results_dir: Path, *, jobs: int | None = None,
@@ -301,11 +309,21 @@ def read_rows(results_dir: Path, *, jobs: int | None = None,
     return list(zip(*cols)), seeds
 
 
-def read_frame(results_dir: Path, *, jobs: int | None = None, use_cache: bool = True) -> tuple[Any, dict[str, int]]:
-    """The long table (failed included) as ``rows_frame(read_rows(...)[0])`` gives it, built column by
-    column (no per-row tuples); budget name → seeds."""
-    cols, seeds = read_columns(results_dir, jobs=jobs, use_cache=use_cache)
-    return columns_frame(cols), seeds
+def read_frame(results_dir: Path, *, jobs: int | None = None, use_cache: bool = True,
+               with_files: bool = False) -> Any:
+    """(the long table (failed included) as ``rows_frame(read_rows(...)[0])`` gives it, built column by
+    column (no per-row tuples); budget name → seeds).
+
+    ``with_files``: (table, seeds, files), the table with one more column, ``record``: the index in
+    ``files`` of the record file each row came from (under ``<results_dir>/records``). What a board
+    recomputed from this cache needs to read its runs' per-example outcomes again (only its own files,
+    only when it is recomputed: :func:`harness.leaderboard.report.board_outcomes`)."""
+    cols, seeds, files, start = _read(results_dir, jobs=jobs, use_cache=use_cache)
+    frame = columns_frame(cols)
+    if not with_files:
+        return frame, seeds
+    frame["record"] = np.repeat(np.arange(len(files), dtype=np.int64), np.diff(start))
+    return frame, seeds, files
 
 
 def columns_frame(cols: list[np.ndarray]) -> Any:

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from harness.leaderboard import plots
-from harness.leaderboard.report import (
+from harness.leaderboard.board_report import BoardReport
+from harness.leaderboard.cells import (
     BELOW_MARK,
-    BoardReport,
     _baseline_cell,
     _fmt,
     _fmt_float,
@@ -28,6 +28,7 @@ from harness.leaderboard.report import (
     average_cell,
     average_header,
     board_title,
+    paired_cell,
 )
 
 _CSS = """
@@ -164,6 +165,12 @@ def _winners(rep: BoardReport) -> str:
             items.append(f"<li><b>{_e(r)}</b>: <span class='muted'>skipped — {_e(rk.skipped)}</span></li>")
         else:
             items.append(f"<li><b>{_e(r)}</b>: {_e(', '.join(rk.winners))}</li>")
+    if rep.instance is not None:
+        ins = rep.instance
+        what = (_e(", ".join(ins.winners)) if not ins.skipped
+                else f"<span class='muted'>skipped — {_e(ins.skipped)}</span>")
+        items.append(f"<li><b>instance_borda</b> (every example a voter: examples → tasks → overall, Colombo et "
+                     f"al. 2022; not among the rules above): {what}</li>")
     cw = rep.condorcet or "none (no method beats every other by pairwise majority)"
     return f"<p><b>Condorcet winner:</b> {_e(cw)}</p><ul>{''.join(items)}</ul>"
 
@@ -204,6 +211,26 @@ def _uncertainty(rep: BoardReport) -> str:
         win.append(w)
     parts.append(_table(["method (rank interval · P(win))", *rules], rows, win=win))
     return "".join(parts)
+
+
+def _paired(rep: BoardReport) -> str:
+    """The paired tests of the consensus winner against each method, per task: Δ with stars, and p."""
+    if not rep.paired:
+        return ""
+    tasks = [t for t in rep.board.scores.columns if t in rep.paired]
+    methods = [m for m in rep.order() if any(m in rep.paired[t] for t in tasks)]
+    head = (f"<h3>Paired tests on the same examples</h3><p class='muted'>{_e(rep.paired_reference or '')} against each "
+            "method, per task: Δ = its score − the method's, per example; McNemar when both ran one seed with "
+            "right/wrong outcomes, else the sign-flip permutation test of per-example means over seeds; "
+            "* p &lt; 0.05, ** p &lt; 0.01.</p>")
+    rows = []
+    for m in methods:
+        cells = []
+        for t in tasks:
+            pt = rep.paired[t].get(m)
+            cells.append(paired_cell(pt) + (f" (p = {pt.pvalue:.2g})" if pt is not None else ""))
+        rows.append([m, *cells])
+    return head + _table(["method", *tasks], rows)
 
 
 def _figures(rep: BoardReport) -> str:
@@ -250,6 +277,7 @@ def render_board(rep: BoardReport) -> str:
         _ranks_table(rep),
         "<h3>Winners</h3>", _winners(rep),
         "<h3>Agreement between rules (Kendall τ-b)</h3>", _agreement(rep),
+        _paired(rep),
         "<h3>Plots</h3>", _figures(rep),
         "<h3>Uncertainty: would the winner change?</h3>", _uncertainty(rep),
         "</section>",

@@ -13,6 +13,11 @@ with ``glue_weights.yaml`` (the two-metric tasks count half per metric)::
 
 Instead of ``--columns``, ``Score: 0`` in the weights file drops the aggregate as well.
 
+``--convention votenrank`` ranks as Vote'n'Rank does (arXiv:2210.05769) for every rule it implements
+(e.g. Borda gives a point per system strictly beaten, ties score nothing) and adds its threshold
+rule; the default, ``peftbench``, averages tied positions as pref_voting does. See
+:mod:`harness.leaderboard.votenrank` for the rule-by-rule differences.
+
 Any malformed input ends with one error line on stderr and exit code 2 (no traceback).
 """
 
@@ -31,8 +36,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard.rules import RULES, Ranking, condorcet_winner, rank_all
+from harness.leaderboard.rules import RULES, Ranking, condorcet_winner, profile
 from harness.leaderboard.stats import kendall_tau_agreement, rank_positions
+from harness.leaderboard.votenrank import (
+    CONVENTIONS,
+    DEFAULT_CONVENTION,
+    DEFAULT_GAMMA,
+    VOTENRANK_ONLY,
+    rank_with,
+    rules_for,
+)
 
 PROG = "peftbench rank"
 
@@ -53,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="comma-separated task columns (default: every numeric column)")
     p.add_argument("--weights", help="JSON or YAML file mapping column -> weight (default 1; 0 drops it)")
     p.add_argument("--lower-is-better", default="", help="comma-separated columns where lower scores win")
-    p.add_argument("--rules", default="all", help=f"'all' or a comma-separated subset of: {', '.join(RULES)}")
+    p.add_argument("--rules", default="all", help=f"'all' or a comma-separated subset of: {', '.join(RULES)} "
+                   f"(and, under --convention votenrank, {', '.join(VOTENRANK_ONLY)})")
+    p.add_argument("--convention", default=DEFAULT_CONVENTION, choices=list(CONVENTIONS),
+                   help="tie conventions: peftbench (tied systems share their average position, as pref_voting) "
+                        "or votenrank (Vote'n'Rank's, for every rule it implements)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help=f"votenrank only: the optimality-gap target (default {DEFAULT_GAMMA:g}, for scores in percent)")
     p.add_argument("--format", default="md", choices=["md", "csv", "json"], help="output format")
     p.add_argument("--out", help="write here instead of stdout")
     return p
@@ -67,6 +86,8 @@ class RankInput:
     weights: dict[str, float]
     rules: list[str]
     index_name: str
+    convention: str = DEFAULT_CONVENTION
+    gamma: float = DEFAULT_GAMMA
 
 
 def _split(arg: str | None) -> list[str]:
@@ -206,16 +227,25 @@ def prepare(args: argparse.Namespace) -> RankInput:
         if not any(v > 0 for v in weights.values()):
             raise RankInputError("every weight is 0: nothing to rank on")
 
+    convention = getattr(args, "convention", DEFAULT_CONVENTION)
+    gamma = getattr(args, "gamma", None)
+    if gamma is not None and convention != "votenrank":
+        raise RankInputError("--gamma sets Vote'n'Rank's optimality-gap target: use it with --convention votenrank")
+    if gamma is not None and not math.isfinite(gamma):
+        raise RankInputError(f"--gamma must be a finite number, got {gamma}")
+    registry = rules_for(convention)
     if args.rules.strip() == "all":
-        rules = list(RULES)
+        rules = list(registry)
     else:
         rules = _split(args.rules)
-        unknown = [r for r in rules if r not in RULES]
+        unknown = [r for r in rules if r not in registry]
         if unknown or not rules:
+            only = [r for r in unknown if r in VOTENRANK_ONLY]
+            hint = f" ({', '.join(only)}: only with --convention votenrank)" if only else ""
             raise RankInputError(
-                f"unknown rule(s) {unknown or [args.rules]}; allowed: all, {', '.join(RULES)}"
+                f"unknown rule(s) {unknown or [args.rules]}; allowed: all, {', '.join(registry)}{hint}"
             )
-    return RankInput(scores, weights, rules, index)
+    return RankInput(scores, weights, rules, index, convention, DEFAULT_GAMMA if gamma is None else gamma)
 
 
 def _clean(v: Any) -> Any:
@@ -241,9 +271,11 @@ def ranking_document(
     results: dict[str, Ranking],
     agreement: pd.DataFrame,
     cw: str | None,
+    convention: str = DEFAULT_CONVENTION,
 ) -> dict:
     """The JSON-ready ranking report; `peftbench rank --format json` and the leaderboard share it."""
     return {
+        "convention": convention,
         "systems": list(systems),
         "tasks": list(tasks),
         "weights": {k: _clean(v) for k, v in weights.items()},
@@ -265,16 +297,24 @@ def ranking_document(
 
 
 def rank_table(
-    scores: pd.DataFrame, weights: dict[str, float] | None, rules: Sequence[str]
+    scores: pd.DataFrame, weights: dict[str, float] | None, rules: Sequence[str], *,
+    convention: str = DEFAULT_CONVENTION, gamma: float = DEFAULT_GAMMA,
 ) -> tuple[dict[str, Ranking], pd.DataFrame, str | None]:
-    """Every requested rule, the rules' Kendall agreement and the Condorcet winner of one table."""
-    results = rank_all(scores, weights, list(rules))
+    """Every requested rule (under ``convention``), the rules' Kendall agreement and the Condorcet
+    winner of one table."""
+    registry = rules_for(convention, gamma=gamma)
+    unknown = [r for r in rules if r not in registry]
+    if unknown:
+        raise ValueError(f"unknown rule(s) {unknown} under the {convention} convention; allowed: {', '.join(registry)}")
+    p = profile(scores, weights)
+    results = rank_with(p, registry, list(rules))
     cw = condorcet_winner(scores, weights)
     return results, kendall_tau_agreement(results), cw
 
 
 def to_json(inp: RankInput, results: dict[str, Ranking], agreement: pd.DataFrame, cw: str | None) -> str:
-    doc = ranking_document(inp.scores.index, inp.scores.columns, inp.weights, results, agreement, cw)
+    doc = ranking_document(inp.scores.index, inp.scores.columns, inp.weights, results, agreement, cw,
+                           inp.convention)
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
@@ -297,6 +337,14 @@ def _md_cell(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def _convention_line(inp: RankInput) -> str:
+    if inp.convention == "votenrank":
+        return ("**Convention:** Vote'n'Rank's (arXiv:2210.05769) for the rules it implements: ties score "
+                "nothing under Borda and plurality, take the best position under Dowdall; minimax by winning "
+                f"votes; optimality gap below gamma = {inp.gamma:g}")
+    return "**Convention:** peftbench's: tied systems share the average of their positions (as pref_voting)"
+
+
 def to_markdown(inp: RankInput, results: dict[str, Ranking], agreement: pd.DataFrame, cw: str | None) -> str:
     live = [r for r, rk in results.items() if rk.skipped is None]
     pos = _positions(results).reindex(index=inp.scores.index)
@@ -309,6 +357,8 @@ def to_markdown(inp: RankInput, results: dict[str, Ranking], agreement: pd.DataF
         f"# Ranking of {len(inp.scores.index)} systems over {len(inp.scores.columns)} tasks",
         "",
         "Tasks (weight): " + ", ".join(f"{c} ({inp.weights[c]:g})" for c in inp.scores.columns),
+        "",
+        _convention_line(inp),
         "",
         "**Condorcet winner:** "
         + (cw if cw is not None else "none (no system beats every other by pairwise majority)"),
@@ -342,7 +392,8 @@ def run(argv: Sequence[str] | None) -> str:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     inp = prepare(args)
     try:
-        results, agreement, cw = rank_table(inp.scores, inp.weights, inp.rules)
+        results, agreement, cw = rank_table(inp.scores, inp.weights, inp.rules, convention=inp.convention,
+                                            gamma=inp.gamma)
     except ValueError as e:  # the rules' own validation: report as an input error
         raise RankInputError(str(e)) from None
     if args.format == "json":

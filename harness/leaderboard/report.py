@@ -18,28 +18,56 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard.examples import cell_intervals
+from harness.leaderboard.board_report import BoardReport, position_of
+from harness.leaderboard.cells import (
+    BELOW_MARK,
+    PAIRED_ALPHA,
+    _baseline_cell,
+    _fmt,
+    _fmt_float,
+    _fmt_int,
+    _rows,
+    average_cell,
+    average_header,
+    board_title,
+    paired_cell,
+)
+from harness.leaderboard.examples import (
+    board_paired_tests,
+    cell_intervals,
+    metric_intervals,
+    paired_document,
+    paired_from_document,
+)
+from harness.leaderboard.instance import DESCRIPTION as INSTANCE_DESCRIPTION
+from harness.leaderboard.instance import RULE_NAME as INSTANCE_RULE
+from harness.leaderboard.instance import instance_ranking
 from harness.leaderboard.rank_cli import _clean, rank_table, ranking_document
 from harness.leaderboard.rules import RULES, Ranking
-from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi, rank_positions
+from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi
 from harness.leaderboard.suites import attach_averages, known_suites
 from harness.leaderboard.table import (
     Board,
-    SuiteAverage,
     aggregate,
     boards,
     hardware_by_board,
     one_value_per_seed,
 )
 from harness.leaderboard.tuning import add_search_notes
-from harness.leaderboard.verdict import as_document, below_baseline, cell_bounds, verdict, verdict_markdown
+from harness.leaderboard.verdict import (
+    as_document,
+    below_baseline,
+    cell_bounds,
+    consensus,
+    verdict,
+    verdict_markdown,
+)
 from harness.records import RecordError, atomic_write
 from harness.spec import CONF_DIR, PROJECT_ROOT, _path_or
 
@@ -49,54 +77,6 @@ DEFAULT_BOOTSTRAP = 200  # replicates: enough for 95% rank intervals at a few se
 
 def rank_board(board: Board, rules: Sequence[str]) -> dict[str, Ranking]:
     return rank_table(board.oriented(), None, list(rules))[0]
-
-
-def position_of(ranking: Ranking) -> dict[str, int]:
-    """Rank position per method (1 = best) as integers for the tables: stats.rank_positions' ranks."""
-    return {name: int(p) for name, p in rank_positions(ranking).items()}
-
-
-@dataclass
-class BoardReport:
-    """Everything computed for one board; the writers (md, csv, json, html, W&B) only format it."""
-
-    board: Board
-    rankings: dict[str, Ranking]
-    agreement: pd.DataFrame
-    condorcet: str | None
-    n_failed: int = 0
-    friedman: dict[str, Any] | None = None
-    friedman_note: str | None = None          # why the test could not run
-    bootstrap: dict[str, BootstrapRule] | None = None
-    bootstrap_note: str | None = None         # degenerate / disabled / partial, in words
-    n_boot: int = 0
-    notes: list[str] = field(default_factory=list)
-    # per method × task, each metric's own scale: the cell's 95% interval (over examples where the runs
-    # kept outcomes, else over seeds; NaN: none), its source, and whether it fails to clear the baseline
-    interval_lo: pd.DataFrame | None = None
-    interval_hi: pd.DataFrame | None = None
-    interval_source: pd.DataFrame | None = None
-    below_baseline: pd.DataFrame | None = None
-    verdict: list[str] = field(default_factory=list)   # the board's conclusion, sentence by sentence
-
-    @property
-    def live(self) -> list[str]:
-        """Rules that produced a ranking (not skipped)."""
-        return [r for r, rk in self.rankings.items() if not rk.skipped]
-
-    def positions(self) -> pd.DataFrame:
-        """Methods × live rules, rank position (1 = best)."""
-        idx = self.board.scores.index
-        pos = {r: position_of(self.rankings[r]) for r in self.live}
-        return pd.DataFrame({r: [pos[r].get(m, np.nan) for m in idx] for r in self.live}, index=idx, dtype=float)
-
-    def order(self) -> list[str]:
-        """Methods sorted by the first live rule, then name."""
-        order = list(self.board.scores.index)
-        if self.live:
-            pos = position_of(self.rankings[self.live[0]])
-            order.sort(key=lambda m: (pos.get(m, math.inf), m))
-        return order
 
 
 # ------------------------------------------------------------------------------------------------
@@ -117,9 +97,40 @@ def _oriented_samples(part: pd.DataFrame) -> pd.DataFrame:
     value = part["value"].astype(float).where(part["direction"] != "min", -part["value"].astype(float))
     out = {"method": part["method"].astype(str), "task": part["task"].astype(str), "seed": part["seed"],
            "value": value}
-    for c in ("n_outcomes", "outcome_sum"):
+    for c in ("n_outcomes", "outcome_sum", "outcome_key"):
         out[c] = part[c].astype(float) if c in part else np.nan
+    if "record" in part:   # the record file of each run (cache.read_frame(with_files=True)): not in the key
+        out["record"] = part["record"]
     return pd.DataFrame(out)
+
+
+def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Path) -> dict[tuple[str, str, Any], Any]:
+    """(method, task, seed) → the per-example outcomes of that run, read again from its record file (and
+    sidecar) for the runs of ``samples`` whose row has an ``outcome_key``: what the paired tests of a
+    board need. Called only for boards that are recomputed, so a regeneration that changes nothing
+    reads no record file; a record that fails to decode leaves its run without outcomes (the pairs it
+    is in are not tested), it never fails the board."""
+    import json as _json
+
+    from harness.outcomes import OutcomeError, record_outcomes
+
+    if "record" not in samples or "outcome_key" not in samples:
+        return {}
+    want = samples[np.isfinite(samples["outcome_key"].to_numpy(dtype=float))]
+    parsed: dict[int, dict[str, Any]] = {}
+    out: dict[tuple[str, str, Any], Any] = {}
+    for m, t, seed, rec_i in zip(want["method"], want["task"], want["seed"], want["record"]):
+        rec_i = int(rec_i)
+        if rec_i not in parsed:
+            try:
+                rec = _json.loads((records_dir / files[rec_i]).read_text(encoding="utf-8"))
+                parsed[rec_i] = record_outcomes(rec, record_dir=records_dir)
+            except (OSError, ValueError, KeyError, TypeError, OutcomeError):
+                parsed[rec_i] = {}
+        got = parsed[rec_i].get(t)
+        if got is not None:
+            out[m, t, seed] = got
+    return out
 
 
 def samples_by_board(long_ok: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -143,21 +154,40 @@ def _ranked_report(board: Board, rules: Sequence[str], *, n_boot: int, n_failed:
 
 
 def analyze_board(board: Board, samples: pd.DataFrame, rules: Sequence[str], *, n_boot: int = DEFAULT_BOOTSTRAP,
-                  n_failed: int = 0) -> BoardReport:
-    """Rank one board with every rule; add agreement, Condorcet, Friedman/Nemenyi and the bootstrap."""
+                  n_failed: int = 0, outcomes: Mapping[tuple[str, str, Any], Any] | None = None) -> BoardReport:
+    """Rank one board with every rule; add agreement, Condorcet, Friedman/Nemenyi, the bootstrap and, given
+    its runs' per-example ``outcomes`` (:func:`board_outcomes`), the paired tests on the same examples."""
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
-    _evidence(rep, samples)
+    _evidence(rep, samples, outcomes)
     _bootstrap(rep, samples, n_boot)
     rep.verdict = verdict(rep, rep.below_baseline)
     return rep
 
 
-def _evidence(rep: BoardReport, samples: pd.DataFrame) -> None:
+def _evidence(rep: BoardReport, samples: pd.DataFrame, outcomes: Mapping[tuple[str, str, Any], Any] | None = None
+              ) -> None:
     """Each cell's interval (over examples where the runs kept outcomes, else over seeds) and whether
-    it clears its task's trivial baseline."""
+    it clears its task's trivial baseline; the paired tests of the consensus winner against every other
+    method, task by task, where the runs' outcomes are given."""
     example_ci = cell_intervals(samples, rng_seed=BOOTSTRAP_SEED) if "n_outcomes" in samples else None
+    if outcomes:   # Matthews, F1, correlations: the metric itself on resampled examples
+        b = rep.board
+        done = set() if example_ci is None else set(zip(example_ci["method"], example_ci["task"]))
+        todo = samples[np.array([(m, t) not in done and b.directions.get(t) == "max"
+                                 for m, t in zip(samples["method"], samples["task"])], dtype=bool)]
+        extra = metric_intervals(todo, outcomes, b.metrics, rng_seed=BOOTSTRAP_SEED)
+        if len(extra):
+            example_ci = extra if example_ci is None or example_ci.empty else pd.concat([example_ci, extra],
+                                                                                         ignore_index=True)
     rep.interval_lo, rep.interval_hi, rep.interval_source = cell_bounds(rep.board, example_ci)
     rep.below_baseline = below_baseline(rep.board, rep.interval_lo, rep.interval_hi)
+    if outcomes:
+        cons = consensus(rep).dropna().sort_values(kind="stable")
+        if len(cons):
+            rep.paired_reference = str(cons.index[0])
+            rep.paired = board_paired_tests(samples, outcomes, rep.paired_reference, rng_seed=BOOTSTRAP_SEED)
+        rep.instance, rep.instance_counts = instance_ranking(samples, outcomes, [str(m) for m in rep.board.scores.index],
+                                                            [str(t) for t in rep.board.scores.columns])
 
 
 def _bootstrap(rep: BoardReport, samples: pd.DataFrame, n_boot: int) -> None:
@@ -197,23 +227,6 @@ def failed_by_board(long: pd.DataFrame) -> dict[tuple[str, str, str], int]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _fmt(mean: float, std: float, n: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    s = f"{mean:.4f}"
-    if n and n > 1 and not math.isnan(std):
-        s += f" ± {std:.4f}"
-    return s + f" (n={int(n)})" if n else s
-
-
-def _fmt_int(v: float) -> str:
-    return "—" if v is None or math.isnan(v) else f"{int(v):,}"
-
-
-def _fmt_float(v: float, digits: int) -> str:
-    return "—" if v is None or math.isnan(v) else f"{v:.{digits}f}"
-
-
 def board_frame(board: Board, rankings: dict[str, Ranking]) -> pd.DataFrame:
     """One row per method: per-task mean/std/n, cost columns, one rank column per rule."""
     index = board.scores.index
@@ -240,28 +253,6 @@ def board_frame(board: Board, rankings: dict[str, Ranking]) -> pd.DataFrame:
     return df
 
 
-def _rows(board: Board, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """method → its row of a board table, in the board's task order (one array, not a pandas lookup per cell)."""
-    frame = frame.reindex(index=board.scores.index, columns=board.scores.columns)
-    return dict(zip(frame.index, frame.to_numpy()))
-
-
-def average_header(avg: SuiteAverage) -> str:
-    """The suite-average column's header: its label (which says when it covers part of the suite), ↑."""
-    return f"{avg.label} ↑"
-
-
-def average_cell(avg: SuiteAverage, method: str) -> str:
-    """mean ± std (n) of one method's suite average; "—" when it lacks a task (the board's notes say which)."""
-    return _fmt(float(avg.mean.get(method, np.nan)), float(avg.std.get(method, np.nan)),
-                float(avg.n_seeds.get(method, 0.0)))
-
-
-def board_title(board: Board) -> str:
-    return f"budget={board.budget} · model={board.model} · suite={board.suite}"
-
-
-BELOW_MARK = "†"   # a cell whose interval does not clear its task's trivial baseline
 MD_WIDTH = 120     # the printed leaderboard.md fits a terminal this wide (tables of up to 8 tasks)
 RULE_ABBREV = {"mean": "mn", "geometric_mean": "gm", "median": "md", "optimality_gap": "og", "plurality": "pl",
                "borda": "bo", "dowdall": "dw", "baldwin": "bw", "nanson": "na", "black": "bl", "condorcet": "cc",
@@ -354,6 +345,11 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     for r, rk in rankings.items():
         if rk.skipped:
             lines += _wrap(f"- **{r}**: skipped — {rk.skipped}", "  ")
+    if report is not None and report.instance is not None:
+        ins = report.instance
+        what = (f"{', '.join(ins.winners)}; order: " + " > ".join(" = ".join(g) for g in ins.groups)
+                if not ins.skipped else f"skipped — {ins.skipped}")
+        lines += _wrap(f"- **{INSTANCE_RULE}** (every example a voter; not among the rules above): {what}", "  ")
     if report is not None:
         lines += _wrap(f"- **Condorcet winner**: {report.condorcet or 'none (no method beats every other by majority)'}",
                        "  ")
@@ -371,6 +367,8 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
             lines += _wrap(f"- {report.bootstrap_note}", "  ")
         for br in (report.bootstrap or {}).values():
             lines += _wrap(f"- {br.summary}", "  ")
+    if report is not None and report.paired:
+        lines += ["", *paired_markdown(report, short)]
     for note in board.notes:
         lines += _wrap(f"- note: {note}", "  ")
     # the full tables, further down: one row per cell, so that any number of tasks fits the width
@@ -409,12 +407,19 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     return "\n".join(lines)
 
 
-def _baseline_cell(board: Board, task: str) -> str:
-    v = board.baseline.get(task)
-    if v is None or math.isnan(v):
-        return "—"
-    kind = board.baseline_kind.get(task)
-    return f"{v:.4f}" + (f" ({kind})" if kind else "")
+def paired_markdown(rep: BoardReport, short: Mapping[str, str]) -> list[str]:
+    """The board's paired tests as a method × task table of Δ with stars (p-values in the JSON)."""
+    assert rep.paired is not None
+    tasks = [t for t in rep.board.scores.columns if t in rep.paired]
+    methods = [m for m in rep.order() if any(m in rep.paired[t] for t in tasks)]
+    lines = _wrap(f"**Paired tests on the same examples**: `{rep.paired_reference}` against each method, per task "
+                  "(Δ = its score − the method's, per example; McNemar when both ran one seed with right/wrong "
+                  "outcomes, else the sign-flip permutation test of the per-example means over seeds; "
+                  f"* p < {PAIRED_ALPHA:g}, ** p < 0.01; p-values in the board's JSON):")
+    lines += ["", "| method | " + " | ".join(short.get(t, t) for t in tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+    for m in methods:
+        lines.append("| " + " | ".join([m, *[paired_cell(rep.paired[t].get(m)) for t in tasks]]) + " |")
+    return lines
 
 
 def board_document(rep: BoardReport) -> dict[str, Any]:
@@ -441,6 +446,14 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
     if rep.interval_lo is not None and rep.interval_hi is not None and rep.interval_source is not None \
             and rep.below_baseline is not None:
         doc["intervals"] = as_document(rep.interval_lo, rep.interval_hi, rep.interval_source, rep.below_baseline)
+    if rep.paired is not None:
+        doc["paired"] = paired_document(rep.paired_reference, rep.paired)
+    if rep.instance is not None:
+        ins = rep.instance
+        doc["instance_level"] = {"rule": INSTANCE_RULE, "description": INSTANCE_DESCRIPTION,
+                                 "ranking": [list(g) for g in ins.groups], "scores": dict(ins.scores),
+                                 "winners": list(ins.winners), "skipped": ins.skipped,
+                                 "task_borda": rep.instance_counts}
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,
                         "rules": {r: br.as_dict() for r, br in (rep.bootstrap or {}).items()}}
@@ -453,11 +466,12 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
 
 
 def render_board_files(board: Board, samples: pd.DataFrame, rules: Sequence[str], n_boot: int, n_failed: int,
-                       html: bool) -> tuple[BoardReport, str, str, str, str | None]:
-    """All the per-board work (rankings, Friedman, bootstrap, Markdown/CSV/JSON text, HTML section with
-    figures); a pure function of its arguments (the bootstrap seed is fixed per board), so boards can
-    run in any process in any order and give the same bytes."""
-    rep = analyze_board(board, samples, rules, n_boot=n_boot, n_failed=n_failed)
+                       html: bool, outcomes: Mapping[tuple[str, str, Any], Any] | None = None
+                       ) -> tuple[BoardReport, str, str, str, str | None]:
+    """All the per-board work (rankings, Friedman, bootstrap, paired tests, Markdown/CSV/JSON text, HTML
+    section with figures); a pure function of its arguments (the bootstrap and permutation seeds are
+    fixed per board), so boards can run in any process in any order and give the same bytes."""
+    rep = analyze_board(board, samples, rules, n_boot=n_boot, n_failed=n_failed, outcomes=outcomes)
     md = board_markdown(board, rep.rankings, rep)
     csv = board_frame(board, rep.rankings).to_csv()
     js = json.dumps(board_document(rep), indent=2, allow_nan=False) + "\n"
@@ -478,14 +492,15 @@ _UNCERTAINTY_HEAD = "<h3>Uncertainty: would the winner change?</h3>"
 
 
 def render_board_split(board: Board, samples: pd.DataFrame, rules: Sequence[str], n_boot: int, n_failed: int,
-                       html: bool, pool: Any) -> tuple[BoardReport, str, str, str, str | None]:
+                       html: bool, outcomes: Mapping[tuple[str, str, Any], Any] | None = None, *,
+                       pool: Any) -> tuple[BoardReport, str, str, str, str | None]:
     """`render_board_files` of one board on two processes: the bootstrap runs in ``pool`` while this
     process draws the figures (which do not depend on it); the HTML section's uncertainty part is then
     rendered from the bootstrap. Same bytes as `render_board_files` (checked; else it renders again)."""
     from harness.leaderboard import html as html_mod
 
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
-    _evidence(rep, samples)
+    _evidence(rep, samples, outcomes)
     pending = pool.apply_async(_bootstrap_job, (rep, samples, n_boot))
     rep.verdict = verdict(rep, rep.below_baseline)   # without the bootstrap: replaced in the draft below
     draft = html_mod.render_board(rep) if html else None  # no bootstrap yet: all but the uncertainty part
@@ -572,7 +587,7 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
     put([str(samples[c].dtype) for c in samples.columns])
     for c in ("method", "task", "seed"):
         put(samples[c].tolist())
-    for c in ("value", "n_outcomes", "outcome_sum"):
+    for c in ("value", "n_outcomes", "outcome_sum", "outcome_key"):   # not "record": a file index, not data
         if c in samples:
             put_array(samples[c].to_numpy(dtype=np.float64))
     put([board.baseline, board.baseline_kind])
@@ -626,6 +641,14 @@ def report_from_document(board: Board, js: str) -> BoardReport:
                       n_failed=int(doc["board"]["n_failed"]), friedman=None if skipped_fr else fr,
                       friedman_note=fr["skipped"] if skipped_fr else None, bootstrap=bootstrap or None,
                       bootstrap_note=boot["note"], n_boot=int(boot["n_boot"]), verdict=list(doc["verdict"]))
+    if doc.get("paired"):
+        rep.paired_reference, rep.paired = paired_from_document(doc["paired"])
+    if doc.get("instance_level"):
+        ins = doc["instance_level"]
+        rep.instance = Ranking(groups=[list(g) for g in ins["ranking"]],
+                               scores={m: _nan(v) for m, v in ins["scores"].items()}, winners=list(ins["winners"]),
+                               skipped=ins["skipped"])
+        rep.instance_counts = {t: {m: float(v) for m, v in per.items()} for t, per in ins["task_borda"].items()}
     cells = doc.get("intervals") or {}
     if cells:
         idx, cols = list(cells), list(next(iter(cells.values())))
@@ -679,7 +702,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     from harness.leaderboard.cache import _pool_context, read_frame
 
     jobs = max(1, jobs or os.cpu_count() or 1)
-    long, seeds = read_frame(results_dir, jobs=jobs, use_cache=use_cache)
+    long, seeds, files = read_frame(results_dir, jobs=jobs, use_cache=use_cache, with_files=True)
     n_failed = int((long["status"] != "success").sum()) if not long.empty else 0
     ok = one_value_per_seed(long, success_only=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -712,6 +735,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
             if hit is not None:
                 results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit)
     todo = [i for i, r in enumerate(results) if r is None]
+    for i in todo:   # only the boards analysed again read their runs' per-example outcomes (paired tests)
+        all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records"))
     if jobs > 1 and len(todo) > 1:
         pool = _pool_context().Pool(min(jobs, len(todo)))
         fresh = pool.imap(_board_job, [all_jobs[i] for i in todo], chunksize=1)

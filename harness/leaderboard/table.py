@@ -28,7 +28,7 @@ CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
 LONG_COLUMNS = ["signature", "status", "method", "model", "task", "suite", "budget", "seed", "metric",
                 "value", "direction", "primary", "trainable_params", "total_params", "peak_memory_mb",
                 "train_time_s", "task_version", "hardware", "subtask", "baseline", "baseline_kind", "n_outcomes",
-                "outcome_sum"]
+                "outcome_sum", "outcome_key"]
 NAN = float("nan")
 
 
@@ -38,15 +38,38 @@ def _baseline_of(block: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     return base.get("metrics") or {}, base.get("kind")
 
 
-def _outcome_totals(block: Mapping[str, Any], metric: str) -> tuple[float, float]:
-    """(examples, examples right) of one set's right/wrong outcomes when they score ``metric`` (the
-    mean of the outcomes is then that metric); NaNs otherwise. Only the two totals enter the long table:
-    they are all an interval over examples needs (:mod:`harness.leaderboard.examples`), and decoding
-    the bits of 100k records would cost the regeneration its bar."""
+def _outcome_totals(block: Mapping[str, Any], metric: str, primary: str) -> tuple[float, float, float]:
+    """(examples, examples right, key) of one set's per-example outcomes on the row of ``metric``.
+
+    The totals are set when the outcomes are right/wrong by ``metric`` (the mean of the outcomes is then
+    that metric); NaNs otherwise. Only the two totals enter the long table: they are all an interval
+    over examples needs (:mod:`harness.leaderboard.examples`), and decoding the bits of 100k records
+    would cost the regeneration its bar (a ``label`` block's sum counts the examples right: the totals
+    of its accuracy row). The key (:func:`outcome_key`) is set on the row the outcomes score (right/wrong
+    and labels: their metric; predictions: the primary metric), so that a board's cache key sees
+    the outcomes themselves, which the paired tests read, and not only their totals."""
     oc = block.get("outcomes")
-    if not oc or oc.get("kind") != "correct" or oc.get("metric") != metric:
-        return NAN, NAN
-    return float(oc["n"]), float(oc["sum"])
+    if not oc:
+        return NAN, NAN, NAN
+    kind = oc.get("kind")
+    scored = oc.get("metric") == metric if kind in ("correct", "label") else metric == primary
+    key = outcome_key(oc) if scored else NAN
+    # right/wrong totals: the outcomes' own metric (correct), or accuracy (label: sum = examples right)
+    if (kind == "correct" and scored) or (kind == "label" and metric == "accuracy"):
+        return float(oc["n"]), float(oc["sum"]), key
+    return NAN, NAN, key
+
+
+def outcome_key(block: Mapping[str, Any]) -> float:
+    """A 52-bit digest of an outcomes block (kind, n and its inline data or its sidecar's sha256) as a
+    float (exact below 2**53, so the long table keeps it in a float column and the record cache stores
+    it as plain float64): equal keys, equal outcomes. One sha256 of ~170 characters per set, paid when a
+    record file is parsed, never on a cached regeneration."""
+    import hashlib
+
+    ref = block.get("data") if "data" in block else block.get("sha256")
+    text = f"{block.get('kind')}|{block.get('n')}|{block.get('metric')}|{ref}"
+    return float(int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:13], 16))
 
 
 def long_table(records: Iterable[Mapping[str, Any]], *, include_failed: bool = False) -> pd.DataFrame:
@@ -88,7 +111,7 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
         if include_failed:
             return [(run["signature"], run["status"], run["method"], run["model"], run["task"],
                      run.get("suite"), run["budget"], run["seed"], None, NAN, None, None, NAN, NAN, NAN, NAN, None,
-                     hardware, False, NAN, None, NAN, NAN)]
+                     hardware, False, NAN, None, NAN, NAN, NAN)]
         return []
     ev, tr = rec["eval"], rec["train"]
     cost = (tr["trainable_params"], tr["total_params"], tr["peak_memory_mb"], tr["train_time_s"])
@@ -104,7 +127,7 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
             primary = sub["primary_metric"]
             base, kind = _baseline_of(sub)
             out += [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
-                     *_outcome_totals(sub, name)) for name, m in sub["metrics"].items()]
+                     *_outcome_totals(sub, name, primary)) for name, m in sub["metrics"].items()]
         return out
     primary = ev["primary_metric"]
     head = (run["signature"], "success", run["method"], run["model"], run["task"], run.get("suite") or "",
@@ -112,7 +135,7 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
     tail = (*cost, ev["task_version"], hardware, False)
     base, kind = _baseline_of(ev)
     return [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
-             *_outcome_totals(ev, name)) for name, m in ev["metrics"].items()]
+             *_outcome_totals(ev, name, primary)) for name, m in ev["metrics"].items()]
 
 
 def _num(v: Any) -> float:

@@ -10,7 +10,9 @@ the board's own statistics (no new test is run here):
    resampled (the bootstrap of the first ranked rule);
 3. the baselines: on how many tasks no method clears its trivial baseline (majority class, chance, 0),
    judged on each cell's interval (:func:`cell_bounds`);
-4. the top two: on how many tasks the consensus winner beats the runner-up, at what parameter cost.
+4. the top two: on how many tasks the consensus winner beats the runner-up, at what parameter cost;
+5. and, where the runs kept per-example outcomes, on how many tasks that lead (or lag) is significant
+   on the same examples (the board's paired tests, :func:`harness.leaderboard.examples.board_paired_tests`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from harness.leaderboard.report import BoardReport
+    from harness.leaderboard.board_report import BoardReport
     from harness.leaderboard.table import Board
 
 ALPHA = 0.05
@@ -166,6 +168,24 @@ def verdict(rep: BoardReport, marks: pd.DataFrame | None = None) -> list[str]:
             s += (f", at {abs(rel):.0%} {'more' if rel > 0 else 'fewer'} trainable parameters"
                   if abs(rel) >= 0.005 else ", at the same parameter count")
         out.append(s + ".")
+        # 5. the same pair on the same examples
+        if rep.paired and rep.paired_reference == first:
+            tested = {t: per[second] for t, per in rep.paired.items() if second in per}
+            if tested:
+                ahead = [t for t, pt in tested.items() if pt.diff > 0 and pt.pvalue < ALPHA]
+                behind = [t for t, pt in tested.items() if pt.diff < 0 and pt.pvalue < ALPHA]
+                kinds = sorted({"McNemar" if pt.test == "mcnemar" else "sign-flip permutation"
+                                for pt in tested.values()})
+                how = f"paired {' and '.join(kinds)} test{'s' if len(tested) > 1 else ''}, p < {ALPHA:g}"
+                if not ahead and not behind:
+                    out.append(f"On the same examples, no task separates `{first}` from `{second}` "
+                               f"({len(tested)} task{'s' if len(tested) != 1 else ''} tested; {how.replace('<', '≥')}).")
+                else:
+                    s = (f"On the same examples, `{first}` is significantly ahead of `{second}` on {len(ahead)} of "
+                         f"{len(tested)} tasks")
+                    if behind:
+                        s += f" and behind on {len(behind)} ({', '.join(behind)})"
+                    out.append(s + f" ({how}).")
     return out
 
 

@@ -22,15 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf
+
+from hydra_plugins.peftbench_sweeper.launchers import report
 
 log = logging.getLogger("peftbench")
 POLL_S = 2.0
 # squeue may briefly not list a task whose result file is still being renamed into place
 GONE_GRACE_S = 10.0
+# squeue failing for this long in a row (slurmctld down, a broken client) ends the wait: a task that was
+# cancelled or killed writes no result, so only squeue could tell, and the driver would wait forever
+SQUEUE_GIVE_UP_S = 900.0
 
 
 class SubmissionError(RuntimeError):
@@ -79,11 +84,17 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
             raise SubmissionError(_sbatch_message(exc)) from None
         array_id = jobs[0].job_id.split("_")[0]
         folder = Path(str(jobs[0].paths.folder)).parent
+        if (sweep_dir / "jobs.json").exists():   # for `peftbench status` / `cancel` (harness/sweeps.py)
+            from harness.sweeps import note_launch
+
+            note_launch(sweep_dir, {"launcher": "slurm", "array_id": array_id, "folder": str(folder), "jobs": [
+                {"num": initial_job_idx + i, "job_id": j.job_id, "log": str(j.paths.stderr)}
+                for i, j in enumerate(jobs)]})
         print(f"peftbench: submitted SLURM array {array_id} ({len(jobs)} jobs, name {params.get('name')}); "
               f"logs: {folder}/{array_id}_<task>/\n"
               f"peftbench: watch: squeue -j {array_id} · cancel: scancel {array_id}", file=sys.stderr, flush=True)
         try:
-            return self._wait(jobs, job_overrides, array_id)
+            return self._wait(jobs, job_overrides, array_id, initial_job_idx)
         except KeyboardInterrupt:
             print(f"\npeftbench: stopped waiting; SLURM array {array_id} keeps running.\n"
                   f"  watch:  squeue -j {array_id}   (logs: {folder})\n"
@@ -92,18 +103,30 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
                   file=sys.stderr)
             raise SystemExit(130) from None
 
-    def _wait(self, jobs: list[Any], overrides: Sequence[Sequence[str]], array_id: str) -> list[JobReturn]:
+    def _wait(self, jobs: list[Any], overrides: Sequence[Sequence[str]], array_id: str,
+              initial_job_idx: int = 0) -> list[JobReturn]:
         from submitit.core.utils import pickle_load
 
         results: dict[int, JobReturn] = {}
         gone_since: dict[int, float] = {}
-        t0 = time.monotonic()
-        warned = False
+        blind_since: float | None = None   # since when squeue has failed without a break
         while len(results) < len(jobs):
             alive = live_tasks(array_id)
-            if alive is None and not warned:
-                print("peftbench: squeue unavailable: waiting on the jobs' result files only", file=sys.stderr)
-                warned = True
+            if alive is None:
+                if blind_since is None:
+                    blind_since = time.monotonic()
+                    print("peftbench: squeue unavailable: waiting on the jobs' result files only", file=sys.stderr)
+                elif time.monotonic() - blind_since >= SQUEUE_GIVE_UP_S:
+                    # a cancelled or killed task writes no result: without squeue, waiting could never end
+                    for i, job in enumerate(jobs):
+                        if i not in results and not job.paths.result_pickle.exists():
+                            results[i] = _failed(overrides[i], RuntimeError(
+                                f"job {job.job_id}: SLURM could not be asked for {SQUEUE_GIVE_UP_S:.0f} s; stopped "
+                                f"waiting (the array may still run: peftbench status, squeue -j {array_id})"))
+                            report(self, initial_job_idx + len(results), job.job_id, overrides[i], results[i],
+                                   num=initial_job_idx + i, total=initial_job_idx + len(jobs))
+            else:
+                blind_since = None
             for i, job in enumerate(jobs):
                 if i in results:
                     continue
@@ -124,7 +147,8 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
                             f"to start); log: {job.paths.stderr}"))
                 if ret is not None:
                     results[i] = ret
-                    _progress_line(len(results), len(jobs), job.job_id, overrides[i], ret, time.monotonic() - t0)
+                    report(self, initial_job_idx + len(results), job.job_id, overrides[i], ret,
+                           num=initial_job_idx + i, total=initial_job_idx + len(jobs))
             if len(results) < len(jobs):
                 time.sleep(POLL_S)
         return [results[i] for i in range(len(jobs))]
@@ -132,19 +156,6 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
 
 def _failed(overrides: Sequence[str], exc: BaseException) -> JobReturn:
     return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=exc)
-
-
-def _progress_line(n: int, total: int, job_id: str, overrides: Sequence[str], ret: JobReturn,
-                   elapsed: float) -> None:
-    value = ret._return_value if ret.status == JobStatus.COMPLETED else None
-    if isinstance(value, dict):
-        status = value.get("status", "?")
-        metric = next((f" {k}={v:.4f}" for k, v in value.items() if k not in ("signature", "status", "record")
-                       and isinstance(v, float)), "")
-    else:
-        status, metric = "lost", ""
-    print(f"peftbench: [{n}/{total}] {job_id} {' '.join(filter_overrides(list(overrides)))}: {status}{metric} "
-          f"({elapsed:.0f} s)", file=sys.stderr, flush=True)
 
 
 def _sbatch_message(exc: BaseException) -> str:

@@ -89,6 +89,27 @@ def test_example_outcomes_by_task_kind() -> None:
     assert reg.kind == "prediction" and reg.reference is not None
     cls = example_outcomes({}, ["accuracy"], [1, 0], [1, 1])
     assert cls.kind == "correct" and cls.values.tolist() == [1, 0]
+    # CoLA: Matthews reads the whole confusion matrix, so the labels themselves are kept
+    cola = example_outcomes({}, ["matthews", "accuracy"], [1, 0, 1], [1, 1, 0])
+    assert cola.kind == "label" and cola.values.tolist() == [1, 0, 1] and cola.reference.tolist() == [1, 1, 0]
+    # answer words (not integer labels) stay right/wrong even under F1
+    words = example_outcomes({}, ["f1"], ["yes", "no"], ["yes", "yes"])
+    assert words.kind == "correct"
+
+
+@pytest.mark.parametrize("n", [1, 40, 3000])
+def test_label_outcomes_round_trip(tmp_path: Path, n: int) -> None:
+    rng = np.random.default_rng(n)
+    pred, gold = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    block = encode_outcomes(Outcomes("label", "matthews", pred, gold), record_dir=tmp_path, stem="s")
+    assert block["sum"] == float((pred == gold).sum()) and block["n"] == n
+    assert ("path" in block) == (n == 3000)   # 24 kB of int32 pairs: a sidecar
+    back = read_outcomes(json.loads(json.dumps(block)), record_dir=tmp_path)
+    assert back is not None and back.kind == "label" and back.metric == "matthews"
+    np.testing.assert_array_equal(back.values, pred)
+    np.testing.assert_array_equal(back.reference, gold)
+    with pytest.raises(OutcomeError, match="reference"):
+        Outcomes("label", "matthews", pred, None)
 
 
 def _spec(tmp_path: Path) -> SimpleNamespace:

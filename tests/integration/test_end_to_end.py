@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,49 @@ def test_rerun_skips_finished_jobs(sweep: dict) -> None:
     assert "2 already have a success record (skipped); 0 to run" in again.stderr
     after = {p.name: p.stat().st_mtime_ns for p in (sweep["results"] / "records").glob("*.json")}
     assert before == after
+
+
+def test_progress_status_and_plan_of_a_local_sweep(sweep: dict) -> None:
+    """A line per finished job while it runs; afterwards `status` from the sweep's manifest, and a
+    `plan` of the same sweep that would skip both jobs."""
+    lines = [ln for ln in sweep["first"].stderr.splitlines() if re.match(r"peftbench: \[\d/2\] \d+ method=", ln)]
+    assert len(lines) == 2 and all(": success accuracy=" in ln for ln in lines), sweep["first"].stderr[-3000:]
+    out = peftbench("status", "e2e-test", "--runs-dir", str(sweep["runs"]))
+    assert out.returncode == 0 and out.stdout.startswith("e2e-test: 2 jobs: 2 success  [local"), out.stdout
+    bad = peftbench("status", str(sweep["runs"] / "hydra-bad"))
+    assert "1 jobs: 1 failed" in bad.stdout and "BudgetExceeded" in bad.stdout, bad.stdout
+    assert re.search(r"log: .*hydra-bad/\.local/0/0_log\.err", bad.stdout), bad.stdout
+    plan = peftbench("plan", *sweep["args"][1:])
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert plan.stdout.count(" skip ") == 2 and "total: 0 to run (0 resume a checkpoint), 2 skipped" in plan.stdout
+
+
+def test_a_killed_local_job_is_lost_alone(tmp_path: Path) -> None:
+    """launcher=local: each job is its own process (forked from the warm server); SIGKILL one mid-run and
+    only that one is lost, the other finishes and the sweep ends with its summary."""
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "harness.cli", "run", "-m", "method=lora", "task=glue/sst2", "seed=0",
+            "budget.tokens=300,30000", "budget.eval_size=16", "launcher=local", "logger=none", "sweep_name=kill",
+            f"results_dir={tmp_path / 'results'}", f"runs_dir={runs}"]
+    driver = subprocess.Popen(args, cwd=PROJECT_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None:
+        assert driver.poll() is None and time.monotonic() < deadline
+        for log in runs.glob("hydra/multirun/*_kill/launches.jsonl"):
+            jobs = [j for line in log.read_text().splitlines() for j in json.loads(line)["jobs"]]
+            victim = next((j for j in jobs if j["num"] == 1), None)
+        time.sleep(0.2)
+    time.sleep(3.0)
+    os.kill(victim["pid"], 9)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-3000:]
+    assert "sweep finished: 1 lost, 1 success" in err, err[-3000:]
+    assert re.search(rf"\[\d/2\] {victim['pid']} budget.tokens=30000: lost", err), err[-3000:]
+    out = peftbench("status", "kill", "--runs-dir", str(runs)).stdout
+    assert out.startswith("kill: 2 jobs: 1 success, 1 lost") and "ended" not in out, out
+    assert f"log: {victim['log']}" in out
 
 
 def test_wandb_offline_run_mirrors_the_record(sweep: dict) -> None:

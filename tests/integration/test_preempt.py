@@ -98,10 +98,18 @@ def test_usr2_then_sigterm_then_forced_rerun_resume_exactly(reference: tuple[dic
     ref, ref_root = reference
     assert interrupt(tmp_path, signal.SIGUSR2) == 128 + signal.SIGUSR2
     (path,) = (tmp_path / "results" / "records").glob("*.json")
-    cancelled = json.loads(path.read_text())["run"]
+    first_rec = json.loads(path.read_text())
+    cancelled = first_rec["run"]
     assert cancelled["status"] == "cancelled" and "SIGUSR2 at step" in cancelled["error"]
     assert (tmp_path / "runs" / ref["run"]["signature"] / "checkpoint.pt").exists()
+    # what the stopped attempt cost is on record (not lost with the job): steps, time, the attempt log
+    spent = first_rec["train"]
+    assert spent["completed"] is False and spent["attempts"] == 1 and spent["steps"] > 0
+    assert spent["attempt_log"][0]["ended_by"] == "SIGUSR2" and spent["train_time_s"] > 0
     assert interrupt(tmp_path, signal.SIGTERM) == 128 + signal.SIGTERM
+    second = json.loads(path.read_text())["train"]
+    assert second["attempts"] == 2 and second["steps"] > spent["steps"]
+    assert second["train_time_s"] > spent["train_time_s"]
     rec = finish(tmp_path, "force=true")
     assert_same_result(rec, ref, tmp_path, ref_root)
 
@@ -170,3 +178,34 @@ def test_killed_while_writing_leaves_the_old_file_whole(tmp_path: Path, name: st
 
     atomic_write(target, b"new")
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+class _SignalAfterTraining:
+    """A guard whose signal arrives during the last optimizer step: the loop reads `pending` once per step
+    and sees nothing; only the check after the loop does."""
+
+    def __init__(self, steps: int) -> None:
+        self.reads, self.steps, self.previous = 0, steps, {}
+
+    @property
+    def pending(self) -> int | None:
+        self.reads += 1
+        return signal.SIGTERM if self.reads > self.steps else None
+
+
+def test_a_signal_in_the_last_step_checkpoints_before_the_final_evaluation(tmp_path: Path) -> None:
+    from harness.preempt import Interrupted, SignalGuard
+    from harness.spec import spec_from_config
+    from harness.train import train
+    from tests.conftest import compose_dict
+
+    spec = spec_from_config(compose_dict((*JOB, "budget.steps=3", "budget.tokens=null", "budget.eval_size=16",
+                                          f"results_dir={tmp_path / 'results'}", f"runs_dir={tmp_path / 'runs'}")))
+    with pytest.raises(Interrupted) as stop:
+        train(spec, guard=_SignalAfterTraining(steps=3))
+    assert stop.value.step == 3 and stop.value.attempts[-1]["ended_by"] == "SIGTERM"
+    assert (spec.run_dir / "checkpoint.pt").exists()
+    with SignalGuard() as guard:   # the rerun resumes at the end of training: it only evaluates
+        res = train(spec, guard=guard)
+    assert res.resumed_from_step == 3 and res.steps == 3 and res.final_eval["n_examples"] == 16
+    assert [a["ended_by"] for a in res.attempts] == ["SIGTERM", "finished"]

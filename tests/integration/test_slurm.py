@@ -50,12 +50,12 @@ def _env() -> dict[str, str]:
 class Driver:
     """`peftbench run -m ...` in the background: the launcher that submits and waits."""
 
-    def __init__(self, root: Path, *args: str, name: str) -> None:
+    def __init__(self, root: Path, *args: str, name: str, options: tuple[str, ...] = ()) -> None:
         self.root, self.log = root, root / f"{name}.driver.log"
         root.mkdir(parents=True, exist_ok=True)
         self.args = [*BASE, *args, f"results_dir={root / 'results'}", f"runs_dir={root / 'runs'}",
                      f"sweep_name={name}"]
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-m", *self.args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-m", *options, *self.args],
                                      cwd=PROJECT_ROOT, env=_env(), stdout=subprocess.DEVNULL,
                                      stderr=self.log.open("w"))
 
@@ -274,3 +274,96 @@ def test_a_slurm_trial_is_pruned_from_its_own_reports(tmp_path: Path, monkeypatc
     rec = read_record(Path(study.trials[2].user_attrs["record"]))
     assert rec["run"]["status"] == "pruned" and rec["run"]["slurm"]["SLURM_JOB_ID"]
     assert "pruned by the median pruner at step 2" in rec["run"]["error"]
+
+
+FAULTY = {  # test-only method YAMLs (a --config-dir), composed like any user's own method
+    "lora_nan": "defaults: [lora, _self_]\nname: lora_nan\noptim:\n  lr: 1.0e+30\n",
+    "lora_crash": "defaults: [lora, _self_]\nname: lora_crash\nparams:\n  target_modules: [no_such_module]\n",
+}
+
+
+def _faulty_conf(root: Path) -> Path:
+    conf = root / "conf"
+    (conf / "method").mkdir(parents=True, exist_ok=True)
+    for name, text in FAULTY.items():
+        (conf / "method" / f"{name}.yaml").write_text(text)
+    return conf
+
+
+def _peftbench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=PROJECT_ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_a_crashing_and_a_nan_job_fail_alone_and_status_says_why(tmp_path: Path) -> None:
+    """Failure isolation on SLURM: of four array tasks, the one that crashes and the one whose loss turns
+    NaN end `failed` with their reason; the other two succeed; `peftbench status` shows the array."""
+    if (why := _no_cluster()) is not None:
+        pytest.skip(why)
+    drv = Driver(tmp_path, "method=lora,lora_nan,lora_crash,dora", "seed=0", "budget.tokens=400", name="faults",
+                 options=("--config-dir", str(_faulty_conf(tmp_path))))
+    out = drv.finish()
+    assert "peftbench: sweep finished: 2 failed, 2 success" in out, out[-3000:]
+    by_method = {r["run"]["method"]: r["run"] for r in drv.records()}
+    assert {m: r["status"] for m, r in by_method.items()} == {
+        "lora": "success", "dora": "success", "lora_nan": "failed", "lora_crash": "failed"}
+    assert "FloatingPointError: loss is nan" in by_method["lora_nan"]["error"]
+    assert "no_such_module" in by_method["lora_crash"]["error"]
+    array_id = drv.job_id()
+    st = _peftbench("status", "faults", "--runs-dir", str(tmp_path / "runs"))
+    assert st.stdout.startswith(f"faults: 4 jobs: 2 success, 2 failed  [slurm, SLURM array {array_id}"), st.stdout
+    assert re.search(rf"lora_nan\|.* failed \(job {array_id}_\d\) - FloatingPointError", st.stdout), st.stdout
+    assert f"log: {tmp_path}/runs/hydra" in st.stdout
+
+
+def test_cancelling_one_task_or_the_sweep(tmp_path: Path) -> None:
+    """`scancel ARRAY_0` ends one task (a `cancelled` record) and the launcher keeps waiting for the rest;
+    `peftbench cancel NAME` then stops the others, running or pending, and the driver ends with a summary."""
+    if (why := _no_cluster()) is not None:
+        pytest.skip(why)
+    drv = Driver(tmp_path, *LONG[:1], "seed=0,1,2", *LONG[2:], name="cancels")
+    array_id = drv.job_id()
+    drv.wait_training(1)
+    time.sleep(1.0)
+    subprocess.run(["scancel", f"{array_id}_0"], check=True)
+    deadline = time.monotonic() + 120
+    while "[1/3]" not in drv.log.read_text():
+        assert drv.proc.poll() is None, drv.log.read_text()[-3000:]   # one task's end is not the sweep's
+        assert time.monotonic() < deadline, drv.log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert re.search(rf"\[1/3\] {array_id}_0 seed=0: cancelled", drv.log.read_text()), drv.log.read_text()[-2000:]
+    st = _peftbench("status", "cancels", "--runs-dir", str(tmp_path / "runs"))
+    assert "1 cancelled" in st.stdout.splitlines()[0] and ("running" in st.stdout or "pending" in st.stdout), st.stdout
+    said = _peftbench("cancel", "cancels", "--runs-dir", str(tmp_path / "runs"))
+    assert said.returncode == 0 and f"scancel {array_id}" in said.stdout, said.stdout + said.stderr
+    out = drv.finish(timeout=300)
+    assert "peftbench: sweep finished: 3 cancelled" in out, out[-3000:]
+    st = _peftbench("status", "cancels", "--runs-dir", str(tmp_path / "runs"))
+    assert st.stdout.startswith("cancels: 3 jobs: 3 cancelled"), st.stdout
+    assert not subprocess.run(["squeue", "-h", "-j", array_id], capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+
+def test_a_job_preempted_by_a_higher_priority_partition_resumes_exactly(cluster: dict, tmp_path: Path) -> None:
+    """Real preemption: a job in the `urgent` partition (PriorityTier 2, PreemptMode=REQUEUE) needs the
+    whole node; the running `debug` job gets its signal, checkpoints, is requeued, and ends with the
+    uninterrupted run's metrics and adapter."""
+    drv = Driver(tmp_path, *LONG, name="preempted")
+    job_id = drv.job_id()
+    drv.wait_training(1)
+    time.sleep(1.0)
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True).stdout.split()[0]
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", f"--cpus-per-task={cpus}", "--mem=500M",
+                             "--output=/dev/null", "--wrap", "sleep 5"], env=_env(), capture_output=True,
+                            text=True, check=True).stdout.strip()
+    drv.wait_training(2, timeout=420)
+    out = drv.finish()
+    assert "1 success" in out, out[-3000:]
+    (rec,) = drv.records()
+    ref, ref_root = cluster["reference"]
+    assert_same_result(rec, ref, tmp_path, ref_root)
+    ended = [a["ended_by"] for a in rec["train"]["attempt_log"]]
+    assert ended[0] in ("SIGUSR2", "SIGTERM") and ended[-1] == "finished", ended
+    assert rec["train"]["resumed_from_steps"][0] > 0 and rec["run"]["slurm"]["SLURM_JOB_ID"] == job_id
+    assert "PREEMPTION" in drv.job_log() or rec["train"]["requeues"] >= 1, drv.job_log()[-2000:]
+    subprocess.run(["scancel", urgent], check=False)

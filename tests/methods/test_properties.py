@@ -790,6 +790,316 @@ def prop_adaption_prompt() -> None:
     assert gates and all(torch.all(g == 0) for g in gates)
 
 
+# ------------------------------------------------------------------------- custom (methods/<name>.py)
+def custom_layer(model: torch.nn.Module, path: str = Q) -> Any:
+    """A custom method's wrapper at a target path (methods/_adapters.AdapterLinear)."""
+    return model.get_submodule(path)
+
+
+def custom_delta(model: torch.nn.Module, base: torch.nn.Module, path: str = Q) -> torch.Tensor:
+    """ΔW of one layer as the model computes it: its dense map minus W0 (forward on the identity)."""
+    lyr = custom_layer(model, path)
+    with torch.no_grad():
+        dense = lyr(torch.eye(lyr.in_features)) - (lyr.base_layer.bias if lyr.base_layer.bias is not None else 0)
+    return dense.T - base_weight(base, path)
+
+
+def one_step(model: torch.nn.Module, kind: str = "encoder", lr: float = 1e-2) -> None:
+    """One AdamW step on what trains (the harness's own optimizer when a method has none)."""
+    from tests.methods.test_registry import _forward_backward
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    _forward_backward(model, kind)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def prop_lora_xs() -> None:
+    """LoRA-XS: B = U_rΣ_r, A = V_rᵀ (W0's truncated SVD) frozen; only the r×r R trains; ΔW = (α/r)·B·R·A;
+    with R = 0 the model is W0 exactly, with the authors' σ = 1e-5 init it is W0 up to O(σ)."""
+    model, base, cfg = build("lora_xs")
+    r, p = cfg["params"]["r"], cfg["params"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-4, rtol=0)
+    trainable = {n: q for n, q in model.named_parameters() if q.requires_grad}
+    assert trainable and all(n.endswith(".lora_R") and q.shape == (r, r) for n, q in trainable.items())
+    lyr = custom_layer(model)
+    u, s, vh = torch.linalg.svd(base_weight(base))
+    torch.testing.assert_close(lyr.lora_B @ lyr.lora_A, u[:, :r] @ torch.diag(s[:r]) @ vh[:r], atol=1e-5, rtol=1e-4)
+    exact, base2, _ = build("lora_xs", init_std=0.0)
+    torch.testing.assert_close(outputs(exact), outputs(base2))
+    randomize(model, 0.1)
+    expected = p["lora_alpha"] / r * lyr.lora_B @ lyr.lora_R.detach() @ lyr.lora_A
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.delta_weight().detach(), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_ffa_lora() -> None:
+    """FFA-LoRA: A is random and non-zero but frozen (bit-identical after a training step), B starts at 0 and
+    is the only factor that trains."""
+    model, base, cfg = build("ffa_lora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    lyr = custom_layer(model)
+    a0 = lyr.lora_A.clone()
+    assert torch.count_nonzero(a0) == a0.numel() and not lyr.lora_A.requires_grad
+    assert torch.all(lyr.lora_B == 0) and lyr.lora_B.requires_grad
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_B"}
+    one_step(model)
+    assert torch.equal(lyr.lora_A, a0)
+    assert torch.count_nonzero(lyr.lora_B) > 0
+    expected = cfg["params"]["lora_alpha"] / cfg["params"]["r"] * lyr.lora_B.detach() @ lyr.lora_A
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_allora() -> None:
+    """ALLoRA: no dropout and no α/r (ΔW = B·A exactly, model unchanged at init), and each row of A and B has
+    its gradient multiplied by 1/√(‖row‖² + 1/η²) compared with plain LoRA's gradient."""
+    from tests.methods.test_registry import _forward_backward
+
+    model, base, cfg = build("allora")
+    from methods._adapters import adapter_layers
+
+    assert not any(isinstance(m, torch.nn.Dropout) for _, lyr in adapter_layers(model) for m in lyr.modules())
+    assert "lora_dropout" not in cfg["params"] and "lora_alpha" not in cfg["params"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.3)
+    lyr = custom_layer(model)
+    torch.testing.assert_close(custom_delta(model, base), (lyr.lora_B @ lyr.lora_A).detach(), atol=1e-5, rtol=1e-4)
+
+    # gradients on the decoder (its LM loss; the encoder's last LayerNorm makes a norm loss flat)
+    eta = cfg["params"]["eta"]
+    dec, _, _ = build("allora", kind="decoder")
+    randomize(dec, 0.3)
+    grads = {}
+    for rescale in (False, True):
+        for m in dec.modules():
+            if hasattr(m, "rescale"):
+                m.rescale = rescale
+        dec.zero_grad(set_to_none=True)
+        dec.train()
+        _forward_backward(dec, "decoder")
+        grads[rescale] = {n: p.grad.clone() for n, p in dec.named_parameters() if p.requires_grad}
+    for n, p in dec.named_parameters():
+        if p.requires_grad:
+            coef = 1.0 / torch.sqrt(p.detach().pow(2).sum(dim=1, keepdim=True) + 1.0 / eta**2)
+            torch.testing.assert_close(grads[True][n], grads[False][n] * coef, atol=1e-7, rtol=1e-4)
+            assert not torch.allclose(grads[True][n], grads[False][n], atol=0, rtol=1e-2)
+    # where a row is zero (B at init) the coefficient is its cap η
+    fresh, _, _ = build("allora", kind="decoder")
+    fl = custom_layer(fresh, "model.layers.0.self_attn.q_proj")
+    fresh.train()
+    _forward_backward(fresh, "decoder")
+    b_grad = fl.lora_B.grad.clone()
+    assert b_grad.abs().sum() > 0
+    for m in fresh.modules():
+        if hasattr(m, "rescale"):
+            m.rescale = False
+    fresh.zero_grad(set_to_none=True)
+    _forward_backward(fresh, "decoder")
+    torch.testing.assert_close(b_grad, fl.lora_B.grad * eta)
+
+
+def prop_tied_lora() -> None:
+    """Tied-LoRA: one A and one B per target kind, the same tensor in every layer; each layer trains only its
+    own u, v: ΔW_l = (α/r)·diag(v_l)·B·diag(u_l)·A."""
+    model, base, cfg = build("tied_lora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    layers = {n: m for n, m in model.named_modules() if hasattr(m, "tied")}
+    by_kind: dict[str, set[int]] = {}
+    for n, m in layers.items():
+        by_kind.setdefault(n.rsplit(".", 1)[-1], set()).add(id(m.tied.lora_A))
+    assert sorted(by_kind) == ["query", "value"] and all(len(ids) == 1 for ids in by_kind.values())
+    q0, q1 = layers[Q], layers[Q.replace("layer.0", "layer.1")]
+    assert q0.tied.lora_A is q1.tied.lora_A and q0.tied.lora_B is q1.tied.lora_B
+    assert q0.lora_u is not q1.lora_u
+    one_step(model)   # a shared tensor stays shared through training
+    assert q0.tied.lora_B is q1.tied.lora_B and torch.count_nonzero(q0.tied.lora_B) > 0
+    randomize(model, 0.2)
+    for lyr, path in ((q0, Q), (q1, Q.replace("layer.0", "layer.1"))):
+        expected = (cfg["params"]["lora_alpha"] / cfg["params"]["r"] * torch.diag(lyr.lora_v) @ lyr.tied.lora_B
+                    @ torch.diag(lyr.lora_u) @ lyr.tied.lora_A).detach()
+        torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_nola() -> None:
+    """NOLA: the trainable tensors are exactly the 2k mixture coefficients per layer; A and B are those
+    mixtures of frozen bases regenerated from the seed (the same seed gives the same bases)."""
+    model, base, cfg = build("nola", num_basis=12)
+    p = cfg["params"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    trainable = {n: q for n, q in model.named_parameters() if q.requires_grad}
+    assert {n.rsplit(".", 1)[-1] for n in trainable} == {"nola_alpha", "nola_beta"}
+    assert all(q.shape == (12,) for q in trainable.values())
+    assert sum(q.numel() for q in trainable.values()) == 2 * 12 * 4
+    randomize(model, 0.5)
+    lyr = custom_layer(model)
+    a = lyr.lora_A0 + torch.einsum("k,kri->ri", lyr.nola_alpha, lyr.basis_A)
+    b = torch.einsum("k,kor->or", lyr.nola_beta, lyr.basis_B)
+    torch.testing.assert_close(custom_delta(model, base), (p["lora_alpha"] / p["r"] * b @ a).detach(),
+                               atol=1e-5, rtol=1e-4)
+    again, _, _ = build("nola", num_basis=12)
+    assert torch.equal(custom_layer(again).basis_A, lyr.basis_A)
+    other, _, _ = build("nola", num_basis=12, seed=p["seed"] + 1)
+    assert not torch.equal(custom_layer(other).basis_A, lyr.basis_A)
+    assert not any("basis" in k or "A0" in k for k in model.state_dict() if "lora" in k or "basis" in k)
+
+
+def prop_singlora() -> None:
+    """SingLoRA: one trainable A; ΔW = (α/r)·u(t)·A·Aᵀ is symmetric on a square layer; u(t) = min(t/T, 1) is 0
+    before any step (W0 exactly) and advanced by the method's per-step callback; a non-square layer uses
+    A[:d_out]·A[:d_in]ᵀ."""
+    model, base, cfg = build("singlora")
+    p = cfg["params"]
+    k, T = p["lora_alpha"] / p["r"], p["ramp_up_steps"]
+    torch.testing.assert_close(outputs(model), outputs(base))   # eval before training: u(0) = 0
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_A"}
+    randomize(model, 0.3)
+    lyr = custom_layer(model)
+    a = lyr.lora_A.detach()
+    assert a.shape == (32, p["r"])
+    impl = methods.resolve(cfg)
+    impl.callback(model, T - 1, 1000)           # after T optimizer steps the ramp is complete
+    model.eval()
+    delta = custom_delta(model, base)
+    torch.testing.assert_close(delta, k * a @ a.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(delta, delta.T, atol=1e-6, rtol=0)
+    impl.callback(model, T // 4 - 1, 1000)      # after T/4 steps: u = 1/4 in evaluation ...
+    torch.testing.assert_close(custom_delta(model, base), k * (T // 4) / T * a @ a.T, atol=1e-5, rtol=1e-4)
+    lyr.train()                                 # ... and the forward of the next step uses u(T/4 + 1)
+    torch.testing.assert_close(lyr.delta_weight().detach(), k * (T // 4 + 1) / T * a @ a.T, atol=1e-5, rtol=1e-4)
+    # a non-square layer (down_proj: 64 → 32): A has 64 rows, ΔW = A[:32]·A[:64]ᵀ
+    dec, dbase, _ = build("singlora", kind="decoder", target_modules=["down_proj"])
+    randomize(dec, 0.3)
+    impl.callback(dec, T, 1000)
+    path = "model.layers.0.mlp.down_proj"
+    a = custom_layer(dec, path).lora_A.detach()
+    assert a.shape == (64, p["r"])
+    torch.testing.assert_close(custom_delta(dec, dbase, path), k * a[:32] @ a.T, atol=1e-5, rtol=1e-4)
+
+
+def _mora_matrices(r_hat: int, d_in: int, d_out: int, mora_type: int) -> tuple[Any, Any]:
+    """MoRA's compression (r̂·n × d_in, from the padded chunks) and decompression (d_out × rows) as 0/1
+    matrices, built position by position from the paper's description."""
+    n = -(-d_in // r_hat)
+    comp = torch.zeros(n * r_hat, d_in)
+    for pos in range(n * r_hat):          # padded position → the input feature it repeats
+        comp[pos, pos % d_in] = 1.0
+    rows = r_hat if mora_type == 1 else n * r_hat
+    decomp = torch.zeros(d_out, rows)
+    for o in range(d_out):                # output o repeats row o mod rows
+        decomp[o, o % rows] = 1.0
+    return comp, decomp
+
+
+def prop_mora() -> None:
+    """MoRA: one trainable square M (r̂×r̂, r̂ = ⌊√((d_in + d_out)·r)⌉, even for the rotation type), zero at init;
+    type 1: ΔW = Decomp·M·Σ_chunks; type 6: ΔW = Decomp·blockdiag(M·Rot_i)·Comp with Rot_i the rotary
+    rotation of chunk i; either way the update's rank exceeds LoRA's r at the same parameter count."""
+    for mora_type in (1, 6):
+        model, base, cfg = build("mora", mora_type=mora_type)
+        r = cfg["params"]["r"]
+        torch.testing.assert_close(outputs(model), outputs(base))
+        r_hat = int((64 * r) ** 0.5 + 0.5)
+        r_hat -= r_hat % 2 if mora_type == 6 else 0
+        params = {n: q for n, q in model.named_parameters() if q.requires_grad}
+        assert all(n.endswith(".lora_M") and q.shape == (r_hat, r_hat) for n, q in params.items())
+        assert sum(q.numel() for q in params.values()) == 4 * r_hat**2
+        randomize(model, 0.3)
+        m = custom_layer(model).lora_M.detach()
+        comp, decomp = _mora_matrices(r_hat, 32, 32, mora_type)
+        n = comp.shape[0] // r_hat
+        if mora_type == 1:
+            summed = sum(comp[i * r_hat:(i + 1) * r_hat] for i in range(n))
+            expected = decomp @ m @ summed
+        else:
+            half = r_hat // 2
+            swap = torch.zeros(r_hat, r_hat)   # rotate_half as a matrix: (x1, x2) → (-x2, x1)
+            swap[torch.arange(half), torch.arange(half) + half] = -1.0
+            swap[torch.arange(half) + half, torch.arange(half)] = 1.0
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, r_hat, 2).float() / r_hat))
+            blocks = []
+            for i in range(n):
+                ang = torch.cat([i * inv_freq, i * inv_freq])
+                blocks.append(m @ (torch.diag(ang.cos()) + torch.diag(ang.sin()) @ swap))
+            expected = decomp @ torch.block_diag(*blocks) @ comp
+        delta = custom_delta(model, base)
+        torch.testing.assert_close(delta, expected, atol=1e-5, rtol=1e-4)
+        assert torch.linalg.matrix_rank(delta) > r
+
+
+def prop_lora_sb() -> None:
+    """LoRA-SB: the init hook sets B·R·A to the best rank-r approximation of the first full fine-tuning step
+    under Adam, -η·sign(∂L/∂W0) on the training batches (B, A orthonormal, R diagonal); W0 is untouched and
+    only R trains afterwards."""
+    model, base, cfg = build("lora_sb", kind="decoder")
+    p = cfg["params"]
+    r, lr = p["r"], p["init_lr"]
+    torch.testing.assert_close(outputs(model), outputs(base))   # before the init: W0 (R = 0)
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(5))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    base.eval()
+    base(**batch).loss.backward()   # the gradient the estimate must come from: the base model's
+    paths = [n for n, _ in model.named_modules() if n.endswith(("q_proj", "v_proj"))]
+    w0 = {n: custom_layer(model, n).base_layer.weight.detach().clone() for n in paths}
+    methods.resolve(cfg).init(model, iter([batch, batch, batch]))
+    assert trainable_names(model) and all(n.endswith(".lora_R") for n in trainable_names(model))
+    assert all(q.grad is None for q in model.parameters())
+    for n in paths:
+        lyr = custom_layer(model, n)
+        assert torch.equal(lyr.base_layer.weight, w0[n]) and not lyr.base_layer.weight.requires_grad
+        update = -lr * torch.sign(base.get_submodule(n).weight.grad)
+        u, s, vh = torch.linalg.svd(update)
+        best = u[:, :r] @ torch.diag(s[:r]) @ vh[:r]
+        torch.testing.assert_close((lyr.lora_B @ lyr.lora_R @ lyr.lora_A).detach(), best, atol=1e-9, rtol=1e-4)
+        torch.testing.assert_close(lyr.lora_B.T @ lyr.lora_B, torch.eye(r), atol=1e-5, rtol=0)
+        torch.testing.assert_close(lyr.lora_A @ lyr.lora_A.T, torch.eye(r), atol=1e-5, rtol=0)
+        torch.testing.assert_close(lyr.lora_R.detach(), torch.diag(torch.diagonal(lyr.lora_R.detach())))
+    lyr = custom_layer(model, paths[0])
+    b0, a0, r0 = lyr.lora_B.clone(), lyr.lora_A.clone(), lyr.lora_R.detach().clone()
+    one_step(model, "decoder")
+    assert torch.equal(lyr.lora_B, b0) and torch.equal(lyr.lora_A, a0) and not torch.equal(lyr.lora_R, r0)
+
+
+def prop_lamda() -> None:
+    """LaMDA: A frozen, S (r×r) and B trainable, ΔW = (α/r)·B·S·A; after step s the first ⌊s/(η·T)⌋ columns of
+    B no longer change (gradient cut, and restored against the optimizer's momentum), all of B once that
+    reaches r, while S keeps training."""
+    model, base, cfg = build("lamda", freeze_fraction=0.25)
+    p = cfg["params"]
+    r = p["r"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_S", "lora_B"}
+    lyr = custom_layer(model)
+    a0 = lyr.lora_A.clone()
+    callback = methods.resolve(cfg).callback
+    total = 4 * r   # η·T = 0.25·4r = r steps per frozen column: column j freezes after step (j + 1)·r
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-2)
+    from tests.methods.test_registry import _forward_backward
+
+    history = []
+    for step in range(total):
+        model.train()
+        _forward_backward(model, "encoder")
+        opt.step()
+        callback(model, step, total)
+        opt.zero_grad(set_to_none=True)
+        history.append((lyr.lora_B.detach().clone(), lyr.lora_S.detach().clone()))
+    b_r, _ = history[r - 1]          # after step r: column 0 frozen
+    b_2r, s_2r = history[2 * r - 1]  # after step 2r: columns 0, 1 frozen
+    b_end, s_end = history[-1]
+    assert torch.equal(b_end[:, 0], b_r[:, 0]) and torch.equal(b_end[:, 1], b_2r[:, 1])
+    assert not torch.equal(b_2r[:, 1], b_r[:, 1])   # column 1 still trained between steps r and 2r
+    assert not torch.equal(b_end[:, 2:], b_2r[:, 2:]) and not torch.equal(s_end, s_2r)
+    assert torch.equal(lyr.lora_A, a0)
+    assert int(lyr.b_frozen_cols) == min(r, total // r) and lyr.lora_B.requires_grad
+    callback(model, r * r - 1, total)   # step r² = r·(η·T): the schedule reaches r columns: B is frozen entirely
+    assert not lyr.lora_B.requires_grad and trainable_names(model) and all(
+        n.endswith("lora_S") for n in trainable_names(model))
+    randomize(model, 0.2)
+    expected = (p["lora_alpha"] / r * lyr.lora_B @ lyr.lora_S @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")

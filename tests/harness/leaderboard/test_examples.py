@@ -13,6 +13,7 @@ from harness.leaderboard.examples import (
     mcnemar,
     paired_permutation,
     percentile_interval,
+    sign_flip_pvalues,
     two_level_bootstrap,
 )
 
@@ -159,3 +160,183 @@ def test_large_cells_use_a_normal_draw_that_matches_the_exact_binomial() -> None
     exact = two_level_bootstrap(n, k, n_boot=40_000, rng=np.random.default_rng(3))   # numpy's exact binomial
     lo, hi = percentile_interval(exact)
     assert ci["lo"] == pytest.approx(lo, abs=0.002) and ci["hi"] == pytest.approx(hi, abs=0.002)
+
+
+# --- the board's paired tests ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_sign_flip_pvalues_exact_rows_match_brute_force_and_scipy(case: int) -> None:
+    """Rows with at most 16 nonzero differences are enumerated: the brute-force p of each row, and scipy's
+    exact paired permutation test."""
+    rng = np.random.default_rng(30 + case)
+    n = int(rng.integers(2, 12))
+    a, b = rng.integers(0, 4, (3, n)) / 3.0, rng.integers(0, 4, (3, n)) / 3.0   # means over 3 seeds
+    p = sign_flip_pvalues(a - b)
+    for row in range(3):
+        assert p[row] == pytest.approx(_brute_permutation(a[row], b[row]), abs=1e-12)
+        ref = stats.permutation_test((a[row], b[row]), lambda x, y, axis: np.mean(x - y, axis=axis),
+                                     permutation_type="samples", n_resamples=np.inf, alternative="two-sided")
+        assert p[row] == pytest.approx(min(1.0, ref.pvalue), abs=1e-9)
+
+
+def test_sign_flip_pvalues_monte_carlo_agrees_with_scipy() -> None:
+    """Many examples: the shared-sign Monte Carlo p against scipy's randomised paired permutation test (both
+    estimate the same p; 2,000 flips give a standard error of ~0.011 at p = 0.3)."""
+    rng = np.random.default_rng(4)
+    a = (rng.random((4, 300)) < np.array([[0.70], [0.72], [0.75], [0.80]])).astype(float)
+    b = (rng.random((4, 300)) < 0.70).astype(float)
+    p = sign_flip_pvalues(a - b, n_perm=2000, rng_seed=1)
+    for row in range(4):
+        ref = stats.permutation_test((a[row], b[row]), lambda x, y, axis: np.mean(x - y, axis=axis),
+                                     permutation_type="samples", n_resamples=20_000, alternative="two-sided",
+                                     random_state=row)
+        assert p[row] == pytest.approx(ref.pvalue, abs=max(0.04, 0.25 * ref.pvalue))
+    assert sign_flip_pvalues(np.zeros((1, 300)))[0] == 1.0
+    again = sign_flip_pvalues(a - b, n_perm=2000, rng_seed=1)
+    np.testing.assert_array_equal(p, again)   # a pure function of the seed
+
+
+def _outcomes(bits: np.ndarray):  # type: ignore[no-untyped-def]
+    from harness.outcomes import Outcomes
+
+    return Outcomes("correct", "accuracy", np.asarray(bits, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_board_paired_tests_match_the_definition_on_small_random_boards(case: int) -> None:
+    """Random small boards (1-2 seeds, 10 examples): every test is McNemar on the bits (one seed each) or the
+    brute-force sign-flip p of the per-example means over seeds; cells missing a run's outcomes are untested."""
+    from harness.leaderboard.examples import board_paired_tests
+
+    rng = np.random.default_rng(50 + case)
+    n = 10
+    rows, outcomes, bits = [], {}, {}
+    for m in ("ref", "x", "y"):
+        for t in ("t1", "t2"):
+            for seed in range(int(rng.integers(1, 3))):
+                b = (rng.random(n) < rng.uniform(0.3, 0.9)).astype(int)
+                rows.append((m, t, seed, b.mean()))
+                outcomes[m, t, seed] = _outcomes(b)
+                bits.setdefault((m, t), []).append(b)
+    rows.append(("z", "t1", 0, 0.5))   # z has no outcomes on t1: not tested there
+    samples = pd.DataFrame(rows, columns=["method", "task", "seed", "value"])
+    tests = board_paired_tests(samples, outcomes, "ref")
+    assert set(tests) == {"t1", "t2"} and all(set(per) == {"x", "y"} for per in tests.values())
+    for t, per in tests.items():
+        for m, got in per.items():
+            ra, rb = bits["ref", t], bits[m, t]
+            if len(ra) == len(rb) == 1:
+                assert got.test == "mcnemar"
+                assert got.pvalue == pytest.approx(_brute_mcnemar(ra[0].astype(bool), rb[0].astype(bool)))
+            else:
+                assert got.test == "paired_permutation"
+                assert got.pvalue == pytest.approx(_brute_permutation(np.mean(ra, axis=0), np.mean(rb, axis=0)),
+                                                   abs=1e-12)
+            assert got.diff == pytest.approx(np.mean(ra) - np.mean(rb)) and got.n == n
+
+
+def test_board_paired_tests_skip_mismatched_sets_and_compare_regression_errors() -> None:
+    from harness.leaderboard.examples import board_paired_tests
+    from harness.outcomes import Outcomes
+
+    ref = np.linspace(0, 5, 40)
+    good = Outcomes("prediction", "pearson", ref + 0.1, ref)
+    bad = Outcomes("prediction", "pearson", ref + np.where(np.arange(40) % 2, 1.0, -1.0), ref)
+    short = _outcomes(np.ones(30))
+    samples = pd.DataFrame({"method": ["a", "b", "a", "c"], "task": ["reg", "reg", "cls", "cls"], "seed": 0,
+                            "value": [0.9, 0.5, 0.8, 0.7]})
+    tests = board_paired_tests(samples, {("a", "reg", 0): good, ("b", "reg", 0): bad,
+                                         ("a", "cls", 0): _outcomes(np.ones(40)), ("c", "cls", 0): short}, "a")
+    assert set(tests) == {"reg"}   # cls: 40 vs 30 examples are not the same examples
+    got = tests["reg"]["b"]
+    assert got.test == "paired_permutation" and got.diff == pytest.approx(0.9) and got.pvalue < 0.001
+
+
+# --- intervals of Matthews, F1 and correlations -------------------------------------------------
+
+
+def test_confusion_metrics_match_tasks_metrics_on_explicit_resamples() -> None:
+    """Each replicate's confusion matrix, expanded back into examples, scores as tasks.metrics does."""
+    from harness.leaderboard.examples import confusion_metric
+    from tasks.metrics import accuracy, f1, matthews
+
+    rng = np.random.default_rng(0)
+    labels = [0, 1, 2]
+    for _ in range(30):
+        conf = rng.integers(0, 6, (3, 3))
+        if rng.random() < 0.3:
+            conf[:, 1] = 0    # a class never predicted: degenerate denominators
+        gold = [g for g in range(3) for p in range(3) for _ in range(conf[g, p])]
+        pred = [p for g in range(3) for p in range(3) for _ in range(conf[g, p])]
+        if not gold:
+            continue
+        for name, fn in (("matthews", matthews), ("f1", f1), ("accuracy", accuracy)):
+            assert confusion_metric(name, conf, labels) == pytest.approx(fn(pred, gold), abs=1e-12), name
+
+
+def test_correlation_matches_tasks_metrics() -> None:
+    from harness.leaderboard.examples import correlation
+    from tasks.metrics import pearson, spearman
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 40)).round(1), rng.normal(size=(5, 40)).round(1)
+    for i in range(5):
+        assert correlation("pearson", x[i], y[i]) == pytest.approx(pearson(list(x[i]), list(y[i])))
+        assert correlation("spearman", x[i], y[i]) == pytest.approx(spearman(list(x[i]), list(y[i])))
+    assert np.isnan(correlation("pearson", np.ones(5), np.arange(5.0)))
+
+
+def _explicit_metric_bootstrap(runs: list[tuple[np.ndarray, np.ndarray]], fn, n_boot: int,  # type: ignore[no-untyped-def]
+                               rng: np.random.Generator) -> np.ndarray:
+    """The definition: draw seeds, then each drawn seed's examples by index, score with tasks.metrics."""
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        vals = []
+        for s in rng.integers(0, len(runs), len(runs)):
+            pred, gold = runs[s]
+            idx = rng.integers(0, len(gold), len(gold))
+            vals.append(fn(list(pred[idx]), list(gold[idx])))
+        out[b] = np.mean(vals)
+    return out
+
+
+@pytest.mark.parametrize("metric", ["matthews", "f1", "pearson"])
+def test_metric_intervals_match_the_explicit_bootstrap(metric: str) -> None:
+    from harness.leaderboard.examples import metric_intervals
+    from harness.outcomes import Outcomes
+    from tasks.metrics import METRICS
+
+    rng = np.random.default_rng(7)
+    runs, outs, rows = [], {}, []
+    for seed in range(3):
+        if metric == "pearson":
+            gold = rng.normal(size=150)
+            pred = gold + rng.normal(scale=0.8 + 0.2 * seed, size=150)
+            outs["m", "t", seed] = Outcomes("prediction", metric, pred, gold)
+        else:
+            gold = rng.integers(0, 2, 150)
+            pred = np.where(rng.random(150) < 0.75 + 0.05 * seed, gold, 1 - gold)
+            outs["m", "t", seed] = Outcomes("label", metric, pred, gold)
+        runs.append((pred, gold))
+        rows.append(("m", "t", seed))
+    samples = pd.DataFrame(rows, columns=["method", "task", "seed"])
+    got = metric_intervals(samples, outs, {"t": metric}, n_boot=4000, rng_seed=3).iloc[0]
+    lo, hi = percentile_interval(_explicit_metric_bootstrap(runs, METRICS[metric], 1500, np.random.default_rng(9)))
+    width = hi - lo
+    assert got["lo"] == pytest.approx(lo, abs=0.12 * width) and got["hi"] == pytest.approx(hi, abs=0.12 * width)
+    assert (got["n_runs"], got["n_examples"]) == (3, 450)
+    # a cell missing one run's outcomes gets no interval over examples
+    del outs["m", "t", 2]
+    assert metric_intervals(samples, outs, {"t": metric}).empty
+
+
+def test_vectorised_mcnemar_equals_scipy_binomtest_on_a_grid() -> None:
+    from harness.leaderboard.examples import mcnemar_pvalues
+
+    a = np.array([0, 0, 1, 3, 5, 7, 10, 40, 41, 200, 480, 1000, 3])
+    b = np.array([0, 4, 1, 9, 5, 2, 31, 60, 40, 260, 520, 1100, 0])
+    got = mcnemar_pvalues(a, b)
+    for x, y, p in zip(a, b, got):
+        want = 1.0 if x + y == 0 else stats.binomtest(int(x), int(x + y), 0.5).pvalue
+        assert p == pytest.approx(want, rel=1e-9, abs=1e-300), (x, y)

@@ -135,3 +135,86 @@ def test_changed_leaderboard_code_recomputes_every_board(tmp_path: Path, spy: li
     monkeypatch.setattr(report, "_code_digest", lambda: "0" * 64)
     assert run(results, tmp_path / "second", "--jobs", "1")[0] == 0
     assert sorted(spy) == keys
+
+
+def _paired(out: Path) -> dict[str, object]:
+    import json
+
+    return {p.name: json.loads(p.read_text()).get("paired") for p in sorted(out.glob("*.json"))}
+
+
+def test_boards_recomputed_from_the_record_cache_keep_their_paired_tests(
+        tmp_path: Path, spy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record cache holds no outcome bits, only a digest per run: a board recomputed while every record
+    comes from that cache reads its runs' bits from their files again, and gives the paired tests of a
+    --no-cache run. Rewriting a run's bits with the same totals changes its digest, so its board (and only
+    it) is recomputed and its tests change."""
+    import numpy as np
+
+    from harness.leaderboard import cache
+    from harness.outcomes import Outcomes, encode_outcomes
+    from tests.harness.leaderboard.test_verdict import CLEAR, _board
+
+    results = tmp_path / "results"
+    recs = _board("one", CLEAR, {}, seeds=1) + _board("two", CLEAR, {}, seeds=2)
+    write_records(results, recs)
+    assert run(results, tmp_path / "first", "--jobs", "1")[0] == 0
+    first = _paired(tmp_path / "first")
+    assert all(v and v["reference"] == "alpha" for v in first.values()) and len(first) == 2
+    parsed: list[int] = []
+    real_parse = cache._parse_chunk
+    monkeypatch.setattr(cache, "_parse_chunk", lambda items: parsed.append(len(items)) or real_parse(items))
+    for f in report.board_cache_dir(results).glob("*.json"):
+        f.unlink()
+    spy.clear()
+    assert run(results, tmp_path / "second", "--jobs", "1")[0] == 0
+    assert parsed == [] and len(spy) == 2   # every record from the cache, every board recomputed
+    assert _paired(tmp_path / "second") == first
+    assert outputs(tmp_path / "second") == outputs(tmp_path / "first")
+
+    # one run of board "one": the same number right, on other examples
+    target = next(r for r in recs if r["run"]["model"] == "one" and r["run"]["method"] == "beta"
+                  and r["run"]["task"] == "glue/t0")
+    from harness.outcomes import read_outcomes
+
+    bits = read_outcomes(target["eval"]["outcomes"]).values
+    target["eval"]["outcomes"] = encode_outcomes(Outcomes("correct", "accuracy", bits[::-1].copy()))
+    assert float(bits[::-1].sum()) == target["eval"]["outcomes"]["sum"]
+    write_records(results, [target])
+    spy.clear()
+    assert run(results, tmp_path / "third", "--jobs", "1")[0] == 0
+    assert parsed == [1] and len(spy) == 1 and "one" in spy[0]
+    third = _paired(tmp_path / "third")
+    key = next(k for k in third if "__one__" in k)
+    was, now = first[key]["tasks"]["glue/t0"]["beta"], third[key]["tasks"]["glue/t0"]["beta"]
+    assert (was["a_only"], was["b_only"]) != (now["a_only"], now["b_only"]) and was["diff"] == now["diff"]
+    assert np.isclose(now["diff"], 0.9 - 0.7)
+    assert run(results, tmp_path / "plain", "--jobs", "1", "--no-cache")[0] == 0
+    assert outputs(tmp_path / "third") == outputs(tmp_path / "plain")
+
+
+def test_one_board_with_outcomes_on_two_processes_gives_the_same_bytes(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split path (bootstrap in a second process) with per-example outcomes: paired tests, the instance
+    rule and the intervals over examples come out as in a one-process --no-cache run."""
+    from tests.harness.leaderboard.test_verdict import CLEAR, _board
+
+    calls: list[str] = []
+    real = report.render_board_split
+
+    def wrapped(board, *args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(board.key)
+        return real(board, *args, **kw)
+
+    monkeypatch.setattr(report, "render_board_split", wrapped)
+    results = tmp_path / "results"
+    write_records(results, _board("one", CLEAR, {}, seeds=2) + _board("two", CLEAR, {}, seeds=1))
+    assert run(results, tmp_path / "first", "--jobs", "2")[0] == 0
+    extra = _board("one", {"glue/t0": {"alpha": 0.9}}, {}, seeds=3)[-1]   # a third seed of one cell
+    write_records(results, [extra])
+    assert run(results, tmp_path / "second", "--jobs", "2")[0] == 0
+    assert len(calls) == 1 and "__one__" in calls[0]
+    assert run(results, tmp_path / "plain", "--jobs", "1", "--no-cache")[0] == 0
+    second = outputs(tmp_path / "second")
+    assert second == outputs(tmp_path / "plain")
+    assert "Paired tests on the same examples" in second["index.html"]

@@ -50,7 +50,8 @@ def test_glue_json(tmp_path, capsys):
     )
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {"systems", "tasks", "weights", "condorcet_winner", "rules", "agreement"}
+    assert set(doc) == {"convention", "systems", "tasks", "weights", "condorcet_winner", "rules", "agreement"}
+    assert doc["convention"] == "peftbench"
     assert len(doc["systems"]) == 105 and len(set(doc["systems"])) == 105
     assert all(s == s.strip() for s in doc["systems"])  # trailing spaces stripped
     assert doc["tasks"] == GLUE_TASKS.split(",") and "Score" not in doc["tasks"]

@@ -83,6 +83,14 @@ def test_verdicts_of_boards_with_known_structure(tmp_path: Path) -> None:
     assert f"to {worst:.0%} (" in " ".join(docs["atbase"]["verdict"])
     assert "Every method clears the trivial baseline on all 6 tasks" in clear
     assert "`alpha` beats the runner-up `beta` on 6 of 6 tasks, at 6% more trainable parameters" in clear
+    # the same pair on the same examples (two seeds: the sign-flip test of per-example means)
+    assert ("On the same examples, `alpha` is significantly ahead of `beta` on 6 of 6 tasks (paired sign-flip "
+            "permutation tests, p < 0.05).") in clear
+    paired = docs["clear"]["paired"]
+    assert paired["reference"] == "alpha" and set(paired["tasks"]) == set(CLEAR)
+    for per in paired["tasks"].values():
+        assert set(per) == {"beta", "gamma", "delta"}
+        assert all(v["test"] == "paired_permutation" and v["n"] == N_EX and v["pvalue"] < 0.01 for v in per.values())
 
     flat = " ".join(docs["flat"]["verdict"])
     pf = docs["flat"]["friedman"]["pvalue"]
@@ -156,4 +164,87 @@ def test_printed_markdown_fits_120_columns_for_8_tasks(tmp_path: Path) -> None:
     text, _ = _generate(tmp_path, _board("smollm2-135m", scores, {t: 0.25 for t in scores}))
     long = [line for line in text.splitlines() if len(line) > 120 and not line.startswith("Generated from")]
     assert not long, long
-    assert sum(line.startswith("| method-") for line in text.splitlines()) == 6 + 6 * 8 + 6 + 6
+    # compact table, full per-cell table, cost table, rank table; the paired tests: every method but the winner
+    assert sum(line.startswith("| method-") for line in text.splitlines()) == 6 + 6 * 8 + 6 + 6 + 5
+
+
+def _bits(rec: dict[str, Any]) -> np.ndarray:
+    from harness.outcomes import read_outcomes
+
+    return read_outcomes(rec["eval"]["outcomes"]).values.astype(bool)
+
+
+def test_paired_tests_on_a_one_seed_board_are_exact_mcnemar(tmp_path: Path) -> None:
+    """One seed per cell: each pair's p is scipy's exact binomial test on the discordant examples, recounted
+    here from the records' own bits; the verdict cites the winner against the runner-up."""
+    from scipy.stats import binomtest
+
+    scores = {"glue/t0": {"alpha": 0.80, "beta": 0.74, "gamma": 0.60},
+              "glue/t1": {"alpha": 0.70, "beta": 0.69, "gamma": 0.50},
+              "glue/t2": {"alpha": 0.75, "beta": 0.60, "gamma": 0.55}}
+    recs = _board("mc", scores, {}, seeds=1)
+    _, docs = _generate(tmp_path, recs, html=True)
+    doc = docs["mc"]
+    assert doc["paired"]["reference"] == "alpha"
+    bits = {(r["run"]["method"], r["run"]["task"]): _bits(r) for r in recs}
+    ahead = 0
+    for task, per in doc["paired"]["tasks"].items():
+        for m, got in per.items():
+            a, b = bits["alpha", task], bits[m, task]
+            a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+            assert (got["test"], got["a_only"], got["b_only"]) == ("mcnemar", a_only, b_only)
+            assert got["pvalue"] == pytest.approx(binomtest(a_only, a_only + b_only, 0.5).pvalue, rel=1e-12)
+            assert got["diff"] == pytest.approx(a.mean() - b.mean())
+        ahead += per["beta"]["pvalue"] < 0.05 and per["beta"]["diff"] > 0
+    assert (f"On the same examples, `alpha` is significantly ahead of `beta` on {ahead} of 3 tasks (paired McNemar "
+            "tests, p < 0.05).") in " ".join(doc["verdict"])
+    md = (tmp_path / "results" / "leaderboards" / "smoke__mc__glue.md").read_text()
+    assert "**Paired tests on the same examples**: `alpha` against each method" in md
+    gamma_row = next(line for line in md.splitlines() if line.startswith("| gamma | +0."))
+    assert gamma_row.count("**") == 3   # 0.2 and more ahead of gamma on 400 examples: p < 0.01 on every task
+    page = (tmp_path / "results" / "leaderboards" / "index.html").read_text()
+    assert "<h3>Paired tests on the same examples</h3>" in page and "(p = " in page
+    # the instance-level rule from the same bits: examples → tasks → overall
+    from harness.leaderboard.instance import two_level
+
+    methods = list(doc["systems"])
+    overall, counts = two_level({t: np.stack([bits[m, t] for m in methods], axis=1).astype(float) for t in scores})
+    ins = doc["instance_level"]
+    assert ins["skipped"] is None and ins["scores"] == pytest.approx(dict(zip(methods, overall.tolist())))
+    assert ins["task_borda"]["glue/t0"] == pytest.approx(dict(zip(methods, counts["glue/t0"].tolist())))
+    assert ins["winners"] == ["alpha"] and "- **instance_borda** (every example a voter" in md
+    assert "<b>instance_borda</b>" in page
+
+
+def test_boards_without_outcomes_have_no_paired_tests(tmp_path: Path) -> None:
+    _, docs = _generate(tmp_path, _board("old", CLEAR, {}, outcomes=False))
+    assert "paired" not in docs["old"]
+    assert not any("same examples" in s for s in docs["old"]["verdict"])
+
+
+def test_a_matthews_primary_gets_an_interval_over_examples(tmp_path: Path) -> None:
+    """CoLA-like: the primary metric (Matthews) is no mean of right/wrong; runs keep their labels and the
+    cell's interval is the bootstrap of Matthews itself over examples (and seeds). The paired tests and
+    the instance rule read the same labels as right/wrong."""
+    from tasks.metrics import matthews
+
+    recs = []
+    for method, p_right in (("alpha", 0.85), ("beta", 0.70)):
+        for seed in range(2):
+            rng = np.random.default_rng(list(f"{method}|{seed}".encode()))
+            gold = rng.integers(0, 2, 500)
+            pred = np.where(rng.random(500) < p_right, gold, 1 - gold)
+            rec = make_record(method, "glue/cola", seed, matthews(pred.tolist(), gold.tolist()), metric="matthews",
+                              model="mcc")
+            rec["eval"]["n_examples"] = 500
+            rec["eval"]["outcomes"] = encode_outcomes(Outcomes("label", "matthews", pred, gold))
+            recs.append(rec)
+    _, docs = _generate(tmp_path, recs)
+    doc = docs["mcc"]
+    for m in ("alpha", "beta"):
+        cell = doc["intervals"][m]["glue/cola"]
+        mean = doc["cells"][m]["glue/cola"]["mean"]
+        assert cell["interval_from"] == "examples" and cell["lo"] < mean < cell["hi"]
+        assert 0.05 < cell["hi"] - cell["lo"] < 0.25   # ~±2 × 0.035 for 2 × 500 examples, plus the seeds
+    assert doc["paired"]["tasks"]["glue/cola"]["beta"]["pvalue"] < 0.01
+    assert doc["instance_level"]["winners"] == ["alpha"]
