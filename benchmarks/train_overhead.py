@@ -172,6 +172,7 @@ class HarnessLoop:
             classify_batch,
             make_optimizer,
             make_scheduler,
+            optimizer_params,
             pick_device,
             set_seed,
         )
@@ -185,6 +186,7 @@ class HarnessLoop:
         impl = methods.resolve(spec.method)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(model, trainable, spec.method, impl)
+        trainable = optimizer_params(optimizer)
         budget = spec.budget
         max_len = spec.max_len
         total = _planned_steps(budget, train_examples, loaded.tokenizer, classify_batch, max_len,

@@ -21,7 +21,8 @@ SWEEPS_DIR = PROJECT_ROOT / "sweeps"
 SEMANTIC_KEYS = ("method", "model", "task", "budget", "seed")
 # Model fields that say *where* weights come from, not *which* weights: kept out of the signature
 # so a hub load and a local copy of the same revision are one experiment.
-_MODEL_LOCATION_KEYS = ("source", "package")
+# `target_widths` describes the weights (their shapes, for validation), it does not choose them.
+_MODEL_LOCATION_KEYS = ("source", "package", "target_widths")
 # Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
 # method's one-line description must not re-run its experiments.
 _METHOD_INFO_KEYS = ("info",)
@@ -32,7 +33,7 @@ _BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every")
 # 0.0, or a sweep re-runs the default experiment under a new signature.
 FLOAT_FIELDS = {
     "method.optim": ("lr", "weight_decay"),
-    "method.params": ("lora_alpha", "lora_dropout", "vera_dropout", "d_initial"),
+    "method.params": ("lora_alpha", "lora_dropout", "vera_dropout", "d_initial", "scale", "inactive_lr_scale"),
     "budget": ("warmup_ratio", "grad_clip", "time_limit_s", "memory_cap_mb"),
 }
 

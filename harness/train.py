@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,15 +149,40 @@ def count_params(model: nn.Module) -> tuple[int, int, int]:
     return trainable, total, nbytes
 
 
-def build_model(spec: JobSpec, loaded: LoadedModel, num_labels: int | None) -> nn.Module:
-    """Apply the method to the backbone; for classify tasks put the head on top."""
+def build_model(spec: JobSpec, loaded: LoadedModel, num_labels: int | None, *,
+                batches: Iterable[Mapping[str, torch.Tensor]] | None = None,
+                device: torch.device | None = None) -> nn.Module:
+    """Apply the method to the backbone; for classify tasks put the head on top.
+
+    A method with a `prepare` hook (CorDA, LoRA-GA) first calibrates the bare backbone on training
+    `batches` (CPU batches, moved to `device`), with the loss training will use: so for a classify task
+    the head is built first and the prepared, adapted backbone goes under it."""
     import methods
 
     impl = methods.resolve(spec.method)
-    backbone = impl.apply(loaded.backbone, spec.method, spec.model)
-    if spec.task["protocol"] == "classify":
+    protocol = spec.task["protocol"]
+
+    def with_head(backbone: nn.Module) -> nn.Module:
         hidden = int(loaded.backbone.config.hidden_size)
         return EncoderClassifier(backbone, hidden, int(num_labels or 2), spec.model["pooling"])
+
+    if impl.prepare is None:
+        backbone = impl.apply(loaded.backbone, spec.method, spec.model)
+        return with_head(backbone) if protocol == "classify" else backbone
+    if batches is None:
+        raise ValueError(f"method {spec.method['name']!r} prepares the backbone on training data: "
+                         "build_model needs batches")
+    device = device or torch.device("cpu")
+    model = (with_head(loaded.backbone) if protocol == "classify" else loaded.backbone).to(device)
+    impl.prepare(loaded.backbone, spec.method, spec.model,
+                 ({k: v.to(device) for k, v in b.items()} for b in batches),
+                 lambda batch: loss_of(model, batch, protocol))
+    for p in model.parameters():   # calibration gradients (LoRA-GA's, the head's) are not a training step
+        p.grad = None
+    backbone = impl.apply(loaded.backbone, spec.method, spec.model)
+    if protocol == "classify":
+        model.encoder = backbone
+        return model
     return backbone
 
 
@@ -217,6 +242,7 @@ class StepState:
     total_steps: int
     grad_clip: float | None = None
     callback: Callable[[Any, int, int], None] | None = None
+    regularizer: Callable[[Any], torch.Tensor] | None = None
     mem_cap_mb: float | None = None
     log: LogFn = field(default=lambda metrics, step: None)
     step: int = 0
@@ -232,7 +258,8 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
     batch = {k: v.to(st.device) for k, v in cpu_batch.items()}
     t0 = time.perf_counter()
     loss = loss_of(st.model, batch, st.protocol)
-    loss.backward()
+    # a method's own penalty (KaSA) is optimised with the task loss; the task loss alone is logged
+    (loss + st.regularizer(st.model) if st.regularizer is not None else loss).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(st.trainable, st.grad_clip) if st.grad_clip else None
     st.optimizer.step()
     st.scheduler.step()
@@ -258,14 +285,22 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
 
 
 # ------------------------------------------------------------------------------------ checkpoint
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What a resumed run cannot rebuild: the trainable weights, plus a custom adapter's persistent buffers
-    (a step counter such as SingLoRA's ramp; factors set by a data-dependent init)."""
+def _trained_state(model: nn.Module, optimizer: Any) -> dict[str, torch.Tensor]:
+    """What a resumed run cannot rebuild: every parameter training may have changed (what trains now, and
+    whatever the optimizer owns: a method whose trainable set moves, such as LISA, keeps frozen-for-now
+    layers in its optimizer), plus a custom adapter's persistent buffers (a step counter such as
+    SingLoRA's ramp; factors set by a data-dependent init)."""
     from methods._adapters import adapter_state
 
-    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    owned = {id(p) for group in getattr(optimizer, "param_groups", []) for p in group["params"]}
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad or id(p) in owned}
     state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model).items() if n not in state})
     return state
+
+
+def optimizer_params(optimizer: Any) -> list[nn.Parameter]:
+    """The parameters an optimizer may update (gradient clipping must see all of them)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def rng_state() -> dict[str, Any]:
@@ -300,12 +335,14 @@ def _tuples(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], attempts: list[dict]) -> None:
-    """Everything to resume bit-identically: trainable weights, optimizer, schedule, every RNG,
-    step/tokens/examples (the data position is the step count) and the cost of the attempts so far.
+    """Everything to resume bit-identically: trained weights and which of them train now, optimizer,
+    schedule, every RNG, step/tokens/examples (the data position is the step count) and the cost of the
+    attempts so far.
     Atomic (temp file + fsync + rename): a kill mid-write leaves the previous checkpoint intact."""
     from harness.records import atomic_write
 
-    state = {"model": _trainable_state(st.model), "optimizer": st.optimizer.state_dict(),
+    state = {"model": _trained_state(st.model, st.optimizer), "optimizer": st.optimizer.state_dict(),
+             "requires_grad": [n for n, p in st.model.named_parameters() if p.requires_grad],
              "scheduler": st.scheduler.state_dict(), "step": st.step, "tokens": st.tokens,
              "examples": st.examples, "loss_curve": st.losses, "eval_history": eval_history,
              "rng": rng_state(), "attempts": attempts}
@@ -318,6 +355,10 @@ def load_checkpoint(path: Path, st: StepState) -> dict[str, Any]:
     missing = st.model.load_state_dict(state["model"], strict=False)
     if missing.unexpected_keys:
         raise RuntimeError(f"checkpoint {path} does not match the model: {missing.unexpected_keys[:5]}")
+    if "requires_grad" in state:   # which parameters train now (LISA's sampled layers): part of the state
+        live = set(state["requires_grad"])
+        for n, p in st.model.named_parameters():
+            p.requires_grad_(n in live)
     st.optimizer.load_state_dict(state["optimizer"])
     st.scheduler.load_state_dict(state["scheduler"])
     st.step, st.tokens, st.examples = int(state["step"]), int(state["tokens"]), int(state.get("examples", 0))
@@ -384,10 +425,6 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         from dataclasses import replace
 
         spec = replace(spec, method=method)
-    set_seed(spec.seed)   # the head and the adapters start from the same RNG state for every method
-    model = build_model(spec, loaded, task.get("num_labels")).to(device)
-    res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
-
     train_examples = list(data.train)
     if budget.get("train_size"):
         train_examples = random.Random(spec.seed).sample(train_examples,
@@ -397,6 +434,12 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     batch_size = int(budget["batch_size"])
     if len(train_examples) < batch_size:
         raise ValueError(f"task {task['name']}: {len(train_examples)} training examples < batch size {batch_size}")
+
+    set_seed(spec.seed)   # the head and the adapters start from the same RNG state for every method
+    model = build_model(spec, loaded, task.get("num_labels"), device=device,
+                        batches=(make_batch(tokenizer, b, max_len)
+                                 for b in batch_stream(train_examples, batch_size, spec.seed))).to(device)
+    res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
 
     # 3. optimizer and schedule
     import methods
@@ -409,6 +452,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, trainable, spec.method, impl)
+    trainable = optimizer_params(optimizer)   # a method's own optimizer may own more (LISA's frozen-for-now layers)
     total_steps = _planned_steps(budget, train_examples, tokenizer, make_batch, max_len, batch_size)
     scheduler = make_scheduler(optimizer, budget, total_steps)
 
@@ -416,7 +460,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     st = StepState(model=model, optimizer=optimizer, scheduler=scheduler, trainable=trainable,
                    protocol=protocol, device=device, total_steps=total_steps,
                    grad_clip=float(budget["grad_clip"]) if budget.get("grad_clip") else None,
-                   callback=impl.callback, mem_cap_mb=budget.get("memory_cap_mb"), log=log)
+                   callback=impl.callback, regularizer=impl.regularizer, mem_cap_mb=budget.get("memory_cap_mb"),
+                   log=log)
     ckpt = spec.run_dir / "checkpoint.pt"
     attempt: dict[str, Any] = {"started_at": started_at, "host": socket.gethostname(),
                                "slurm_job": slurm_job(), "resumed_from_step": None}

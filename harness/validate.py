@@ -92,6 +92,9 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
         # the module names answer without importing the modules (they import torch)
         c.add(f"method.name: custom method {m.get('name')!r} has no implementation in methods/ "
               f"(known: {', '.join(sorted(known)) or 'none'})")
+    if kind == "peft" and m.get("peft_type") == "poly" and params.get("n_tasks", 1) != 1:
+        c.add(f"method.params.n_tasks: {params.get('n_tasks')!r} must be 1: a job trains one task, and every "
+              "example is routed as task 0")
     for key in ("r",):
         if key in params:
             c.number(params, "method.params", key, integer=True, positive=True)
@@ -101,6 +104,13 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
     for key in ("lora_dropout", "vera_dropout"):
         if key in params:
             c.number(params, "method.params", key, nonneg=True, upper=1.0, upper_open=True)
+    calibration = m.get("calibration")
+    if calibration is not None:
+        if not isinstance(calibration, Mapping):
+            c.add("method.calibration: must be a mapping (batches: how many training batches a data-dependent "
+                  "init reads before the adapter is built)")
+        else:
+            c.number(calibration, "method.calibration", "batches", integer=True, positive=True)
     knob = m.get("capacity_knob")
     if knob is not None and knob not in params:
         c.add(f"method.capacity_knob: {knob!r} is not a key of method.params "
@@ -113,6 +123,10 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
         if applies is not None and (not isinstance(applies, list) or not applies
                                     or any(a not in MODEL_KINDS for a in applies)):
             c.add(f"method.info.applies_to: {applies!r} must be a non-empty list of {', '.join(MODEL_KINDS)}")
+        trains_base = info.get("trains_base")
+        if trains_base is not None and not isinstance(trains_base, bool):
+            c.add(f"method.info.trains_base: {trains_base!r} must be true or false (does the method train "
+                  "the base weights, as full-parameter methods such as GaLore do?)")
     optim = m.get("optim") or {}
     if not isinstance(optim, Mapping):
         c.add("method.optim: must be a mapping with lr and weight_decay")
@@ -120,6 +134,9 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
     c.number(optim, "method.optim", "lr", positive=True)
     c.number(optim, "method.optim", "weight_decay", nonneg=True, optional=True)
     c.choice(optim, "method.optim", "name", OPTIMIZER_NAMES, optional=True)
+    if optim.get("name") == "lorafa" and (kind != "peft" or m.get("peft_type") != "lora"):
+        c.add(f"method.optim.name: lorafa freezes LoRA's A and projects B's gradient through it, so it needs "
+              f"a LoRA adapter (kind peft, peft_type lora), not {m.get('peft_type') or kind!r}")
     if optim.get("name") == "loraplus":
         if kind == "peft" and m.get("peft_type") != "lora":
             c.add(f"method.optim.name: loraplus sets B's learning rate apart from A's, so it needs a LoRA "
@@ -146,6 +163,12 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
     if not isinstance(tm, list) or not tm or not all(isinstance(t, str) for t in tm):
         c.add(f"model.target_modules: {tm!r} must be a non-empty list of module names")
     c.number(m, "model", "max_seq_len", integer=True, positive=True)
+    widths = m.get("target_widths")
+    if widths is not None and (not isinstance(widths, Mapping) or not all(
+            isinstance(w, list) and len(w) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                        for x in w) for w in widths.values())):
+        c.add(f"model.target_widths: {widths!r} must map module names to [in_features, out_features] "
+              "(positive integers)")
 
 
 def _check_task(c: _Checker, t: Mapping[str, Any]) -> None:
@@ -183,6 +206,48 @@ def _check_budget(c: _Checker, b: Mapping[str, Any]) -> None:
         c.add(str(exc))
 
 
+# Block sizes that must divide a target layer's width, by peft_type: (param, widths it must divide, why).
+# peft raises on some of these only once the model is loaded, and silently changes OFT's block size.
+DIVIDES_WIDTHS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
+    "c3a": [("block_size", ("in", "out"), "C3A's circulant blocks tile ΔW (out×in)")],
+    "vblora": [("vector_length", ("in", "out"), "VB-LoRA's A and B rows are cut into bank vectors of this length")],
+    "oft": [("oft_block_size", ("in",),
+             "OFT's block-diagonal rotation acts on the input features (peft would silently pick another size)")],
+    "boft": [("boft_block_size", ("in",), "BOFT's butterfly blocks act on the input features"),
+             ("boft_block_num", ("in",), "BOFT's butterfly blocks act on the input features")],
+}
+
+
+def _check_block_sizes(c: _Checker, method: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """A method's block size must divide every targeted width (model.target_widths: [in, out])."""
+    rules = DIVIDES_WIDTHS.get(method.get("peft_type")) if method.get("kind") == "peft" else None
+    widths = model.get("target_widths")
+    params = method.get("params") or {}
+    if not rules or not isinstance(widths, Mapping) or not isinstance(params, Mapping):
+        return
+    if "target_modules" not in params:   # peft's own per-architecture choice: known only at load
+        return
+    targets = params["target_modules"]
+    if targets is None:   # null → the model's default targets, whose widths the model YAML gives
+        targets = model.get("target_modules") or []
+    if not isinstance(targets, list):   # a regex or 'all-linear': which layers it hits is known only at load
+        return
+    for key, sides, why in rules:
+        size = params.get(key)
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            continue
+        bad = []
+        for t in targets:
+            w = widths.get(t)
+            if isinstance(w, list) and len(w) == 2:
+                bad += [f"{t} {side}_features={w[i]}" for i, side in ((0, "in"), (1, "out"))
+                        if side in sides and isinstance(w[i], int) and w[i] % size]
+        if bad:
+            c.add(f"method.params.{key}: {size} does not divide the width of model {model.get('name')!r}'s "
+                  f"target layers: {', '.join(bad)}; {why}, so it must divide "
+                  f"{' and '.join(f'{s}_features' for s in sides)}")
+
+
 def _section(c: _Checker, cfg: Mapping[str, Any], key: str, check: Callable[[_Checker, Mapping], None]) -> bool:
     block = cfg.get(key)
     if not isinstance(block, Mapping):
@@ -217,10 +282,13 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
                   f"{kind}"
                   + (f" and task protocol {cfg['task'].get('protocol')!r} needs one"
                      if ok["task"] and PROTOCOL_MODEL_KIND.get(cfg["task"].get("protocol")) == kind else ""))
-    if (ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params")
-            and cfg["method"].get("kind") == "full"):
-        c.add("budget.trainable_params: method 'full' trains every weight and has no capacity knob; "
-              "use a budget without a trainable-parameter target")
+    if ok["method"] and ok["model"]:
+        _check_block_sizes(c, cfg["method"], cfg["model"])
+    if ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params"):
+        info = cfg["method"].get("info") if isinstance(cfg["method"].get("info"), Mapping) else {}
+        if cfg["method"].get("kind") == "full" or info.get("trains_base") is True:
+            c.add(f"budget.trainable_params: method {cfg['method'].get('name')!r} trains every weight and has "
+                  "no capacity knob; use a budget without a trainable-parameter target")
     device = str(cfg.get("device") or "auto")
     if not _DEVICE_RE.match(device):
         c.add(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -102,6 +102,15 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
     "waveft": PeftConfigEntry("WaveFTConfig"),
     "delora": PeftConfigEntry("DeloraConfig"),
     "tinylora": PeftConfigEntry("TinyLoraConfig"),
+    "glora": PeftConfigEntry("GloraConfig"),
+    "lily": PeftConfigEntry("LilyConfig"),
+    "pvera": PeftConfigEntry("PveraConfig"),
+    "unilora": PeftConfigEntry("UniLoraConfig"),
+    "beft": PeftConfigEntry("BeftConfig"),
+    "supertuning": PeftConfigEntry("SupertuningConfig"),
+    "peanut": PeftConfigEntry("PeanutConfig"),
+    "poly": PeftConfigEntry("PolyConfig"),
+    "osf": PeftConfigEntry("OSFConfig"),
     # prompt learning: virtual tokens / prefixes, decoders only (method info.applies_to)
     "prompt_tuning": PeftConfigEntry("PromptTuningConfig"),
     "prefix_tuning": PeftConfigEntry("PrefixTuningConfig"),
@@ -110,7 +119,7 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
 }
 
 # Optimizers a method may name in `optim.name` (peft-native hooks in methods/peft_native.py).
-OPTIMIZER_NAMES = ("adamw", "loraplus")
+OPTIMIZER_NAMES = ("adamw", "loraplus", "lorafa")
 MODEL_KINDS = ("encoder", "decoder")
 
 
@@ -125,6 +134,14 @@ class MethodImpl:
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
                step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling; SingLoRA's
                ramp and LaMDA's freezing schedule count steps with it).
+    prepare:   optional data-dependent preparation of the *bare* backbone before apply, for inits that
+               peft computes before get_peft_model (CorDA's covariances, LoRA-GA's gradients):
+               (backbone, method_cfg, model_cfg, batches, loss). `batches` iterates training batches on
+               the model's device; `loss(batch)` is the loss training will use (a classify task's head
+               included). apply must still work on an unprepared backbone (capacity counting builds
+               adapters without data) and build the same parameters there.
+    regularizer: optional (model) -> scalar tensor added to the training loss at every step (KaSA's
+               singular-value and orthogonality penalties); the logged loss stays the task loss.
     """
 
     name: str
@@ -132,6 +149,8 @@ class MethodImpl:
     init: Callable[[Any, Any], None] | None = None
     optimizer: Callable[[Any, Mapping[str, Any]], Any] | None = None
     callback: Callable[[Any, int, int], None] | None = None
+    prepare: Callable[[Any, Mapping[str, Any], Mapping[str, Any], Iterator[Any], Callable[[Any], Any]], None] | None = None
+    regularizer: Callable[[Any], Any] | None = None
 
 
 # Custom methods (kind: custom) by YAML name; filled by methods/<name>.py on import.

@@ -4,8 +4,13 @@ A peft-native method is one YAML. What some of them need beyond `get_peft_model`
 YAML itself, never from the method's name, so a new YAML with the same flag gets the same hook:
 
 - `params.init_lora_weights: eva` → an `init` hook feeding training batches to peft's EVA (2410.07170).
+- `params.init_lora_weights: corda` / `lora_ga` → a `prepare` hook calibrating the bare backbone on
+  training batches before get_peft_model (peft's preprocess_corda / preprocess_loraga).
 - `optim.name: loraplus`          → an `optimizer` hook, peft's LoRA+ optimizer (2402.12354).
+- `optim.name: lorafa`            → peft's LoRA-FA optimizer (2308.03303), with lora_A frozen at apply.
 - `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512).
+- `peft_type: poly`               → an `apply` that routes every example as task 0 (one job, one task).
+- `params.kasa_config`            → a `regularizer` adding KaSA's penalties to the loss (2412.06071).
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from typing import Any
 from methods import PEFT_CONFIGS, MethodImpl
 
 # LoraConfig fields whose value is itself a peft dataclass: YAML gives a mapping, peft wants the object.
-SUB_CONFIGS = {"eva_config": "EvaConfig", "corda_config": "CordaConfig", "lora_ga_config": "LoraGAConfig"}
+SUB_CONFIGS = {"eva_config": "EvaConfig", "corda_config": "CordaConfig", "lora_ga_config": "LoraGAConfig",
+               "velora_config": "VeloraConfig", "kasa_config": "KasaConfig"}
 # AdaLoRA needs total_step > 0 when its config is built, before the job's step count is known here;
 # the callback sets the real value on its first call.
 _ADALORA_PLACEHOLDER_STEPS = 10**9
@@ -28,7 +34,6 @@ def build_peft_config(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any
     every architecture (query/value on BERT, q_proj/v_proj on llama). A method YAML without the key
     (IA3, prompt learning) leaves the choice to peft's own per-architecture defaults.
     """
-    import peft
 
     entry = PEFT_CONFIGS[method_cfg["peft_type"]]
     params = dict(method_cfg.get("params") or {})
@@ -36,12 +41,19 @@ def build_peft_config(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any
         params["target_modules"] = list(model_cfg["target_modules"])
     for key, cls_name in SUB_CONFIGS.items():
         if isinstance(params.get(key), Mapping):
-            params[key] = getattr(peft, cls_name)(**params[key])
+            params[key] = _sub_config_class(cls_name)(**params[key])
     if method_cfg["peft_type"] == "adalora" and not params.get("total_step"):
         params["total_step"] = _ADALORA_PLACEHOLDER_STEPS
     if model_cfg["kind"] == "decoder":
         params.setdefault("task_type", "CAUSAL_LM")
     return entry.load()(**params)
+
+
+def _sub_config_class(cls_name: str) -> type:
+    import peft
+    import peft.tuners.lora.config as lora_config  # CordaConfig is not exported at peft's top level
+
+    return getattr(peft, cls_name, None) or getattr(lora_config, cls_name)
 
 
 def apply_peft(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
@@ -130,7 +142,152 @@ def adalora_callback(model: Any, step: int, total_steps: int) -> None:
     peft_model.base_model.update_and_allocate(step + 1)
 
 
-OPTIMIZERS = {"loraplus": loraplus_optimizer}
+def lorafa_optimizer(model: Any, method_cfg: Mapping[str, Any]) -> Any:
+    """LoRA-FA (arXiv:2308.03303): A stays frozen at its random init, B trains with AdamW on the
+    projected gradient (r/α)²·g_B·(AAᵀ)⁻¹, so the low-rank update best approximates the full-weight
+    gradient step (peft's create_lorafa_optimizer). Parameters outside the PeftModel that train (a
+    classification head) join as a plain-AdamW group: peft's helper only sees the PeftModel."""
+    from peft.optimizers import create_lorafa_optimizer
+
+    peft_model = peft_model_of(model)
+    params, optim = method_cfg.get("params") or {}, method_cfg.get("optim") or {}
+    lr, wd = float(optim["lr"]), float(optim.get("weight_decay") or 0.0)
+    opt = create_lorafa_optimizer(peft_model, r=int(params["r"]), lora_alpha=params["lora_alpha"], lr=lr,
+                                  weight_decay=wd)
+    # peft's group holds every parameter of the model; it needs the LoRA ones (frozen A included: B's
+    # gradient is projected through it), not the frozen base weights (a checkpoint saves what the
+    # optimizer owns)
+    group = opt.param_groups[0]
+    keep = [i for i, (n, p) in enumerate(zip(group["names"], group["params"])) if p.requires_grad or "lora_" in n]
+    for key in ("params", "names", "scaling_factors"):
+        group[key] = [group[key][i] for i in keep]
+    inside = {id(p) for p in peft_model.parameters()}
+    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in inside]
+    if rest:
+        opt.add_param_group({"params": [p for _, p in rest], "names": [n for n, _ in rest],
+                             "scaling_factors": [None] * len(rest), "lr": lr, "weight_decay": wd})
+    return opt
+
+
+def apply_lora_frozen_a(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """LoRA with A frozen from the start (LoRA-FA), so trainable counts and capacity solving see B only."""
+    model = apply_peft(backbone, method_cfg, model_cfg)
+    for name, p in model.named_parameters():
+        if "lora_A" in name:
+            p.requires_grad_(False)
+    return model
+
+
+# ------------------------------------------------------------- preparation before get_peft_model
+# CorDA and LoRA-GA compute their init from data on the bare backbone (peft's preprocess_* functions
+# attach the results to the target modules); get_peft_model then reads them. `prepare` hooks run them;
+# apply on an unprepared backbone (capacity counting: no data) builds the same LoRA parameters with the
+# data-free init, so the count is right and no data is needed.
+PREPARED = "peftbench_prepared"   # set on the backbone by a prepare hook, read by apply_prepared
+DEFAULT_CALIBRATION_BATCHES = 8
+
+
+def calibration_batches(method_cfg: Mapping[str, Any]) -> int:
+    """How many training batches a prepare hook reads (method YAML `calibration.batches`)."""
+    return int((method_cfg.get("calibration") or {}).get("batches", DEFAULT_CALIBRATION_BATCHES))
+
+
+def single_examples(batch: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    """A batch as one-example batches without their padding (CorDA's covariance hook reads one
+    sequence per call, and padding positions are not data)."""
+    mask = batch["attention_mask"].bool()
+    for i in range(mask.shape[0]):
+        yield {k: (v[i][mask[i]] if v.dim() == 2 and v.shape == mask.shape else v[i]).unsqueeze(0)
+               for k, v in batch.items()}
+
+
+def prepare_corda(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any],
+                  batches: Iterable[Mapping[str, Any]], loss: Any) -> None:
+    """CorDA (arXiv:2406.05223): each target layer's input covariance C is gathered over calibration
+    examples, then W0·C is decomposed (peft's preprocess_corda); IPM builds the adapter from its top-r
+    components (task context), KPM from the bottom-r (world knowledge kept in the frozen residual)."""
+    import itertools
+
+    import torch
+    from peft.tuners.lora.corda import preprocess_corda
+
+    taken = list(itertools.islice(batches, calibration_batches(method_cfg)))
+
+    @torch.no_grad()
+    def run_model() -> None:
+        for batch in taken:
+            for example in single_examples(batch):
+                loss(example)
+
+    preprocess_corda(backbone, build_peft_config(method_cfg, model_cfg), run_model=run_model)
+    setattr(backbone, PREPARED, True)
+
+
+def prepare_loraga(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any],
+                   batches: Iterable[Mapping[str, Any]], loss: Any) -> None:
+    """LoRA-GA (arXiv:2407.05000): the full-weight gradient G of each target layer is averaged over
+    calibration batches (peft's preprocess_loraga); get_peft_model then sets A, B from G's singular
+    vectors so the first LoRA step approximates full fine-tuning's, with W0 offset so f is unchanged."""
+    import itertools
+
+    from peft import preprocess_loraga
+
+    taken = list(itertools.islice(batches, calibration_batches(method_cfg)))
+
+    def train_step() -> None:
+        for batch in taken:
+            loss(batch).backward()
+
+    preprocess_loraga(backbone, build_peft_config(method_cfg, model_cfg), train_step)
+    setattr(backbone, PREPARED, True)
+
+
+def apply_prepared(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """get_peft_model after a prepare hook; on an unprepared backbone (capacity counting) the same
+    LoRA parameters with LoRA's data-free init."""
+    if getattr(backbone, PREPARED, False):
+        delattr(backbone, PREPARED)
+        return apply_peft(backbone, method_cfg, model_cfg)
+    counting = {**method_cfg, "params": {**(method_cfg.get("params") or {}), "init_lora_weights": True}}
+    for key in ("corda_config", "lora_ga_config"):
+        counting["params"].pop(key, None)
+    return apply_peft(backbone, counting, model_cfg)
+
+
+PREPARES = {"corda": prepare_corda, "lora_ga": prepare_loraga}
+
+
+def apply_single_task_poly(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """Poly (arXiv:2202.13914) and MHR (arXiv:2211.03831) route each example by its task id; a benchmark
+    job is one task, so every example is task 0 (validation holds n_tasks to 1): a pre-hook on each Poly
+    layer supplies task_ids when the caller passes none, so the model takes the harness's plain batches."""
+    import torch
+    from peft.tuners.poly.layer import Linear as PolyLinear
+
+    def task_zero(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if kwargs.get("task_ids") is None:
+            x = args[0] if args else kwargs["x"]
+            kwargs["task_ids"] = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return args, kwargs
+
+    model = apply_peft(backbone, method_cfg, model_cfg)
+    for module in model.modules():
+        if isinstance(module, PolyLinear):
+            module.register_forward_pre_hook(task_zero, with_kwargs=True)
+    return model
+
+
+def kasa_regularizer(model: Any) -> Any:
+    """KaSA (arXiv:2412.06071, Eq. 9-11): β·Σ ΔΣ² + γ·(‖BᵀB − I‖_F + ‖AAᵀ − I‖_F) over every KaSA layer,
+    the penalties the paper trains with (peft computes them; the training loop must add them)."""
+    return peft_model_of(model).base_model._get_kasa_loss()
+
+
+OPTIMIZERS = {"loraplus": loraplus_optimizer, "lorafa": lorafa_optimizer}
+# an optimizer that also decides what trains builds on its own apply
+APPLIES = {"lorafa": apply_lora_frozen_a}
+# adapters whose forward needs more than the harness's batch
+PEFT_TYPE_APPLIES = {"poly": apply_single_task_poly}
 INITS = {"eva": init_eva}
 CALLBACKS = {"adalora": adalora_callback}
 
@@ -139,8 +296,13 @@ def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
     """The peft-native implementation with the hooks this YAML asks for."""
     init = (method_cfg.get("params") or {}).get("init_lora_weights")
     optim_name = (method_cfg.get("optim") or {}).get("name")
-    return MethodImpl(name="peft-native", apply=apply_peft,
-                      init=INITS.get(init) if isinstance(init, str) else None,
+    prepare = PREPARES.get(init) if isinstance(init, str) else None
+    apply = (apply_prepared if prepare else APPLIES.get(optim_name)
+             or PEFT_TYPE_APPLIES.get(method_cfg.get("peft_type"), apply_peft))
+    params = method_cfg.get("params") or {}
+    return MethodImpl(name="peft-native", apply=apply,
+                      regularizer=kasa_regularizer if params.get("kasa_config") is not None else None,
+                      init=INITS.get(init) if isinstance(init, str) else None, prepare=prepare,
                       optimizer=OPTIMIZERS.get(optim_name) if optim_name else None,
                       callback=CALLBACKS.get(method_cfg.get("peft_type")))
 

@@ -141,6 +141,7 @@ PLUMBING = [
     ["model.source=hub"],
     ["model.package=null"],
     ["model.source=hub", "model.package=null"],
+    ["model.target_widths=null"],   # describes the weights' shapes (for validation), does not choose them
 ]
 
 

@@ -61,6 +61,19 @@ BAD = [
     (["budget.steps=1.5"], "budget.steps", ["integer"]),
     (["budget.eval_every=-1"], "budget.eval_every", [">= 0"]),
     (["method=full", "budget.trainable_params=1000"], "budget.trainable_params", ["full", "capacity knob"]),
+    (["method=galore", "budget.trainable_params=1000"], "budget.trainable_params", ["galore", "capacity knob"]),
+    (["method=galore", "method.name=nosuch"], "method.name", ["'nosuch'", "no implementation", "galore", "lisa"]),
+    (["method=vera", "+method.optim.name=lorafa"], "method.optim.name", ["lorafa", "peft_type lora", "'vera'"]),
+    (["method=corda", "method.calibration.batches=0"], "method.calibration.batches", ["> 0"]),
+    (["method=c3a", "method.params.block_size=100"], "method.params.block_size",
+     ["100", "query in_features=384", "out_features=384", "must divide in_features and out_features"]),
+    (["method=oft", "method.params.oft_block_size=100"], "method.params.oft_block_size",
+     ["query in_features=384", "must divide in_features"]),
+    (["method=vblora", "model=smollm2-135m", "task=gsm8k/gsm8k", "method.params.vector_length=36"],
+     "method.params.vector_length", ["v_proj out_features=192", "must divide in_features and out_features"]),
+    (["model.target_widths.query=[384]"], "model.target_widths", ["[in_features, out_features]"]),
+    (["method=poly", "method.params.n_tasks=3"], "method.params.n_tasks", ["3", "must be 1"]),
+    (["method=lisa", "method.info.trains_base=yes"], "method.info.trains_base", ["'yes'", "true or false"]),
     (["seed=-1"], "seed", ["-1", "integer >= 0"]),
     (["seed=abc"], "seed", ["'abc'", "integer >= 0"]),
     (["device=tpu"], "device", ["'tpu'", "auto", "cpu", "cuda", "cuda:N", "mps"]),
@@ -251,3 +264,33 @@ def test_cli_multirun_reports_every_bad_job(cli) -> None:
     assert {ln.split()[2] for ln in lines} == {"1", "2", "3"}
     assert not any(ln.startswith("- job 0 ") for ln in lines)
     assert run.written() == []
+
+
+def test_block_size_check_reads_only_widths_it_knows() -> None:
+    """Divisible sizes pass; targets whose widths the model does not list are left to load time."""
+    assert _problems("method=c3a", "method.params.block_size=64") == []   # 384 = 6·64
+    assert _problems("method=c3a", "method.params.block_size=100", "method.params.target_modules=[key]") == []
+    assert len(_problems("method=vblora", "model=smollm2-135m", "task=gsm8k/gsm8k",
+                         "method.params.vector_length=36")) == 1   # q_proj 576 = 16·36 is fine, v_proj is not
+
+
+@pytest.mark.parametrize("model", conf_names("model"))
+def test_model_target_widths_match_the_architecture(model: str) -> None:
+    """model.target_widths ([in, out] per default target) is what the real architecture builds: checked
+    on the model's config (meta device: no weights) where a copy of it is cached."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from harness.spec import PROJECT_ROOT
+
+    cfg = compose_dict(("logger=none", f"model={model}"))["model"]
+    local = Path(os.environ.get("PEFTBENCH_CACHE", PROJECT_ROOT / ".cache")) / "models" / model / "hf"
+    if not (local / "config.json").exists():
+        pytest.skip(f"no cached copy of {model} (peftbench fetch-models)")
+    with torch.device("meta"):
+        net = AutoModel.from_config(AutoConfig.from_pretrained(local))
+    assert set(cfg["target_widths"]) == set(cfg["target_modules"])
+    for target, (n_in, n_out) in cfg["target_widths"].items():
+        layers = [m for n, m in net.named_modules() if n.endswith(f".{target}")]
+        assert layers, target
+        assert {(m.in_features, m.out_features) for m in layers} == {(n_in, n_out)}, target

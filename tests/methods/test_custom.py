@@ -18,7 +18,9 @@ from tests.conftest import conf_names
 from tests.methods.test_properties import outputs, randomize
 from tests.methods.test_registry import MODELS, method_cfg
 
-CUSTOM = [m for m in conf_names("method") if method_cfg(m)["kind"] == "custom"]
+# custom *adapters*; a full-parameter custom method (GaLore, LISA: info.trains_base) adds no adapter layer
+CUSTOM = [m for m in conf_names("method")
+          if method_cfg(m)["kind"] == "custom" and not method_cfg(m)["info"].get("trains_base")]
 LAYERS = 4          # 2 blocks × 2 targets (query/value, q_proj/v_proj), every one 32×32 on both tiny models
 D = 32
 

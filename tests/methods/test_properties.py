@@ -158,6 +158,63 @@ def prop_eva() -> None:
     torch.testing.assert_close(outputs(model), outputs(base))
 
 
+def prop_velora() -> None:
+    """VeLoRA: the forward is LoRA's, exactly; in training the input saved for A's gradient is compressed
+    to one number per group of features (its projection on a unit vector, the batch's mean sub-token) and
+    rebuilt from it, so A's gradient is (∂L/∂Ax)ᵀ·x̂ rather than (∂L/∂Ax)ᵀ·x; B's gradient stays exact."""
+    groups = 4
+    model, base, cfg = build("velora", velora_config={**method_cfg("velora")["params"]["velora_config"],
+                                                      "num_groups": groups})
+    randomize(model, 0.3)
+    lyr = layer(model)
+    lyr.train()
+    a, b, s = lyr.lora_A["default"].weight, lyr.lora_B["default"].weight, lyr.scaling["default"]
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(4))
+    out = lyr(x)
+    out.pow(2).sum().backward()
+    w0 = base_weight(base)
+    a_ex, b_ex = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    exact = x @ w0.T + base.get_submodule(Q).bias + s * (x @ a_ex.T) @ b_ex.T
+    torch.testing.assert_close(out.detach(), exact.detach(), atol=1e-5, rtol=1e-4)
+    exact.pow(2).sum().backward()
+    torch.testing.assert_close(b.grad, b_ex.grad, atol=1e-5, rtol=1e-4)
+    sub = x.reshape(-1, groups, 32 // groups)
+    e = sub.reshape(-1, 32 // groups).mean(0)
+    e = e / e.norm()
+    x_hat = (torch.einsum("tgd,d->tg", sub, e).unsqueeze(-1) * e).reshape(-1, 32) * cfg["params"]["velora_config"]["scale"]
+    g_after_a = (2 * exact.detach()).reshape(-1, 32) @ (s * b.detach())   # ∂L/∂(Ax)
+    torch.testing.assert_close(a.grad, g_after_a.T @ x_hat, atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(a.grad, a_ex.grad, atol=1e-3)   # an approximation of the exact gradient
+
+
+def prop_kasa() -> None:
+    """KaSA: the frozen W0 loses its r smallest singular components; ΔW = s·B·diag(ΔΣ)·A; the method's
+    regularizer is β·ΣΔΣ² + γ·(‖BᵀB − I‖ + ‖AAᵀ − I‖) summed over its layers (added to the training loss)."""
+    from methods.peft_native import impl_for
+
+    model, base, cfg = build("kasa")
+    r = cfg["params"]["r"]
+    lyr = layer(model)
+    s_res, s0 = torch.linalg.svdvals(lyr.base_layer.weight.detach()), torch.linalg.svdvals(base_weight(base))
+    torch.testing.assert_close(s_res[:-r], s0[:-r], atol=1e-5, rtol=1e-4)
+    assert float(s_res[-r:].max()) < 1e-5 < float(s0[-1])
+    randomize(model, 0.3)
+    a, b, d = lyr.lora_A["default"].weight, lyr.lora_B["default"].weight, lyr.lora_diag["default"]
+    expected = lyr.scaling["default"] * b @ torch.diag(d) @ a
+    torch.testing.assert_close(merged_weight(model) - lyr.base_layer.weight.detach(), expected.detach(),
+                               atol=1e-6, rtol=1e-4)
+    beta, gamma = cfg["params"]["kasa_config"]["beta"], cfg["params"]["kasa_config"]["gamma"]
+    want = 0.0
+    for m in model.modules():
+        if hasattr(m, "lora_diag") and "default" in m.lora_diag:
+            a_, b_, d_ = m.lora_A["default"].weight, m.lora_B["default"].weight, m.lora_diag["default"]
+            eye = torch.eye(r)
+            want += beta * (d_ ** 2).sum() + gamma * ((b_.T @ b_ - eye).norm() + (a_ @ a_.T - eye).norm())
+    reg = impl_for(cfg).regularizer(model)
+    torch.testing.assert_close(reg, want)
+    assert reg.requires_grad   # it trains: the loop adds it to the loss
+
+
 def prop_loraplus() -> None:
     """LoRA+: B's learning rate is loraplus_lr_ratio × A's."""
     from methods.peft_native import impl_for
@@ -194,6 +251,121 @@ def prop_adalora() -> None:
         impl.callback(model, step, total)
         opt.zero_grad()
     assert live_rank() <= cfg["params"]["target_r"] * n_layers < cfg["params"]["init_r"] * n_layers
+
+
+def prop_lorafa() -> None:
+    """LoRA-FA: A is frozen at its random init and never moves; B's first AdamW step follows the
+    projected gradient ĝ_B = g_B·(AAᵀ)⁻¹/s² (not g_B itself); a classification head still trains."""
+    from harness.train import EncoderClassifier
+    from methods.peft_native import impl_for
+
+    model, _, cfg = build("lorafa")
+    clf = EncoderClassifier(model, 32, 2, "mean")
+    opt = impl_for(cfg).optimizer(clf, cfg)
+    lyr = layer(model)
+    a, b = lyr.lora_A["default"].weight, lyr.lora_B["default"].weight
+    assert not a.requires_grad and b.requires_grad
+    a0, head0 = a.detach().clone(), clf.classifier.weight.detach().clone()
+    with torch.no_grad():   # a trained-like B (B = 0 at init); A is frozen either way
+        b.normal_(0, 0.01, generator=torch.Generator().manual_seed(0))
+    b0 = b.detach().clone()
+    ids = torch.randint(0, 100, (4, 8), generator=torch.Generator().manual_seed(1))
+    loss = torch.nn.functional.cross_entropy(clf(ids, torch.ones_like(ids)), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    g_b = b.grad.detach().clone()
+    opt.step()
+    assert torch.equal(a.detach(), a0)
+    assert not torch.equal(clf.classifier.weight.detach(), head0)
+    s = lyr.scaling["default"]
+    proj = g_b @ torch.linalg.pinv(a0 @ a0.T) / s**2
+    step = b.detach() - b0
+    lr = cfg["optim"]["lr"]
+    # Adam's first step is ±lr per coordinate in the direction of the gradient it was given
+    agree_proj = (torch.sign(step) == -torch.sign(proj)).float().mean()
+    agree_raw = (torch.sign(step) == -torch.sign(g_b)).float().mean()
+    assert agree_proj > 0.97 and agree_raw < 0.9, (agree_proj, agree_raw)
+    # ... exactly lr·ĝ/(|ĝ| + ε/√(1-β2)) (peft's ε sits outside the bias correction; it computes ĝ under
+    # bf16 autocast: a loose tolerance)
+    torch.testing.assert_close(step, -lr * proj / (proj.abs() + 1e-6 / (1 - 0.999) ** 0.5), atol=lr * 0.05, rtol=0)
+
+
+def _prepared(name: str, n_batches: int = 4) -> tuple[torch.nn.Module, torch.nn.Module, list[dict[str, Any]], Any]:
+    """(model, untouched backbone copy, calibration batches, cfg): a data-prepared method built the way
+    train() builds it (harness.train.build_model on a tiny llama, LM loss, no dropout)."""
+    import types
+
+    from harness.train import build_model
+
+    cfg = method_cfg(name)
+    cfg["calibration"] = {"batches": n_batches}
+    g = torch.Generator().manual_seed(7)
+    batches = []
+    for _ in range(n_batches + 2):   # more than it may read
+        ids = torch.randint(0, 100, (3, 8), generator=g)
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    backbone = tiny_llama()
+    base = copy.deepcopy(backbone)
+    spec = types.SimpleNamespace(method=cfg, model=TINY_DECODER_CFG, task={"protocol": "generate"})
+    model = build_model(spec, types.SimpleNamespace(backbone=backbone), None, batches=iter(batches))
+    assert all(p.grad is None for p in model.parameters()), "calibration gradients leaked into training"
+    return model, base, batches[:n_batches], cfg
+
+
+QD = "model.layers.0.self_attn.q_proj"   # the first adapted layer of the tiny llama
+
+
+def prop_lora_ga() -> None:
+    """LoRA-GA: with G the full-weight gradient averaged over the calibration batches, A's rows are G's
+    top-r right singular vectors and B lies in the next r left singular directions (ArB2r); W0 is offset
+    so the model is unchanged at init."""
+    model, base, batches, cfg = _prepared("lora_ga")
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-5, rtol=1e-4)
+    ref = copy.deepcopy(base)
+    for b in batches:
+        ref(**b).loss.backward()
+    grad = ref.get_submodule(QD).weight.grad / len(batches)
+    u, _, vh = torch.linalg.svd(grad)
+    r = cfg["params"]["r"]
+    lyr = model.get_submodule(f"base_model.model.{QD}")
+    a, b = lyr.lora_A["default"].weight.detach(), lyr.lora_B["default"].weight.detach()
+    top_v = vh[:r]
+    torch.testing.assert_close(a @ top_v.T @ top_v, a, atol=1e-4, rtol=1e-3)   # rows of A in span(V_r)
+    torch.testing.assert_close(a @ a.T, torch.eye(r), atol=1e-4, rtol=0)
+    assert float((u[:, :r].T @ b).norm()) < 1e-4 * float(b.norm())   # B ⟂ the top-r left directions
+    nxt = u[:, r:2 * r]
+    torch.testing.assert_close(nxt @ nxt.T @ b, b, atol=1e-4, rtol=1e-3)
+
+
+def prop_corda() -> None:
+    """CorDA (IPM): with C the covariance of the layer's inputs over the calibration examples, B spans
+    the top-r left singular vectors of W0·C (not of W0 alone); residual + s·BA = W0, so the model is
+    unchanged at init."""
+    model, base, batches, cfg = _prepared("corda")
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-4, rtol=1e-3)
+    cov = torch.zeros(32, 32)
+
+    def hook(_mod: Any, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+        nonlocal cov
+        x = inputs[0].detach().squeeze(0).float()
+        x = x / torch.max(x).abs()   # peft normalises each example by its largest entry
+        cov += x.T @ x
+
+    ref = copy.deepcopy(base)
+    handle = ref.get_submodule(QD).register_forward_hook(hook)
+    with torch.no_grad():
+        for b in batches:
+            for i in range(b["input_ids"].shape[0]):   # one example at a time, as CorDA's hook reads
+                ref(input_ids=b["input_ids"][i:i + 1])
+    handle.remove()
+    cov = cov + torch.eye(32) * cov.diagonal().mean() * 0.01   # peft's damping (first try suffices here)
+    w0 = base_weight(base, QD)
+    r = cfg["params"]["r"]
+    u_wc = torch.linalg.svd(w0 @ cov)[0][:, :r]
+    lyr = model.get_submodule(f"base_model.model.{QD}")
+    b = lyr.lora_B["default"].weight.detach()
+    torch.testing.assert_close(u_wc @ u_wc.T @ b, b, atol=1e-4, rtol=1e-3)
+    ba = lyr.scaling["default"] * b @ lyr.lora_A["default"].weight.detach()
+    torch.testing.assert_close(lyr.base_layer.weight.detach() + ba, w0, atol=1e-5, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------- other peft tuners
@@ -416,6 +588,170 @@ def prop_tinylora() -> None:
     torch.testing.assert_close(ur @ (ur.T @ delta @ vr) @ vr.T, delta, atol=1e-5, rtol=1e-4)
     per_layer = [p.numel() for n, p in model.named_parameters() if p.requires_grad]
     assert per_layer and max(per_layer) <= cfg["params"]["u"]
+
+
+def prop_glora() -> None:
+    """GLoRA: W = W0 + W0 ⊙ A + B (A, B low-rank paths here), zero at init."""
+    model, base, cfg = build("glora")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.3)
+    lyr = layer(model)
+    a = (lyr.glora_A["default"].Xd @ lyr.glora_A["default"].Xu).detach()
+    b = (lyr.glora_B["default"].Xd @ lyr.glora_B["default"].Xu).detach()
+    assert a.shape == b.shape == (32, 32) and cfg["params"]["config_A_B"] == "lora"
+    torch.testing.assert_close(merged_weight(model) - base_weight(base), base_weight(base) * a + b,
+                               atol=1e-6, rtol=1e-4)
+
+
+def prop_lily() -> None:
+    """Lily: adjacent layers (stride_A of them) share one A; the B experts are one set shared by every
+    layer of a kind, mixed by each layer's own router."""
+    model, _, _ = build("lily", stride_A=2)
+    def mods(kind: str) -> list[Any]:
+        return [m for n, m in model.named_modules() if n.endswith(kind) and hasattr(m, "lily_A")]
+
+    for kind in ("query", "value"):
+        ms = mods(kind)
+        assert len(ms) == 2
+        assert ms[0].lily_A["default"].weight.data_ptr() == ms[1].lily_A["default"].weight.data_ptr()
+        assert ms[0].lily_B["default"].weight.data_ptr() == ms[1].lily_B["default"].weight.data_ptr()
+        assert ms[0].lily_router["default"].weight.data_ptr() != ms[1].lily_router["default"].weight.data_ptr()
+    apart, _, _ = build("lily", stride_A=1)
+    ms = [m for n, m in apart.named_modules() if n.endswith("query") and hasattr(m, "lily_A")]
+    assert ms[0].lily_A["default"].weight.data_ptr() != ms[1].lily_A["default"].weight.data_ptr()
+
+
+def prop_pvera() -> None:
+    """PVeRA: one frozen random A, B pair shared by all layers, only the scaling vectors train; the
+    adapter samples z = μ + ε·σ in training (two passes differ) and uses μ at inference."""
+    model, _, _ = build("pvera")
+    layers = [m for m in model.modules() if hasattr(m, "pvera_lambda_d") and "default" in m.pvera_lambda_d]
+    assert len(layers) == 4
+    assert len({(m.pvera_A["default"].data_ptr(), m.pvera_B["default"].data_ptr()) for m in layers}) == 1
+    assert all("pvera_lambda" in n for n in trainable_names(model))
+    randomize(model, 1.0)
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    model.train()
+    with torch.no_grad():
+        a, b = (model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state for _ in range(2))
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(outputs(model), outputs(model))
+
+
+def prop_unilora() -> None:
+    """Uni-LoRA: one trainable vector θ_d for the whole model; every layer's A and B are θ_d read at fixed
+    indices times fixed scales, and ΔW = B·A."""
+    model, base, cfg = build("unilora")
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) == 1 and params[0].numel() == cfg["params"]["theta_d_length"]
+    randomize(model, 0.5)
+    theta = params[0].detach()
+    lyr = layer(model)
+    a = theta[lyr.unilora_indices_A["default"]] * lyr.unilora_scales_A["default"]
+    b = theta[lyr.unilora_indices_B["default"]] * lyr.unilora_scales_B["default"]
+    assert a.shape == (cfg["params"]["r"], 32) and b.shape == (32, cfg["params"]["r"])
+    torch.testing.assert_close(merged_weight(model) - base_weight(base), b @ a, atol=1e-6, rtol=1e-4)
+
+
+def prop_beft() -> None:
+    """BEFT: only an output bias of the value projections trains; the weights never change, and the
+    layer's output moves by exactly that bias, for any input."""
+    model, base, _ = build("beft")
+    names = trainable_names(model)
+    assert names and all("value" in n and "beft_bias" in n for n in names)
+    randomize(model, 0.5)
+    path = "encoder.layer.0.attention.self.value"
+    lyr = model.get_submodule(f"base_model.model.{path}")
+    x = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        shift = lyr(x) - base.get_submodule(path)(x)
+    torch.testing.assert_close(shift, lyr.beft_bias["default"].detach().flatten().expand(3, 32))
+    torch.testing.assert_close(lyr.base_layer.weight, base_weight(base, path))
+
+
+def prop_supertuning() -> None:
+    """Super-Tuning: ΔW is non-zero exactly on the (1 − sparsity) largest-magnitude entries of W0."""
+    model, base, cfg = build("supertuning")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 1.0)
+    delta = merged_weight(model) - base_weight(base)
+    k = round((1 - cfg["params"]["sparsity"]) * 32 * 32)
+    top = torch.zeros(32 * 32, dtype=torch.bool)
+    top[base_weight(base).abs().flatten().topk(k).indices] = True
+    assert torch.equal(delta.flatten() != 0, top)
+
+
+def prop_peanut() -> None:
+    """PEANuT: ΔW is a non-linear function of W0 itself: ΔW = s·(σ(W0ᵀAᵀ)·Bᵀ)ᵀ (depth 0), zero at init."""
+    model, base, cfg = build("peanut")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.3)
+    lyr = layer(model)
+    a, b = lyr.peanut_A["default"].weight.detach(), lyr.peanut_B["default"].weight.detach()
+    w0 = base_weight(base)
+    expected = cfg["params"]["scaling"] * (torch.relu(w0.T @ a.T) @ b.T).T
+    torch.testing.assert_close(merged_weight(model) - w0, expected, atol=1e-6, rtol=1e-4)
+
+
+def _hard_routed_poly(name: str, route: Callable[[int, int], bool]) -> tuple[Any, Any, torch.Tensor, torch.Tensor]:
+    """A Poly/MHR layer whose router picks, for split q, exactly the skills where route(q, skill) holds; the
+    layer's output shift for inputs x (task ids supplied by the method's own hook) and x itself."""
+    model, base, cfg = build(name)
+    randomize(model, 0.3)
+    splits, skills = cfg["params"]["n_splits"], cfg["params"]["n_skills"]
+    lyr = layer(model)
+    logits = torch.tensor([[30.0 if route(q, k) else -30.0 for k in range(skills)] for q in range(splits)])
+    with torch.no_grad():
+        lyr.poly_router["default"].module_logits.copy_(logits.view(1, -1))
+    model.eval()
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        shift = lyr(x) - base.get_submodule(Q)(x)
+    return lyr, cfg, x, shift
+
+
+def prop_poly() -> None:
+    """Poly: the layer mixes n_skills LoRAs with one learned routing vector (task 0): routed to skill 2
+    alone, its update is exactly that skill's x·A₂·B₂/r."""
+    lyr, cfg, x, shift = _hard_routed_poly("poly", lambda q, k: k == 2)
+    a = lyr.poly_lora_A["default"][0, 2].detach()
+    b = lyr.poly_lora_B["default"][0, 2].detach()
+    torch.testing.assert_close(shift, x @ a @ b / cfg["params"]["r"], atol=1e-5, rtol=1e-4)
+
+
+def prop_mhr() -> None:
+    """MHR: each of the n_splits heads (a block of input features, and of outputs in B) routes on its own:
+    with head q sent to skill q, A is the heads' A blocks of different skills stacked, and B likewise."""
+    lyr, cfg, x, shift = _hard_routed_poly("mhr", lambda q, k: k == q)
+    splits = cfg["params"]["n_splits"]
+    assert splits > 1
+    a = torch.cat([lyr.poly_lora_A["default"][q, q].detach() for q in range(splits)], dim=0)   # in × r
+    b = torch.cat([lyr.poly_lora_B["default"][q, q].detach() for q in range(splits)], dim=1)   # r × out
+    torch.testing.assert_close(shift, x @ a @ b / cfg["params"]["r"], atol=1e-5, rtol=1e-4)
+    # ... which no single routing vector over whole skills gives: the heads took different skills
+    single = [x @ lyr.poly_lora_A["default"][:, k].detach().reshape(32, -1)
+              @ lyr.poly_lora_B["default"][:, k].detach().transpose(0, 1).reshape(-1, 32) / cfg["params"]["r"]
+              for k in range(cfg["params"]["n_skills"])]
+    assert all(not torch.allclose(shift, s_k, atol=1e-4) for s_k in single)
+
+
+def prop_osf() -> None:
+    """OSF: W0 = U_high Σ_high V_highᵀ (top effective_rank directions, frozen) + U_low Σ_low V_low (trained);
+    the model is unchanged at init and every gradient of U_low / V_low is projected orthogonal to the
+    frozen high subspace, so training never moves W0's principal directions."""
+    model, base, cfg = build("osf")
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-5, rtol=1e-4)
+    k = cfg["params"]["effective_rank"] or 32 // 2   # null: peft preserves half the smaller width
+    u, _, vh = torch.linalg.svd(base_weight(base))
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    model.train()
+    model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.pow(2).mean().backward()
+    svd = layer(model).osf_svd_params["default"]
+    g_u, g_v = svd["U_low"].grad, svd["V_low"].grad
+    assert g_u.shape == (32, 32 - k) and g_v.shape == (32 - k, 32)
+    assert g_u.norm() > 0 and g_v.norm() > 0
+    assert float((u[:, :k].T @ g_u).norm()) < 1e-5 * float(g_u.norm()) + 1e-9
+    assert float((g_v @ vh[:k].T).norm()) < 1e-5 * float(g_v.norm()) + 1e-9
 
 
 # ----------------------------------------------------------------------------- prompt learning
@@ -770,6 +1106,141 @@ def prop_full() -> None:
     backbone = tiny_bert()
     model = methods.resolve(cfg).apply(backbone, cfg, TINY_ENCODER_CFG)
     assert all(p.requires_grad for p in model.parameters())
+
+
+# ------------------------------------------------------------------------ full-parameter methods
+def _tiny_llama(layers: int = 2) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                                        num_key_value_heads=2, intermediate_size=64, vocab_size=100,
+                                        max_position_embeddings=32))
+
+
+def _full_param(name: str, layers: int = 2, **params: Any) -> tuple[Any, torch.nn.Module, Any, dict[str, Any]]:
+    """(impl, model, its optimizer, cfg) for a full-parameter method on a tiny llama (square attention
+    matrices and 64×32 / 32×64 MLP matrices: both projection sides)."""
+    cfg = method_cfg(name)
+    cfg["params"] = {**cfg["params"], **params}
+    impl = methods.resolve(cfg)
+    model = impl.apply(_tiny_llama(layers), cfg, TINY_DECODER_CFG)
+    return impl, model, impl.optimizer(model, cfg), cfg
+
+
+def _lm_step(model: torch.nn.Module, opt: Any, seed: int = 1) -> dict[str, torch.Tensor]:
+    """One optimizer step; returns the gradients it used."""
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(seed))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return grads
+
+
+def _projected(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if n.startswith("model.layers.") and p.dim() == 2}
+
+
+def prop_galore() -> None:
+    """GaLore: each block matrix's Adam state is r-dimensional (m×r or r×n, never m×n); P spans the top-r
+    singular vectors of the gradient at the projection step; every update lies in span(P) and is
+    α·lr·P·(Adam direction); embeddings and head get full-size Adam."""
+    _, model, opt, cfg = _full_param("galore", rank=3, update_proj_gap=10, scale=2.0)
+    r, scale, lr = 3, 2.0, cfg["optim"]["lr"]
+    mats = _projected(model)
+    assert {n.split(".")[-2] for n in mats} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                "down_proj"}
+    w0 = {n: p.detach().clone() for n, p in mats.items()}
+    grads = _lm_step(model, opt)
+    for _ in range(2):
+        _lm_step(model, opt, seed=2 + _)
+    for n, p in mats.items():
+        st = opt.state[p]
+        basis, right = st["basis"], st["right"]
+        m_, n_ = p.shape
+        assert right == (m_ >= n_)
+        assert st["exp_avg"].shape == ((m_, r) if right else (r, n_)) == st["exp_avg_sq"].shape
+        # P = the top-r singular vectors of the first step's gradient (the gap is not reached yet)
+        u, _, vh = torch.linalg.svd(grads[n], full_matrices=False)
+        ref = vh[:r].T if right else u[:, :r]
+        torch.testing.assert_close((ref.T @ basis).abs().diagonal(), torch.ones(r), atol=1e-4, rtol=0)
+        delta = p.detach() - w0[n]
+        assert delta.norm() > 0
+        inside = delta @ basis @ basis.T if right else basis @ basis.T @ delta
+        torch.testing.assert_close(inside, delta, atol=1e-7, rtol=1e-4)
+    # the first step's size: Adam's first direction is ±1 per coordinate, so |ΔW| = α·lr·|P·sign(PᵀG)|
+    _, model, opt, _ = _full_param("galore", rank=3, update_proj_gap=10, scale=2.0)
+    p = model.get_parameter("model.layers.0.mlp.down_proj.weight")   # 32×64: left projection
+    w0p = p.detach().clone()
+    g = _lm_step(model, opt)["model.layers.0.mlp.down_proj.weight"]
+    basis = opt.state[p]["basis"]
+    low = basis.T @ g
+    expected = -lr * scale * basis @ (low / (low.abs() + 1e-6))
+    torch.testing.assert_close(p.detach() - w0p, expected, atol=1e-8, rtol=1e-4)
+    emb = model.get_parameter("model.embed_tokens.weight")
+    assert opt.state[emb]["exp_avg"].shape == emb.shape
+
+
+def prop_frugal() -> None:
+    """FRUGAL: Adam state only for the r-dimensional projected gradient of each block matrix; the
+    residual G − P PᵀG moves by signSGD: the first step is exactly
+    ΔW = −lr·(P·(PᵀG)/|PᵀG| + λ·sign(G − P PᵀG)), full-rank although the state is low-rank."""
+    _, model, opt, cfg = _full_param("frugal", rank=3, update_gap=2, inactive_lr_scale=0.5)
+    lr, lam = cfg["optim"]["lr"], 0.5
+    mats = _projected(model)
+    w0 = {n: p.detach().clone() for n, p in mats.items()}
+    grads = _lm_step(model, opt)
+    for n, p in mats.items():
+        st = opt.state[p]
+        basis, right = st["basis"], st["right"]
+        g = grads[n]
+        low = g @ basis if right else basis.T @ g
+        assert st["exp_avg"].shape == low.shape and min(low.shape) == 3
+        assert not any(t.shape == p.shape for t in st.values() if isinstance(t, torch.Tensor))
+        adam = low / (low.abs() + 1e-8)   # Adam's first direction, in the subspace
+        adam_back, low_back = (adam @ basis.T, low @ basis.T) if right else (basis @ adam, basis @ low)
+        expected = -lr * (adam_back + lam * torch.sign(g - low_back))
+        delta = p.detach() - w0[n]
+        torch.testing.assert_close(delta, expected, atol=1e-8, rtol=1e-4)
+        assert torch.linalg.matrix_rank(delta) > 3   # full-rank update from rank-3 state
+    # the subspace is recomputed every update_gap steps, with fresh moments (reset_statistics)
+    p = next(iter(mats.values()))
+    old = opt.state[p]["basis"].clone()
+    _lm_step(model, opt, seed=2)
+    assert opt.state[p]["adam_step"] == 2
+    _lm_step(model, opt, seed=3)
+    assert opt.state[p]["adam_step"] == 1 and not torch.allclose(opt.state[p]["basis"], old)
+
+
+def prop_lisa() -> None:
+    """LISA: within a period of K steps only the γ sampled blocks (plus embeddings, final norm, head) get
+    gradients, change, and hold AdamW state; frozen blocks stay bit-identical; at each period boundary
+    γ blocks are sampled again, and over periods the samples differ."""
+    from methods.lisa import active_blocks
+
+    impl, model, opt, _ = _full_param("lisa", layers=6, n_layers=2, interval_steps=3)
+    blocks = model.model.layers
+    outside = [n for n, _ in model.named_parameters() if not n.startswith("model.layers.")]
+    samples, step = [], 0
+    for _period in range(5):
+        active = active_blocks(model)
+        assert len(active) == 2
+        samples.append(tuple(active))
+        frozen = {i: [q.detach().clone() for q in blocks[i].parameters()] for i in range(6) if i not in active}
+        for _ in range(3):
+            grads = _lm_step(model, opt, seed=10 + step)
+            assert {int(n.split(".")[2]) for n in grads if n.startswith("model.layers.")} == set(active)
+            assert set(outside) <= set(grads)   # embeddings, final norm and head: always trained
+            stateful = {i for i in range(6) if any(q in opt.state for q in blocks[i].parameters())}
+            assert stateful == set(active)
+            impl.callback(model, step, 15)
+            step += 1
+            if step % 3:   # not a boundary: the same blocks keep training
+                assert active_blocks(model) == active
+        for i, before in frozen.items():
+            assert all(torch.equal(a, b) for a, b in zip(before, blocks[i].parameters()))
+    assert len(set(samples)) > 1
 
 
 PROPERTIES: dict[str, Callable[[], None]] = {

@@ -89,6 +89,9 @@ def test_method_applies_and_trains_on_tiny_model(name: str, kind: str) -> None:
     assert n_trainable > 0
     if cfg["kind"] == "full":
         assert n_trainable == n_total == base_total
+    elif cfg["info"].get("trains_base"):   # a full-parameter method (GaLore, LISA): declared in its YAML
+        assert n_total == base_total and 0 < n_trainable <= n_total
+        assert all(id(p) in base for p in trainable.values()), f"{name}: trains_base adds no parameters"
     else:
         assert n_trainable < n_total
         still_base = [n for n, p in params.items() if id(p) in base and p.requires_grad]
