@@ -3,19 +3,39 @@
 
 A board's rules vote with tasks: one number per (method, task). Where the runs kept their per-example
 outcomes (:mod:`harness.outcomes`), each example of a task ranks the methods by how they did on it, and
-the paper's two-level aggregation turns those rankings into one:
+the paper's two-level aggregation turns those rankings into one.
 
-1. examples → task: a Borda count over the task's examples (the paper's consensus, approximating
-   Kemeny's, as its authors' ``two_levels_aggregation`` computes it), giving the task's ranking;
-2. tasks → overall: a Borda count over the task rankings.
+What the paper defines (its instance-level setting, in the authors' notation; their repository
+PierreColombo/RankingNLPSystems states it on the "instance-level ranking" slide of
+datacraft/datacraft_slides.pdf): system n has a score on instance k of task t, which ranks the N
+systems as σ_{t,k}. Two procedures are given, both Borda counts, the tractable stand-in for the Kemeny
+consensus argmin_σ Σ_i d_Kendall(σ, σ_i) that motivates the paper (the only rule that is neutral,
+consistent and Condorcet, but NP-hard): one level, σ^l = Borda(σ_{t,k} over all t and k); two levels,
+σ_t = Borda(σ_{t,k}, 1 ≤ k ≤ K_t) for every task, then σ^{2l} = Borda(σ_t, 1 ≤ t ≤ T). The authors
+recommend σ^{2l}, and this module computes it: level 2 counts each task's ranking σ_t (the positions
+of its Borda counts), not the counts, so every task weighs the same. As in the paper, no Kemeny
+consensus is computed at either level.
 
-A method's outcome on an example is its score there (right = 1, wrong = 0; a regression prediction:
-minus its absolute error), averaged over its seeds. Ties are frequent — with right/wrong outcomes an
-example only separates the methods that got it right from those that did not — and, at both levels,
-tied methods share the average of the positions they span (Borda points = methods strictly below +
-½ × methods tied): the expectation of breaking the tie in a uniformly random order, and neutral,
-whereas the authors' code breaks ties by the methods' order in its table. On tie-free scores the two
-coincide (tests check both).
+Ties. The paper takes every σ_{t,k} and σ_t to be a permutation of the systems (an element of the
+symmetric group S_N), so it defines nothing for ties. Here they are the rule, not the exception: with
+right/wrong outcomes an example only separates the methods that got it right from those that did not.
+The authors' code ranks by a double argsort of the scores, so tied systems get distinct consecutive
+ranks in whatever order NumPy's default (unstable) sort leaves them: table order on small arrays with
+some NumPy builds, not in general (NumPy 2.3 on an AVX-512 CPU can reorder ties among 5 systems).
+Either way the result depends on how the systems are listed, against the neutrality the paper asks of
+an aggregation, and with right/wrong outcomes it can outweigh accuracy (a test shows table order
+putting a method above one with higher accuracy). The closest faithful version, used here at both
+levels: tied methods share the average of the positions they span, i.e. Borda points = methods
+strictly below + ½ × methods tied — the usual Borda count of a ranking with ties (the row sums of its
+pairwise-preference matrix, a tied pair giving ½ to each), under which relabelling the methods only
+relabels the result. At level 1 it is exactly the expected count when ties are broken in a uniformly
+random order; level 2 applies the same convention to the task counts. On tie-free scores it gives the
+authors' results (tests check both).
+
+Other departures, all forced by the data: a method's outcome on an example is its score there (right =
+1, wrong = 0; a regression prediction: minus its absolute error) averaged over its seeds, where the
+paper has one score per system and instance; and methods whose overall counts tie are reported as
+tied, where the paper outputs a permutation.
 
 With right/wrong outcomes and one seed per method, a right answer always earns n/2 points more than a
 wrong one on the same example (n methods), so a task's Borda count orders the methods exactly as their
@@ -39,8 +59,9 @@ from harness.leaderboard.examples import per_example_scores
 from harness.leaderboard.rules import Ranking, _ranking_from_scores, _skipped
 
 RULE_NAME = "instance_borda"
-DESCRIPTION = ("two-level Borda over examples (examples → task ranking, tasks → overall; Colombo et al., "
-               "NeurIPS 2022, arXiv:2202.03799); tied methods share their average position")
+DESCRIPTION = ("two-level Borda over examples (examples → task ranking, tasks → overall: the σ^2l of Colombo "
+               "et al., NeurIPS 2022, arXiv:2202.03799); tied methods share their average position (the paper "
+               "defines rankings without ties)")
 
 
 def borda_points(x: np.ndarray) -> np.ndarray:
