@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -125,6 +126,10 @@ class MethodImpl:
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
                step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling; SingLoRA's
                ramp and LaMDA's freezing schedule count steps with it).
+    eval_variants: optional (model, method_cfg) -> [(name, context manager)]: further evaluations of one
+               trained model, each inside a context that puts the model in that variant and restores it on
+               exit (DyLoRA: the adapter truncated to every rank b ≤ r). The harness evaluates the model as it
+               is (the primary result) and then once per variant, recorded under eval.variants[name].
     """
 
     name: str
@@ -132,6 +137,7 @@ class MethodImpl:
     init: Callable[[Any, Any], None] | None = None
     optimizer: Callable[[Any, Mapping[str, Any]], Any] | None = None
     callback: Callable[[Any, int, int], None] | None = None
+    eval_variants: Callable[[Any, Mapping[str, Any]], list[tuple[str, AbstractContextManager]]] | None = None
 
 
 # Custom methods (kind: custom) by YAML name; filled by methods/<name>.py on import.

@@ -1,6 +1,7 @@
 """Custom methods through the real training loop (MiniLM on SST-2, a few hundred tokens): the init hook
-(LoRA-SB), the per-step callbacks (SingLoRA's ramp, LaMDA's freezing) run, and the saved adapter reloads onto
-a fresh copy of the real backbone."""
+(LoRA-SB), the per-step callbacks (SingLoRA's ramp, LaMDA's freezing, DyLoRA's rank sampling) run, evaluation
+variants (DyLoRA at every rank) reach the record, and the saved adapter reloads onto a fresh copy of the real
+backbone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda"])
+@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda", "dylora"])
 def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> None:
     from harness.models import load
     from harness.spec import spec_from_config
@@ -34,6 +35,26 @@ def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> No
         assert all(int(lyr.steps_done) == res.steps for _, lyr in layers)
     if name == "lamda":      # some of B's columns froze during the run
         assert all(int(lyr.b_frozen_cols) >= 1 for _, lyr in layers)
+    if name == "dylora":     # evaluated at every rank b < r besides the primary (rank r), and recorded so
+        from harness.dispatch import eval_block
+
+        r = spec.method["params"]["r"]
+        variants = res.final_eval["variants"]
+        assert sorted(variants, key=lambda n: int(n[2:])) == [f"r={b}" for b in range(1, r)]
+        assert all(v["n_examples"] == res.final_eval["n_examples"] == 32 for v in variants.values())
+        block = eval_block(spec, res)
+        assert set(block["variants"]) == set(variants)
+        assert all(set(v["metrics"]) == set(block["metrics"]) for v in block["variants"].values())
+        # the trained adapter differs between ranks: rank 1 is not the full adapter
+        import methods
+
+        ids = torch.randint(1000, 2000, (2, 12), generator=torch.Generator().manual_seed(0))
+        saved.eval()
+        with torch.no_grad():
+            full = saved(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+            with dict(methods.resolve(spec.method).eval_variants(saved, spec.method))["r=1"]:
+                low = saved(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        assert not torch.allclose(full, low, atol=1e-5)
     if name == "lora_sb":    # B, A came from the gradient estimate: orthonormal, not W0's singular vectors
         lyr = layers[0][1]
         r = lyr.lora_R.shape[0]

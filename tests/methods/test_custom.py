@@ -44,6 +44,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "singlora": ({"r": 5}, lambda p: LAYERS * D * p["r"]),
     # r̂ = ⌊√((32 + 32)·5)⌉ = 18 (even, as the rotation type needs): r̂² per layer
     "mora": ({"r": 5, "mora_type": 6}, lambda p: LAYERS * 18**2),
+    "dylora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),   # A (r×32) + B (32×r), all r components
 }
 
 
@@ -192,7 +193,7 @@ def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) ->
     from harness.train import StepState, load_checkpoint, save_checkpoint
 
     build, model_cfg = MODELS["encoder"]
-    for name in ("singlora", "lora_sb"):
+    for name in ("singlora", "lora_sb", "dylora"):
         cfg = method_cfg(name)
         impl = methods.resolve(cfg)
 
@@ -208,7 +209,7 @@ def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) ->
             for _, lyr in _adapters.adapter_layers(model):
                 for key, buf in lyr.named_buffers():
                     if not key.startswith("base_layer") and key in lyr.state_dict():
-                        buf.copy_(torch.rand_like(buf) + 3)
+                        buf.copy_(torch.rand_like(buf) + 3 if buf.is_floating_point() else buf + 2)
         st = state(model)
         st.step = 3
         save_checkpoint(tmp_path / f"{name}.pt", st, eval_history=[], attempts=[])
@@ -217,3 +218,62 @@ def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) ->
         for key, tensor in _adapters.adapter_state(model).items():
             assert torch.equal(_adapters.adapter_state(fresh)[key], tensor.detach()), (name, key)
         torch.testing.assert_close(outputs(fresh), outputs(model))
+        if name == "dylora":   # the rank the next step trains at is back in effect, not only in its buffer
+            assert all(lyr.train_rank == int(lyr.rank_b) for _, lyr in _adapters.adapter_layers(fresh))
+
+
+CALLBACK_METHODS = [m for m in CUSTOM if methods.resolve(method_cfg(m)).callback is not None]
+
+
+@pytest.mark.parametrize("name", CALLBACK_METHODS)
+def test_interrupted_training_resumes_bit_for_bit(name: str, tmp_path: Path) -> None:
+    """The harness's own step (train_step: forward, backward, clip, optimizer, schedule, the method's callback)
+    for 8 steps equals 4 steps, a checkpoint, a fresh process-like rebuild (new model, optimizer, schedule from the
+    same seed) and 4 more steps, bit for bit: whatever a callback keeps (DyLoRA's rank sampler, SingLoRA's ramp,
+    LaMDA's frozen columns) is in the checkpoint."""
+    from harness.train import (
+        StepState,
+        load_checkpoint,
+        make_scheduler,
+        save_checkpoint,
+        set_seed,
+        train_step,
+    )
+
+    build, model_cfg = MODELS["decoder"]
+    cfg = method_cfg(name)
+    impl = methods.resolve(cfg)
+    budget = {"warmup_ratio": 0.25, "schedule": "linear"}
+    total = 8
+    batches = []
+    g = torch.Generator().manual_seed(11)
+    for _ in range(total):
+        ids = torch.randint(0, 100, (2, 8), generator=g)
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+
+    def fresh() -> StepState:
+        set_seed(0)
+        model = impl.apply(build(), cfg, model_cfg)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=1e-2)
+        return StepState(model=model, optimizer=opt, scheduler=make_scheduler(opt, budget, total), trainable=trainable,
+                         protocol="generate", device=torch.device("cpu"), total_steps=total, grad_clip=1.0,
+                         callback=impl.callback)
+
+    whole = fresh()
+    for batch in batches:
+        train_step(whole, batch)
+    first = fresh()
+    for batch in batches[:4]:
+        train_step(first, batch)
+    save_checkpoint(tmp_path / "ckpt.pt", first, eval_history=[], attempts=[])
+    resumed = fresh()
+    load_checkpoint(tmp_path / "ckpt.pt", resumed)
+    for batch in batches[4:]:
+        train_step(resumed, batch)
+    assert [v for _, v in resumed.losses] == [v for _, v in whole.losses]
+    expected = _adapters.adapter_state(whole.model)
+    got = _adapters.adapter_state(resumed.model)
+    assert sorted(got) == sorted(expected)
+    for key, tensor in expected.items():
+        assert torch.equal(got[key], tensor), (name, key)

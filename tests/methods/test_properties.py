@@ -7,6 +7,7 @@ just at init. Every method YAML must have an entry in PROPERTIES (test_every_met
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from typing import Any
@@ -762,6 +763,75 @@ def prop_lamda() -> None:
     randomize(model, 0.2)
     expected = (p["lora_alpha"] / r * lyr.lora_B @ lyr.lora_S @ lyr.lora_A).detach()
     torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_dylora() -> None:
+    """DyLoRA: at every rank b ≤ r the adapter is exactly a rank-b LoRA built from A[:b], B[:, :b] with scale α/b
+    (the same model as peft's LoRA at r = b, α); a training forward at the sampled rank b sends gradient to the b-th
+    component only (the authors' frozen mode); the per-step rank is uniform on [r_min, r], the same in every
+    layer, and reproducible from the seed."""
+    from peft import LoraConfig, get_peft_model
+
+    from methods.dylora import layers, sample_rank
+
+    model, base, cfg = build("dylora", sampler_seed=7)
+    p = cfg["params"]
+    r, alpha = p["r"], p["lora_alpha"]
+    impl = methods.resolve(cfg)
+    torch.testing.assert_close(outputs(model), outputs(base))   # B = 0: W0 at init, at every rank
+    randomize(model, 0.2)
+    variants = impl.eval_variants(model, cfg)
+    assert [name for name, _ in variants] == [f"r={b}" for b in range(1, r)]   # r itself: the primary evaluation
+    full = outputs(model)
+    for b in range(1, r + 1):
+        context = dict(variants).get(f"r={b}")
+        with context if context is not None else contextlib.nullcontext():
+            got = outputs(model)
+            lyr = custom_layer(model)
+            expected = (alpha / b * lyr.lora_B[:, :b] @ lyr.lora_A[:b]).detach()
+            torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+        # a LoRA of rank b from the first b rows of A / columns of B gives the same model
+        lora = get_peft_model(tiny_bert(), LoraConfig(r=b, lora_alpha=alpha, target_modules=["query", "value"]))
+        with torch.no_grad():
+            for path, dy in ((n, m) for n, m in model.named_modules() if m in layers(model)):
+                peft_layer = lora.get_submodule(f"base_model.model.{path}")
+                peft_layer.lora_A["default"].weight.copy_(dy.lora_A[:b])
+                peft_layer.lora_B["default"].weight.copy_(dy.lora_B[:, :b])
+        torch.testing.assert_close(got, outputs(lora), atol=1e-5, rtol=1e-4)
+        assert b == r or not torch.allclose(got, full, atol=1e-4)   # truncation changes the model
+    assert all(m.eval_rank is None for m in layers(model))          # every context restored the full rank
+
+    # training at the sampled rank b: only the b-th component gets gradient
+    from tests.methods.test_registry import _forward_backward
+
+    b = 3
+    for m in layers(model):
+        m.set_train_rank(b)
+    model.train()
+    _forward_backward(model, "encoder")
+    lyr = custom_layer(model)
+    rows = lyr.lora_A.grad.abs().sum(dim=1)
+    cols = lyr.lora_B.grad.abs().sum(dim=0)
+    assert rows[b - 1] > 0 and cols[b - 1] > 0
+    assert torch.count_nonzero(rows) == 1 and torch.count_nonzero(cols) == 1
+
+    # the sampler: uniform on [r_min, r] (a χ² check on 4000 draws), one rank for all layers, reproducible
+    draws = torch.tensor([sample_rank(7, t, 2, 6) for t in range(4000)])
+    counts = torch.bincount(draws, minlength=7)[2:].float()
+    assert draws.min() == 2 and draws.max() == 6
+    assert float(((counts - 800) ** 2 / 800).sum()) < 18.5   # χ²(4 dof) 99.9% quantile
+    seen = []
+    for step in range(12):
+        impl.callback(model, step, 100)
+        ranks = {m.train_rank for m in layers(model)} | {int(m.rank_b) for m in layers(model)}
+        assert len(ranks) == 1
+        seen.append(ranks.pop())
+    assert seen == [sample_rank(7, t + 1, 1, r) for t in range(12)] and len(set(seen)) > 1
+    again, _, _ = build("dylora", sampler_seed=7)
+    other, _, _ = build("dylora", sampler_seed=8)
+    assert custom_layer(again).train_rank == sample_rank(7, 0, 1, r)
+    assert [sample_rank(8, t, 1, r) for t in range(12)] != [sample_rank(7, t, 1, r) for t in range(12)]
+    assert custom_layer(other).sampler_seed == 8
 
 
 def prop_full() -> None:
