@@ -264,7 +264,8 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     from methods._adapters import adapter_state
 
     state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-    state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model).items() if n not in state})
+    state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model, training_state=True).items()
+                  if n not in state})
     return state
 
 

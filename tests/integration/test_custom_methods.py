@@ -1,7 +1,7 @@
 """Custom methods through the real training loop (MiniLM on SST-2, a few hundred tokens): the init hook
-(LoRA-SB), the per-step callbacks (SingLoRA's ramp, LaMDA's freezing, DyLoRA's rank sampling) run, evaluation
-variants (DyLoRA at every rank) reach the record, and the saved adapter reloads onto a fresh copy of the real
-backbone."""
+(LoRA-SB), the per-step callbacks (SingLoRA's ramp, LaMDA's freezing, DyLoRA's rank sampling, ElaLoRA's rank
+moves) run, evaluation variants (DyLoRA at every rank) reach the record, and the saved adapter reloads onto a
+fresh copy of the real backbone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,7 @@ import torch
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda", "dylora"])
+@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda", "dylora", "elalora"])
 def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> None:
     from harness.models import load
     from harness.spec import spec_from_config
@@ -55,6 +55,10 @@ def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> No
             with dict(methods.resolve(spec.method).eval_variants(saved, spec.method))["r=1"]:
                 low = saved(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
         assert not torch.allclose(full, low, atol=1e-5)
+    if name == "elalora":    # ranks moved between layers in the run, the total kept; the reload has them
+        r = spec.method["params"]["r"]
+        ranks = [lyr.rank for _, lyr in layers]
+        assert sum(ranks) == r * len(ranks) and len(set(ranks)) > 1, ranks
     if name == "lora_sb":    # B, A came from the gradient estimate: orthonormal, not W0's singular vectors
         lyr = layers[0][1]
         r = lyr.lora_R.shape[0]

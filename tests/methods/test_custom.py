@@ -45,6 +45,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     # r̂ = ⌊√((32 + 32)·5)⌉ = 18 (even, as the rotation type needs): r̂² per layer
     "mora": ({"r": 5, "mora_type": 6}, lambda p: LAYERS * 18**2),
     "dylora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),   # A (r×32) + B (32×r), all r components
+    "elalora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),   # Q, Λ, P at the initial rank
 }
 
 
@@ -193,7 +194,7 @@ def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) ->
     from harness.train import StepState, load_checkpoint, save_checkpoint
 
     build, model_cfg = MODELS["encoder"]
-    for name in ("singlora", "lora_sb", "dylora"):
+    for name in ("singlora", "lora_sb", "dylora", "elalora"):
         cfg = method_cfg(name)
         impl = methods.resolve(cfg)
 
@@ -231,46 +232,44 @@ def test_interrupted_training_resumes_bit_for_bit(name: str, tmp_path: Path) -> 
     for 8 steps equals 4 steps, a checkpoint, a fresh process-like rebuild (new model, optimizer, schedule from the
     same seed) and 4 more steps, bit for bit: whatever a callback keeps (DyLoRA's rank sampler, SingLoRA's ramp,
     LaMDA's frozen columns) is in the checkpoint."""
-    from harness.train import (
-        StepState,
-        load_checkpoint,
-        make_scheduler,
-        save_checkpoint,
-        set_seed,
-        train_step,
-    )
+    from harness import train as loop
 
     build, model_cfg = MODELS["decoder"]
     cfg = method_cfg(name)
     impl = methods.resolve(cfg)
     budget = {"warmup_ratio": 0.25, "schedule": "linear"}
-    total = 8
+    total, cut = 12, 6
     batches = []
     g = torch.Generator().manual_seed(11)
     for _ in range(total):
         ids = torch.randint(0, 100, (2, 8), generator=g)
         batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
 
-    def fresh() -> StepState:
-        set_seed(0)
+    def fresh() -> loop.StepState:
+        loop.set_seed(0)
         model = impl.apply(build(), cfg, model_cfg)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(trainable, lr=1e-2)
-        return StepState(model=model, optimizer=opt, scheduler=make_scheduler(opt, budget, total), trainable=trainable,
-                         protocol="generate", device=torch.device("cpu"), total_steps=total, grad_clip=1.0,
-                         callback=impl.callback)
+        opt = loop.make_optimizer(model, trainable, {**cfg, "optim": {**cfg["optim"], "lr": 1e-2}}, impl)
+        return loop.StepState(model=model, optimizer=opt, scheduler=loop.make_scheduler(opt, budget, total),
+                              trainable=trainable, protocol="generate", device=torch.device("cpu"), total_steps=total,
+                              grad_clip=1.0, callback=impl.callback)
 
     whole = fresh()
     for batch in batches:
-        train_step(whole, batch)
+        loop.train_step(whole, batch)
     first = fresh()
-    for batch in batches[:4]:
-        train_step(first, batch)
-    save_checkpoint(tmp_path / "ckpt.pt", first, eval_history=[], attempts=[])
+    for batch in batches[:cut]:
+        loop.train_step(first, batch)
+    loop.save_checkpoint(tmp_path / "ckpt.pt", first, eval_history=[], attempts=[])
     resumed = fresh()
-    load_checkpoint(tmp_path / "ckpt.pt", resumed)
-    for batch in batches[4:]:
-        train_step(resumed, batch)
+    loop.load_checkpoint(tmp_path / "ckpt.pt", resumed)
+    for batch in batches[cut:]:
+        loop.train_step(resumed, batch)
+    if name == "elalora":   # ranks had moved before the cut and moved again after it
+        from methods.elalora import layers
+
+        at_cut = [m.rank for m in layers(first.model)]
+        assert at_cut != [cfg["params"]["r"]] * 4 and [m.rank for m in layers(resumed.model)] != at_cut
     assert [v for _, v in resumed.losses] == [v for _, v in whole.losses]
     expected = _adapters.adapter_state(whole.model)
     got = _adapters.adapter_state(resumed.model)

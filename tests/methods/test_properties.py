@@ -834,6 +834,127 @@ def prop_dylora() -> None:
     assert custom_layer(other).sampler_seed == 8
 
 
+def prop_elalora() -> None:
+    """ElaLoRA: ΔW = (α/r₀)·P·diag(Λ)·Q (Λ = 0 at init: W0); the orthogonality penalty's gradient is added to P's
+    and Q's; driven by a constructed gradient signal (layer 0's elements matter most, layer 3's least) the callback
+    prunes the weakest layers' components and grows the strongest's, ranks both shrink and grow, the total stays
+    r × layers after every round, a grown component leaves the model unchanged, the optimizer's moments follow
+    their components, and the saved adapter records and restores the moved ranks."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from methods import _adapters
+    from methods.elalora import ElaLoraLinear, layers, orth_gradient
+
+    model, base, cfg = build("elalora", kind="decoder")
+    p = cfg["params"]
+    r, alpha = p["r"], p["lora_alpha"]
+    impl = methods.resolve(cfg)
+    torch.testing.assert_close(outputs(model), outputs(base))
+    found = layers(model)
+    assert len(found) == 4 and all(m.rank == r for m in found)
+    path = "model.layers.0.self_attn.q_proj"
+    lyr = custom_layer(model, path)
+    randomize(model, 0.2)
+    expected = (alpha / r * lyr.lora_B @ torch.diag(lyr.lora_E) @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+
+    # the penalty: the gradient equals autograd's of loss + w·(‖AAᵀ − I‖_F + ‖BᵀB − I‖_F)
+    from tests.methods.test_registry import _forward_backward
+
+    w = lyr.orth_weight
+    assert w == pytest.approx(p["reg_orth_coef"] / 8)
+    model.train()
+    _forward_backward(model, "decoder")
+    with_penalty = lyr.lora_A.grad.clone(), lyr.lora_B.grad.clone()
+    model.zero_grad(set_to_none=True)
+    for m in found:
+        m.orth_weight = 0.0
+    _forward_backward(model, "decoder")
+    a, b = lyr.lora_A.detach().requires_grad_(), lyr.lora_B.detach().requires_grad_()
+    penalty = w * (torch.linalg.matrix_norm(a @ a.T - torch.eye(r)) + torch.linalg.matrix_norm(b.T @ b - torch.eye(r)))
+    penalty.backward()
+    torch.testing.assert_close(with_penalty[0], lyr.lora_A.grad + a.grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(with_penalty[1], lyr.lora_B.grad + b.grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(a.grad, orth_gradient(a.detach(), w, rows=True))
+    model.zero_grad(set_to_none=True)
+
+    # a constructed gradient signal through the method's optimizer and callback
+    model, base, cfg = build("elalora", kind="decoder", b=2, k=1, rank_scheduler=False, init_warmup=0.1,
+                             final_warmup=0.1, mask_interval=0.1)
+    randomize(model, 0.2)
+    found = layers(model)
+    opt = impl.optimizer(model, cfg)
+    total = 60
+    strength = [10.0, 3.0, 1.0, 0.01]   # layer i's elements matter in proportion
+    g = torch.Generator().manual_seed(0)
+    history = []
+    first_round = round(0.1 * total) * 2   # step > init warm-up, at a multiple of the interval (6 steps)
+    for step in range(total):
+        for m, s in zip(found, strength, strict=True):
+            for name in ("lora_A", "lora_E", "lora_B"):
+                q = getattr(m, name)
+                q.grad = torch.randn(q.shape, generator=g) * s * 1e-3
+        opt.step()
+        before = [m.rank for m in found]
+        if step == first_round:
+            old_exp = opt.state[found[0].lora_A]["exp_avg"].clone()
+            old_a = found[0].lora_A.detach().clone()
+        impl.callback(model, step, total)
+        ranks = [m.rank for m in found]
+        is_round = 6 < step < 54 and (step - 6) % 6 == 0   # after the initial, before the final warm-up
+        assert (ranks != before) == is_round, step
+        if step == first_round:   # b = 2 moved: the two weakest layers lose one, the two strongest gain one
+            assert ranks == [r + 1, r + 1, r - 1, r - 1]
+            new_exp = opt.state[found[0].lora_A]["exp_avg"]   # moments follow their components; new ones: 0
+            torch.testing.assert_close(new_exp[:r], old_exp)
+            assert new_exp.shape[0] == r + 1 and torch.all(new_exp[r:] == 0)
+            a0 = found[0].lora_A.detach()
+            torch.testing.assert_close(a0[:r], old_a)
+            assert float(a0[r].norm()) == pytest.approx(1.0, abs=1e-4)
+            # the new row: a random vector minus its projection on the kept rows (the authors' one pass), unit
+            v = torch.randn(32, generator=torch.Generator().manual_seed(first_round * 1_000_003 + 0))
+            v = v - old_a.T @ (old_a @ v)
+            torch.testing.assert_close(a0[r], v / (v.norm() + 1e-6), atol=1e-5, rtol=1e-4)
+        for m in found:
+            assert m.lora_A.shape[0] == m.lora_E.shape[0] == m.lora_B.shape[1] == m.rank
+            assert m.ipt_lora_A.shape == m.lora_A.shape and m.unc_lora_B.shape == m.lora_B.shape
+        assert sum(ranks) == r * 4 and min(ranks) >= 1   # the budget
+        history.append(ranks)
+        opt.zero_grad(set_to_none=True)
+    final = history[-1]
+    assert final[0] > r and final[3] < r   # the strongest layer grew, the weakest shrank
+    assert any(h != history[0] for h in history) and history[-1] == history[-2]   # fixed in the final warm-up
+    assert all(max(h) <= r + 60 for h in history)
+
+    # growing alone does not change the model: Λ of a new component is ~0
+    from methods.elalora import reallocate
+
+    pure, _, _ = build("elalora", kind="decoder")
+    randomize(pure, 0.2)
+    before = outputs(pure)
+    m = layers(pure)[1]
+    m.resize(torch.arange(m.rank), 3, torch.Generator().manual_seed(1))
+    assert m.rank == r + 3 and float(m.lora_E[r:].abs().max()) <= 1e-13
+    torch.testing.assert_close(outputs(pure), before)
+    reallocate(layers(pure), 0, 1, 0)   # a round that moves nothing leaves every layer alone
+    assert [x.rank for x in layers(pure)] == [r, r + 3, r, r]
+
+    # save / load with the moved ranks: the shapes in adapter_config.json are the per-layer ranks
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/adapter"
+        expected_out = outputs(model)
+        _adapters.save(model, out, cfg, TINY_DECODER_CFG)
+        meta = json.loads((Path(out) / _adapters.CONFIG_FILE).read_text())
+        paths = [n for n, x in model.named_modules() if isinstance(x, ElaLoraLinear)]
+        assert [meta["tensors"][f"{n}.lora_E"]["shape"][0] for n in paths] == final
+        assert not any(k.split(".")[-1].startswith(("ipt_", "unc_")) for k in meta["tensors"])
+        reloaded = _adapters.load(tiny_llama(), out)
+        assert [x.rank for x in layers(reloaded)] == final
+        torch.testing.assert_close(outputs(reloaded), expected_out)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
