@@ -122,10 +122,11 @@ class MethodImpl:
     apply:     (backbone, method_cfg, model_cfg) -> module whose trainable params are the method's.
     init:      optional data-dependent init (model, batches) run before the optimizer is built (EVA,
                LoRA-GA, LoRA-SB): it may replace adapter parameters.
-    optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore).
+    optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore; ElaLoRA's AdamW, known to its
+               layers so that a rank change carries the moments of the components it keeps).
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
-               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling; SingLoRA's
-               ramp and LaMDA's freezing schedule count steps with it).
+               step's gradients still exist (AdaLoRA's and ElaLoRA's importance scores need them; LISA sampling;
+               SingLoRA's ramp and LaMDA's freezing schedule count steps with it; DyLoRA samples the next rank).
     eval_variants: optional (model, method_cfg) -> [(name, context manager)]: further evaluations of one
                trained model, each inside a context that puts the model in that variant and restores it on
                exit (DyLoRA: the adapter truncated to every rank b ≤ r). The harness evaluates the model as it

@@ -74,6 +74,9 @@ class AdapterLinear(nn.Module):
     def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
         """Take the shapes of a saved state (this layer's own tensors by name); the default: shapes never change."""
 
+    def loaded(self) -> None:
+        """Called once `load` has copied the saved tensors in (a method refreshes what it derives from them)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
         dtype = self.factory["dtype"]
@@ -202,6 +205,8 @@ def load(backbone: nn.Module, adapter_dir: Path, model_cfg: Mapping[str, Any] | 
     with torch.no_grad():
         for key, tensor in live.items():
             tensor.copy_(saved[key].to(tensor.device, tensor.dtype))
+    for _, layer in adapter_layers(model):
+        layer.loaded()
     return model
 
 

@@ -33,13 +33,13 @@ class DyLoraLinear(AdapterLinear):
         # with the rank its interrupted step would have used), and the sampler's seed
         self.register_buffer("rank_b", torch.tensor(sample_rank(seed, 0, r_min, r), device=f["device"]))
         self.register_buffer("sampler_seed", torch.tensor(seed, dtype=torch.long, device=f["device"]))
-        self.train_rank = int(self.rank_b)   # a Python copy: no device sync per forward
+        self.train_rank, self.seed = int(self.rank_b), seed   # Python copies: no device sync per step
         self.eval_rank: int | None = None    # set by an evaluation variant; None: the full rank r
-        self.register_load_state_dict_post_hook(lambda module, _: module.sync_rank())
+        self.register_load_state_dict_post_hook(lambda module, _: module.loaded())   # a checkpoint's
 
-    def sync_rank(self) -> None:
-        """Refresh the Python copy of the training rank from its buffer (after a checkpoint is loaded)."""
-        self.train_rank = int(self.rank_b)
+    def loaded(self) -> None:
+        """Refresh the Python copies of the training rank and seed from their buffers (after a load)."""
+        self.train_rank, self.seed = int(self.rank_b), int(self.sampler_seed)
 
     def set_train_rank(self, b: int) -> None:
         self.train_rank = b
@@ -80,7 +80,7 @@ def sample_callback(model: nn.Module, step: int, total_steps: int) -> None:
     found = layers(model)
     if found:
         first = found[0]
-        b = sample_rank(int(first.sampler_seed), step + 1, first.r_min, first.r)
+        b = sample_rank(first.seed, step + 1, first.r_min, first.r)
         for m in found:
             m.set_train_rank(b)
 

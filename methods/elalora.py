@@ -141,8 +141,8 @@ def orth_gradient(m: torch.Tensor, weight: float, rows: bool) -> torch.Tensor:
     else:
         c = m.T @ m - torch.eye(m.shape[1], device=m.device, dtype=m.dtype)
         grad = 2 * m @ c
-    norm = torch.linalg.matrix_norm(c)
-    return grad * (weight / norm) if norm > 0 else torch.zeros_like(m)
+    # C = I exactly gives grad = 0 whatever the clamp: no branch (a branch would sync the device every step)
+    return grad * (weight / torch.linalg.matrix_norm(c).clamp_min(1e-12))
 
 
 class _OrthPenalty(torch.autograd.Function):

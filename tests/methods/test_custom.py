@@ -125,6 +125,9 @@ def test_saved_custom_adapter_reloads_onto_a_fresh_backbone(name: str, kind: str
     torch.manual_seed(999)
     reloaded = _adapters.load(build(), tmp_path / "adapter")
     torch.testing.assert_close(outputs(reloaded), expected)
+    if name == "dylora":   # the sampler continues from the saved seed and rank, not from the reloading job's
+        for (_, a), (_, b) in zip(_adapters.adapter_layers(model), _adapters.adapter_layers(reloaded), strict=True):
+            assert (b.seed, b.train_rank) == (a.seed, a.train_rank)
     assert not torch.allclose(outputs(build()), expected, atol=1e-4)   # the adapter matters
 
 
