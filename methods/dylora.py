@@ -24,8 +24,9 @@ class DyLoraLinear(AdapterLinear):
         # uniformly from {r_min, ..., r} (the authors: torch.randint over 0..r-1, i.e. b ∈ 1..r, one b for the
         # whole model) and computes ΔW_b = (α/b)·B[:, :b]·A[:b] (their √(r/b) on each factor times α/r). The
         # authors train in their "frozen" mode (set_rank(b, frozen=True)): the first b-1 components are cut from
-        # the graph, so the step's gradient reaches only the b-th row of A and column of B. Evaluation uses
-        # ΔW_b for the rank under test, r by default.
+        # the graph, so the step's gradient reaches only the b-th row of A and column of B (their gradient is
+        # zero, not absent: AdamW's momentum still moves them, as in the authors' runs). Evaluation uses ΔW_b
+        # for the rank under test, r by default.
         self.lora_A = nn.Parameter(kaiming_uniform((r, self.in_features), self.in_features, **f))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **f))
         self.r, self.r_min, self.alpha = r, r_min, alpha
