@@ -96,7 +96,9 @@ def train_block(result: Any) -> dict[str, Any]:
 def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
     """The record's eval block. Top level: the primary (first) evaluated set, as older readers expect;
     ``subtasks``: every set by its leaderboard voter name when the job evaluated several (MNLI m/mm,
-    commonsense/all); ``baseline``: the trivial baseline on the same examples."""
+    commonsense/all); ``baseline``: the trivial baseline on the same examples; ``variants``: the same trained
+    model evaluated in each form its method names (MethodImpl.eval_variants; DyLoRA: "r=1", "r=2", ...), each
+    with its own metrics, while the top level stays the model as trained."""
     from tasks import metrics_of
 
     specs = metrics_of(spec.task)
@@ -135,6 +137,12 @@ def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
     infos = {s.name: s.info for s in sets if s.info}
     if infos:
         block["lm_eval"] = infos
+    if final.get("variants"):   # the same model evaluated in other forms (MethodImpl.eval_variants)
+        block["variants"] = {name: {"metrics": metrics(v["metrics"]), "n_examples": v["n_examples"],
+                                    "eval_time_s": round(v["eval_time_s"], 3),
+                                    **({"subtasks": {k: metrics(m) for k, m in v["subtasks"].items()}}
+                                       if v.get("subtasks") else {})}
+                             for name, v in final["variants"].items()}
     return block
 
 

@@ -294,7 +294,8 @@ def _trained_state(model: nn.Module, optimizer: Any) -> dict[str, torch.Tensor]:
 
     owned = {id(p) for group in getattr(optimizer, "param_groups", []) for p in group["params"]}
     state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad or id(p) in owned}
-    state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model).items() if n not in state})
+    state.update({n: t.detach().cpu().clone() for n, t in adapter_state(model, training_state=True).items()
+                  if n not in state})
     return state
 
 
@@ -540,6 +541,9 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                       "eval_time_s": ev.seconds, "sets": ev.sets}
     res.eval_history.append({"step": step, **ev.metrics})
     log({f"eval/{k}": v for k, v in ev.metrics.items()}, step)
+    if impl.eval_variants is not None:   # the same trained model in other forms (DyLoRA: at every rank < r)
+        res.final_eval["variants"] = evaluate_variants(impl.eval_variants(model, spec.method), model, tokenizer,
+                                                       data.evals, spec, device, log=log, step=step)
 
     # 7. adapter: save what the method trained (small for PEFT), so results can be reused
     res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes, method=spec.method,
@@ -557,6 +561,21 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     if ckpt.exists():
         ckpt.unlink()   # finished: the record is the result, the checkpoint was only for resuming
     return res
+
+
+def evaluate_variants(variants: Sequence[tuple[str, Any]], model: nn.Module, tokenizer: Any, sets: Sequence[Any],
+                      spec: JobSpec, device: torch.device, *, log: LogFn, step: int) -> dict[str, dict[str, Any]]:
+    """Evaluate the model once inside each variant's context (MethodImpl.eval_variants), on the same sets as the
+    primary evaluation: name -> {metrics, n_examples, eval_time_s[, subtasks]} (metrics of the primary set)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, context in variants:
+        with context:
+            ev = evaluate(model, tokenizer, sets, spec, device)
+        out[name] = {"metrics": ev.metrics, "n_examples": ev.n_examples, "eval_time_s": ev.seconds}
+        if len(ev.sets) > 1:
+            out[name]["subtasks"] = {s.name: s.metrics for s in ev.sets}
+        log({f"eval/{name}/{k}": v for k, v in ev.metrics.items()}, step)
+    return out
 
 
 def _peak_mb(device: torch.device) -> float:

@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -130,10 +131,11 @@ class MethodImpl:
     apply:     (backbone, method_cfg, model_cfg) -> module whose trainable params are the method's.
     init:      optional data-dependent init (model, batches) run before the optimizer is built (EVA,
                LoRA-GA, LoRA-SB): it may replace adapter parameters.
-    optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore).
+    optimizer: optional (model, method_cfg) -> torch optimizer (LoRA+, GaLore; ElaLoRA's AdamW, known to its
+               layers so that a rank change carries the moments of the components it keeps).
     callback:  optional per-step hook (model, step, total_steps), called after optimizer.step() while the
-               step's gradients still exist (AdaLoRA's sensitivity scores need them; LISA sampling; SingLoRA's
-               ramp and LaMDA's freezing schedule count steps with it).
+               step's gradients still exist (AdaLoRA's and ElaLoRA's importance scores need them; LISA sampling;
+               SingLoRA's ramp and LaMDA's freezing schedule count steps with it; DyLoRA samples the next rank).
     prepare:   optional data-dependent preparation of the *bare* backbone before apply, for inits that
                peft computes before get_peft_model (CorDA's covariances, LoRA-GA's gradients):
                (backbone, method_cfg, model_cfg, batches, loss). `batches` iterates training batches on
@@ -142,6 +144,10 @@ class MethodImpl:
                adapters without data) and build the same parameters there.
     regularizer: optional (model) -> scalar tensor added to the training loss at every step (KaSA's
                singular-value and orthogonality penalties); the logged loss stays the task loss.
+    eval_variants: optional (model, method_cfg) -> [(name, context manager)]: further evaluations of one
+               trained model, each inside a context that puts the model in that variant and restores it on
+               exit (DyLoRA: the adapter truncated to every rank b ≤ r). The harness evaluates the model as it
+               is (the primary result) and then once per variant, recorded under eval.variants[name].
     """
 
     name: str
@@ -151,6 +157,7 @@ class MethodImpl:
     callback: Callable[[Any, int, int], None] | None = None
     prepare: Callable[[Any, Mapping[str, Any], Mapping[str, Any], Iterator[Any], Callable[[Any], Any]], None] | None = None
     regularizer: Callable[[Any], Any] | None = None
+    eval_variants: Callable[[Any, Mapping[str, Any]], list[tuple[str, AbstractContextManager]]] | None = None
 
 
 # Custom methods (kind: custom) by YAML name; filled by methods/<name>.py on import.

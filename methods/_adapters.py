@@ -11,8 +11,11 @@ Saved layout (a directory, written by `save`, read back by `load`):
 - `adapter.safetensors`: every tensor of the adapter that `load` cannot rebuild by re-applying the method:
   the trainable parameters, plus the persistent buffers a method registers for frozen factors that depend on
   more than the config (truncated-SVD factors of W0, a gradient-based init, frozen random factors drawn from
-  the global RNG, a step counter). Keys are module paths relative to the backbone
-  (`encoder.layer.0.attention.self.query.lora_R`); a tensor shared by several layers (Tied-LoRA's A, B) is
+  the global RNG, a step counter), but not the buffers only a resumed run needs (`training_state`: ElaLoRA's
+  importance averages; checkpoints carry those). A method whose ranks change in training (ElaLoRA) saves each
+  layer at its final shape, so the tensor shapes below record its per-layer ranks. Keys are module paths
+  relative to the backbone (`encoder.layer.0.attention.self.query.lora_R`); a tensor shared by several layers
+  (Tied-LoRA's A, B) is
   stored once, under the first path that reaches it. Buffers a method rebuilds deterministically from the
   config (NOLA's seeded random bases) are non-persistent and not stored.
 - `adapter_config.json`: {"format": "peftbench-adapter", "format_version": 1, "method": <the method block>,
@@ -44,7 +47,13 @@ class AdapterLinear(nn.Module):
     Subclasses implement `adapter_forward(x)` (x already in the adapter's dtype); `delta_weight()` (the dense
     ΔW, out×in) is derived from it by default, which is exact for any update linear in x. Adapter tensors are
     kept in float32 when the base weight is half precision (as peft does), so small updates are not lost.
+
+    A method whose tensor shapes change during training (ElaLoRA moves rank between layers) overrides
+    `resize_for`, which `load` calls with the saved shapes before it copies; `training_state` names persistent
+    buffers only a resumed run needs (importance averages): checkpoints carry them, the saved adapter does not.
     """
+
+    training_state: tuple[str, ...] = ()
 
     def __init__(self, base: nn.Linear) -> None:
         super().__init__()
@@ -61,6 +70,12 @@ class AdapterLinear(nn.Module):
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
+        """Take the shapes of a saved state (this layer's own tensors by name); the default: shapes never change."""
+
+    def loaded(self) -> None:
+        """Called once `load` has copied the saved tensors in (a method refreshes what it derives from them)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
@@ -124,14 +139,15 @@ def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Genera
 
 
 # ------------------------------------------------------------------------------------ save / load
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def adapter_state(model: nn.Module, *, training_state: bool = False) -> dict[str, torch.Tensor]:
     """The live tensors `save` stores: each adapter layer's parameters and persistent buffers (its frozen base
-    layer excluded), each shared tensor once under the first path that reaches it."""
+    layer excluded), each shared tensor once under the first path that reaches it; with `training_state`, also
+    the buffers only a resumed run needs (a checkpoint's view)."""
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for path, layer in adapter_layers(model):
         for key, tensor in layer.state_dict(keep_vars=True).items():
-            if key.startswith("base_layer."):
+            if key.startswith("base_layer.") or (not training_state and key in layer.training_state):
                 continue
             if id(tensor) in seen:
                 continue
@@ -173,8 +189,12 @@ def load(backbone: nn.Module, adapter_dir: Path, model_cfg: Mapping[str, Any] | 
         raise ValueError(f"{adapter_dir / CONFIG_FILE}: not a {FORMAT} v<={FORMAT_VERSION} adapter")
     method_cfg = meta["method"]
     model = methods.resolve(method_cfg).apply(backbone, method_cfg, model_cfg or meta["model"])
-    live = adapter_state(model)
     saved = load_file(str(adapter_dir / WEIGHTS_FILE))
+    for path, layer in adapter_layers(model):   # ranks that moved in training (ElaLoRA): take the saved shapes
+        prefix = f"{path}." if path else ""
+        layer.resize_for({k[len(prefix):]: v.shape for k, v in saved.items()
+                          if k.startswith(prefix) and "." not in k[len(prefix):]})
+    live = adapter_state(model)
     problems = [f"missing {k}" for k in sorted(set(live) - set(saved))]
     problems += [f"unexpected {k}" for k in sorted(set(saved) - set(live))]
     problems += [f"{k}: shape {tuple(saved[k].shape)} != {tuple(live[k].shape)}"
@@ -185,6 +205,8 @@ def load(backbone: nn.Module, adapter_dir: Path, model_cfg: Mapping[str, Any] | 
     with torch.no_grad():
         for key, tensor in live.items():
             tensor.copy_(saved[key].to(tensor.device, tensor.dtype))
+    for _, layer in adapter_layers(model):
+        layer.loaded()
     return model
 
 

@@ -1,6 +1,7 @@
 """Custom methods through the real training loop (MiniLM on SST-2, a few hundred tokens): the init hook
-(LoRA-SB), the per-step callbacks (SingLoRA's ramp, LaMDA's freezing) run, and the saved adapter reloads onto
-a fresh copy of the real backbone."""
+(LoRA-SB), the per-step callbacks (SingLoRA's ramp, LaMDA's freezing, DyLoRA's rank sampling, ElaLoRA's rank
+moves) run, evaluation variants (DyLoRA at every rank) reach the record, and the saved adapter reloads onto a
+fresh copy of the real backbone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda"])
+@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda", "dylora", "elalora"])
 def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> None:
     from harness.models import load
     from harness.spec import spec_from_config
@@ -34,9 +35,95 @@ def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> No
         assert all(int(lyr.steps_done) == res.steps for _, lyr in layers)
     if name == "lamda":      # some of B's columns froze during the run
         assert all(int(lyr.b_frozen_cols) >= 1 for _, lyr in layers)
+    if name == "dylora":     # evaluated at every rank b < r besides the primary (rank r), and recorded so
+        from harness.dispatch import eval_block
+
+        r = spec.method["params"]["r"]
+        variants = res.final_eval["variants"]
+        assert sorted(variants, key=lambda n: int(n[2:])) == [f"r={b}" for b in range(1, r)]
+        assert all(v["n_examples"] == res.final_eval["n_examples"] == 32 for v in variants.values())
+        block = eval_block(spec, res)
+        assert set(block["variants"]) == set(variants)
+        assert all(set(v["metrics"]) == set(block["metrics"]) for v in block["variants"].values())
+        # the trained adapter differs between ranks: rank 1 is not the full adapter
+        import methods
+
+        ids = torch.randint(1000, 2000, (2, 12), generator=torch.Generator().manual_seed(0))
+        saved.eval()
+        with torch.no_grad():
+            full = saved(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+            with dict(methods.resolve(spec.method).eval_variants(saved, spec.method))["r=1"]:
+                low = saved(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        assert not torch.allclose(full, low, atol=1e-5)
+    if name == "elalora":    # ranks moved between layers in the run, the total kept; the reload has them
+        r = spec.method["params"]["r"]
+        ranks = [lyr.rank for _, lyr in layers]
+        assert sum(ranks) == r * len(ranks) and len(set(ranks)) > 1, ranks
     if name == "lora_sb":    # B, A came from the gradient estimate: orthonormal, not W0's singular vectors
         lyr = layers[0][1]
         r = lyr.lora_R.shape[0]
         torch.testing.assert_close(lyr.lora_B.T @ lyr.lora_B, torch.eye(r), atol=1e-4, rtol=0)
         u = torch.linalg.svd(lyr.base_layer.weight.float())[0][:, :r]
         assert not torch.allclose((u.T @ lyr.lora_B).abs(), torch.eye(r), atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["dylora", "elalora"])
+def test_interrupted_custom_run_resumes_exactly(name: str, tmp_path: Path) -> None:
+    """train() stopped by a (simulated) USR2 mid-run and started again equals the uninterrupted run bit for bit:
+    loss curve, final metrics (DyLoRA's per-rank variants too) and every saved adapter tensor (ElaLoRA's moved
+    ranks included)."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    from harness.preempt import Interrupted, SignalGuard
+    from harness.spec import spec_from_config
+    from harness.train import train
+    from methods import _adapters
+    from tests.conftest import compose_dictconfig
+
+    class StopAfter(SignalGuard):
+        """A guard whose USR2 arrives at the `n`-th step boundary (train() looks once per step)."""
+
+        def __init__(self, n: int) -> None:
+            self.n = n
+            super().__init__()
+
+        @property
+        def pending(self) -> int | None:
+            self.n -= 1
+            return signal.SIGUSR2 if self.n <= 0 else None
+
+        @pending.setter
+        def pending(self, value: int | None) -> None:
+            pass
+
+    def spec_in(root: Path):
+        return spec_from_config(compose_dictconfig([
+            f"method={name}", "task=glue/sst2", "seed=0", "logger=none", "threads=1", f"results_dir={root}",
+            f"runs_dir={root / 'runs'}", "budget=smoke", "budget.steps=null", "budget.tokens=700",
+            "budget.eval_size=32", "budget.checkpoint_every=null"]))
+
+    reference = train(spec_in(tmp_path / "a"), progress=False)
+    spec = spec_in(tmp_path / "b")
+    with pytest.raises(Interrupted):
+        train(spec, progress=False, guard=StopAfter(4))
+    assert (spec.run_dir / "checkpoint.pt").exists()
+    resumed = train(spec, progress=False)
+    assert resumed.resumed_from_step == 4 and resumed.steps == reference.steps > 10
+    assert resumed.loss_curve == reference.loss_curve
+    assert resumed.final_eval["metrics"] == reference.final_eval["metrics"]
+    assert resumed.final_eval.get("variants", {}).keys() == reference.final_eval.get("variants", {}).keys()
+    for key, v in reference.final_eval.get("variants", {}).items():
+        assert resumed.final_eval["variants"][key]["metrics"] == v["metrics"]
+    expected = load_file(str(tmp_path / "a" / "runs" / spec.run_dir.relative_to(tmp_path / "b" / "runs") /
+                             "adapter" / _adapters.WEIGHTS_FILE))
+    got = load_file(str(spec.run_dir / "adapter" / _adapters.WEIGHTS_FILE))
+    assert sorted(got) == sorted(expected)
+    for key, tensor in expected.items():
+        assert torch.equal(got[key], tensor), key
+    if name == "elalora":   # the ranks did move (a resume at equal ranks would prove less): the warm-ups leave
+        # steps 3..5 of 11 to reallocate in, so rounds ran both before the cut at step 4 and after it
+        ranks = {k: v.shape[0] for k, v in got.items() if k.endswith("lora_E")}
+        assert len(set(ranks.values())) > 1, ranks
+        assert reference.steps == 11

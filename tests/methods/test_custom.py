@@ -46,6 +46,8 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "singlora": ({"r": 5}, lambda p: LAYERS * D * p["r"]),
     # r̂ = ⌊√((32 + 32)·5)⌉ = 18 (even, as the rotation type needs): r̂² per layer
     "mora": ({"r": 5, "mora_type": 6}, lambda p: LAYERS * 18**2),
+    "dylora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),   # A (r×32) + B (32×r), all r components
+    "elalora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),   # Q, Λ, P at the initial rank
 }
 
 
@@ -125,6 +127,9 @@ def test_saved_custom_adapter_reloads_onto_a_fresh_backbone(name: str, kind: str
     torch.manual_seed(999)
     reloaded = _adapters.load(build(), tmp_path / "adapter")
     torch.testing.assert_close(outputs(reloaded), expected)
+    if name == "dylora":   # the sampler continues from the saved seed and rank, not from the reloading job's
+        for (_, a), (_, b) in zip(_adapters.adapter_layers(model), _adapters.adapter_layers(reloaded), strict=True):
+            assert (b.seed, b.train_rank) == (a.seed, a.train_rank)
     assert not torch.allclose(outputs(build()), expected, atol=1e-4)   # the adapter matters
 
 
@@ -194,7 +199,7 @@ def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) ->
     from harness.train import StepState, load_checkpoint, save_checkpoint
 
     build, model_cfg = MODELS["encoder"]
-    for name in ("singlora", "lora_sb"):
+    for name in ("singlora", "lora_sb", "dylora", "elalora"):
         cfg = method_cfg(name)
         impl = methods.resolve(cfg)
 
@@ -210,7 +215,7 @@ def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) ->
             for _, lyr in _adapters.adapter_layers(model):
                 for key, buf in lyr.named_buffers():
                     if not key.startswith("base_layer") and key in lyr.state_dict():
-                        buf.copy_(torch.rand_like(buf) + 3)
+                        buf.copy_(torch.rand_like(buf) + 3 if buf.is_floating_point() else buf + 2)
         st = state(model)
         st.step = 3
         save_checkpoint(tmp_path / f"{name}.pt", st, eval_history=[], attempts=[])
@@ -219,3 +224,60 @@ def test_checkpoint_resumes_a_custom_adapter_with_its_buffers(tmp_path: Path) ->
         for key, tensor in _adapters.adapter_state(model).items():
             assert torch.equal(_adapters.adapter_state(fresh)[key], tensor.detach()), (name, key)
         torch.testing.assert_close(outputs(fresh), outputs(model))
+        if name == "dylora":   # the rank the next step trains at is back in effect, not only in its buffer
+            assert all(lyr.train_rank == int(lyr.rank_b) for _, lyr in _adapters.adapter_layers(fresh))
+
+
+CALLBACK_METHODS = [m for m in CUSTOM if methods.resolve(method_cfg(m)).callback is not None]
+
+
+@pytest.mark.parametrize("name", CALLBACK_METHODS)
+def test_interrupted_training_resumes_bit_for_bit(name: str, tmp_path: Path) -> None:
+    """The harness's own step (train_step: forward, backward, clip, optimizer, schedule, the method's callback)
+    for 8 steps equals 4 steps, a checkpoint, a fresh process-like rebuild (new model, optimizer, schedule from the
+    same seed) and 4 more steps, bit for bit: whatever a callback keeps (DyLoRA's rank sampler, SingLoRA's ramp,
+    LaMDA's frozen columns) is in the checkpoint."""
+    from harness import train as loop
+
+    build, model_cfg = MODELS["decoder"]
+    cfg = method_cfg(name)
+    impl = methods.resolve(cfg)
+    budget = {"warmup_ratio": 0.25, "schedule": "linear"}
+    total, cut = 12, 6
+    batches = []
+    g = torch.Generator().manual_seed(11)
+    for _ in range(total):
+        ids = torch.randint(0, 100, (2, 8), generator=g)
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+
+    def fresh() -> loop.StepState:
+        loop.set_seed(0)
+        model = impl.apply(build(), cfg, model_cfg)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = loop.make_optimizer(model, trainable, {**cfg, "optim": {**cfg["optim"], "lr": 1e-2}}, impl)
+        return loop.StepState(model=model, optimizer=opt, scheduler=loop.make_scheduler(opt, budget, total),
+                              trainable=trainable, protocol="generate", device=torch.device("cpu"), total_steps=total,
+                              grad_clip=1.0, callback=impl.callback)
+
+    whole = fresh()
+    for batch in batches:
+        loop.train_step(whole, batch)
+    first = fresh()
+    for batch in batches[:cut]:
+        loop.train_step(first, batch)
+    loop.save_checkpoint(tmp_path / "ckpt.pt", first, eval_history=[], attempts=[])
+    resumed = fresh()
+    loop.load_checkpoint(tmp_path / "ckpt.pt", resumed)
+    for batch in batches[cut:]:
+        loop.train_step(resumed, batch)
+    if name == "elalora":   # ranks had moved before the cut and moved again after it
+        from methods.elalora import layers
+
+        at_cut = [m.rank for m in layers(first.model)]
+        assert at_cut != [cfg["params"]["r"]] * 4 and [m.rank for m in layers(resumed.model)] != at_cut
+    assert [v for _, v in resumed.losses] == [v for _, v in whole.losses]
+    expected = _adapters.adapter_state(whole.model)
+    got = _adapters.adapter_state(resumed.model)
+    assert sorted(got) == sorted(expected)
+    for key, tensor in expected.items():
+        assert torch.equal(got[key], tensor), (name, key)

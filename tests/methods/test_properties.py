@@ -7,6 +7,7 @@ just at init. Every method YAML must have an entry in PROPERTIES (test_every_met
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from typing import Any
@@ -1098,6 +1099,196 @@ def prop_lamda() -> None:
     randomize(model, 0.2)
     expected = (p["lora_alpha"] / r * lyr.lora_B @ lyr.lora_S @ lyr.lora_A).detach()
     torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_dylora() -> None:
+    """DyLoRA: at every rank b ≤ r the adapter is exactly a rank-b LoRA built from A[:b], B[:, :b] with scale α/b
+    (the same model as peft's LoRA at r = b, α); a training forward at the sampled rank b sends gradient to the b-th
+    component only (the authors' frozen mode); the per-step rank is uniform on [r_min, r], the same in every
+    layer, and reproducible from the seed."""
+    from peft import LoraConfig, get_peft_model
+
+    from methods.dylora import layers, sample_rank
+
+    model, base, cfg = build("dylora", sampler_seed=7)
+    p = cfg["params"]
+    r, alpha = p["r"], p["lora_alpha"]
+    impl = methods.resolve(cfg)
+    torch.testing.assert_close(outputs(model), outputs(base))   # B = 0: W0 at init, at every rank
+    randomize(model, 0.2)
+    variants = impl.eval_variants(model, cfg)
+    assert [name for name, _ in variants] == [f"r={b}" for b in range(1, r)]   # r itself: the primary evaluation
+    full = outputs(model)
+    for b in range(1, r + 1):
+        context = dict(variants).get(f"r={b}")
+        with context if context is not None else contextlib.nullcontext():
+            got = outputs(model)
+            lyr = custom_layer(model)
+            expected = (alpha / b * lyr.lora_B[:, :b] @ lyr.lora_A[:b]).detach()
+            torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+        # a LoRA of rank b from the first b rows of A / columns of B gives the same model
+        lora = get_peft_model(tiny_bert(), LoraConfig(r=b, lora_alpha=alpha, target_modules=["query", "value"]))
+        with torch.no_grad():
+            for path, dy in ((n, m) for n, m in model.named_modules() if m in layers(model)):
+                peft_layer = lora.get_submodule(f"base_model.model.{path}")
+                peft_layer.lora_A["default"].weight.copy_(dy.lora_A[:b])
+                peft_layer.lora_B["default"].weight.copy_(dy.lora_B[:, :b])
+        torch.testing.assert_close(got, outputs(lora), atol=1e-5, rtol=1e-4)
+        assert b == r or not torch.allclose(got, full, atol=1e-4)   # truncation changes the model
+    assert all(m.eval_rank is None for m in layers(model))          # every context restored the full rank
+
+    # training at the sampled rank b: only the b-th component gets gradient
+    from tests.methods.test_registry import _forward_backward
+
+    b = 3
+    for m in layers(model):
+        m.set_train_rank(b)
+    model.train()
+    _forward_backward(model, "encoder")
+    lyr = custom_layer(model)
+    rows = lyr.lora_A.grad.abs().sum(dim=1)
+    cols = lyr.lora_B.grad.abs().sum(dim=0)
+    assert rows[b - 1] > 0 and cols[b - 1] > 0
+    assert torch.count_nonzero(rows) == 1 and torch.count_nonzero(cols) == 1
+
+    # the sampler: uniform on [r_min, r] (a χ² check on 4000 draws), one rank for all layers, reproducible
+    draws = torch.tensor([sample_rank(7, t, 2, 6) for t in range(4000)])
+    counts = torch.bincount(draws, minlength=7)[2:].float()
+    assert draws.min() == 2 and draws.max() == 6
+    assert float(((counts - 800) ** 2 / 800).sum()) < 18.5   # χ²(4 dof) 99.9% quantile
+    seen = []
+    for step in range(12):
+        impl.callback(model, step, 100)
+        ranks = {m.train_rank for m in layers(model)} | {int(m.rank_b) for m in layers(model)}
+        assert len(ranks) == 1
+        seen.append(ranks.pop())
+    assert seen == [sample_rank(7, t + 1, 1, r) for t in range(12)] and len(set(seen)) > 1
+    again, _, _ = build("dylora", sampler_seed=7)
+    other, _, _ = build("dylora", sampler_seed=8)
+    assert custom_layer(again).train_rank == sample_rank(7, 0, 1, r)
+    assert [sample_rank(8, t, 1, r) for t in range(12)] != [sample_rank(7, t, 1, r) for t in range(12)]
+    assert custom_layer(other).sampler_seed == 8
+
+
+def prop_elalora() -> None:
+    """ElaLoRA: ΔW = (α/r₀)·P·diag(Λ)·Q (Λ = 0 at init: W0); the orthogonality penalty's gradient is added to P's
+    and Q's; driven by a constructed gradient signal (layer 0's elements matter most, layer 3's least) the callback
+    prunes the weakest layers' components and grows the strongest's, ranks both shrink and grow, the total stays
+    r × layers after every round, a grown component leaves the model unchanged, the optimizer's moments follow
+    their components, and the saved adapter records and restores the moved ranks."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from methods import _adapters
+    from methods.elalora import ElaLoraLinear, layers, orth_gradient
+
+    model, base, cfg = build("elalora", kind="decoder")
+    p = cfg["params"]
+    r, alpha = p["r"], p["lora_alpha"]
+    impl = methods.resolve(cfg)
+    torch.testing.assert_close(outputs(model), outputs(base))
+    found = layers(model)
+    assert len(found) == 4 and all(m.rank == r for m in found)
+    path = "model.layers.0.self_attn.q_proj"
+    lyr = custom_layer(model, path)
+    randomize(model, 0.2)
+    expected = (alpha / r * lyr.lora_B @ torch.diag(lyr.lora_E) @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+
+    # the penalty: the gradient equals autograd's of loss + w·(‖AAᵀ − I‖_F + ‖BᵀB − I‖_F)
+    from tests.methods.test_registry import _forward_backward
+
+    w = lyr.orth_weight
+    assert w == pytest.approx(p["reg_orth_coef"] / 8)
+    model.train()
+    _forward_backward(model, "decoder")
+    with_penalty = lyr.lora_A.grad.clone(), lyr.lora_B.grad.clone()
+    model.zero_grad(set_to_none=True)
+    for m in found:
+        m.orth_weight = 0.0
+    _forward_backward(model, "decoder")
+    a, b = lyr.lora_A.detach().requires_grad_(), lyr.lora_B.detach().requires_grad_()
+    penalty = w * (torch.linalg.matrix_norm(a @ a.T - torch.eye(r)) + torch.linalg.matrix_norm(b.T @ b - torch.eye(r)))
+    penalty.backward()
+    torch.testing.assert_close(with_penalty[0], lyr.lora_A.grad + a.grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(with_penalty[1], lyr.lora_B.grad + b.grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(a.grad, orth_gradient(a.detach(), w, rows=True))
+    model.zero_grad(set_to_none=True)
+
+    # a constructed gradient signal through the method's optimizer and callback
+    model, base, cfg = build("elalora", kind="decoder", b=2, k=1, rank_scheduler=False, init_warmup=0.1,
+                             final_warmup=0.1, mask_interval=0.1)
+    randomize(model, 0.2)
+    found = layers(model)
+    opt = impl.optimizer(model, cfg)
+    total = 60
+    strength = [10.0, 3.0, 1.0, 0.01]   # layer i's elements matter in proportion
+    g = torch.Generator().manual_seed(0)
+    history = []
+    first_round = round(0.1 * total) * 2   # step > init warm-up, at a multiple of the interval (6 steps)
+    for step in range(total):
+        for m, s in zip(found, strength, strict=True):
+            for name in ("lora_A", "lora_E", "lora_B"):
+                q = getattr(m, name)
+                q.grad = torch.randn(q.shape, generator=g) * s * 1e-3
+        opt.step()
+        before = [m.rank for m in found]
+        if step == first_round:
+            old_exp = opt.state[found[0].lora_A]["exp_avg"].clone()
+            old_a = found[0].lora_A.detach().clone()
+        impl.callback(model, step, total)
+        ranks = [m.rank for m in found]
+        is_round = 6 < step < 54 and (step - 6) % 6 == 0   # after the initial, before the final warm-up
+        assert (ranks != before) == is_round, step
+        if step == first_round:   # b = 2 moved: the two weakest layers lose one, the two strongest gain one
+            assert ranks == [r + 1, r + 1, r - 1, r - 1]
+            new_exp = opt.state[found[0].lora_A]["exp_avg"]   # moments follow their components; new ones: 0
+            torch.testing.assert_close(new_exp[:r], old_exp)
+            assert new_exp.shape[0] == r + 1 and torch.all(new_exp[r:] == 0)
+            a0 = found[0].lora_A.detach()
+            torch.testing.assert_close(a0[:r], old_a)
+            assert float(a0[r].norm()) == pytest.approx(1.0, abs=1e-4)
+            # the new row: a random vector minus its projection on the kept rows (the authors' one pass), unit
+            v = torch.randn(32, generator=torch.Generator().manual_seed(first_round * 1_000_003 + 0))
+            v = v - old_a.T @ (old_a @ v)
+            torch.testing.assert_close(a0[r], v / (v.norm() + 1e-6), atol=1e-5, rtol=1e-4)
+        for m in found:
+            assert m.lora_A.shape[0] == m.lora_E.shape[0] == m.lora_B.shape[1] == m.rank
+            assert m.ipt_lora_A.shape == m.lora_A.shape and m.unc_lora_B.shape == m.lora_B.shape
+        assert sum(ranks) == r * 4 and min(ranks) >= 1   # the budget
+        history.append(ranks)
+        opt.zero_grad(set_to_none=True)
+    final = history[-1]
+    assert final[0] > r and final[3] < r   # the strongest layer grew, the weakest shrank
+    assert any(h != history[0] for h in history) and history[-1] == history[-2]   # fixed in the final warm-up
+    assert all(max(h) <= r + 60 for h in history)
+
+    # growing alone does not change the model: Λ of a new component is ~0
+    from methods.elalora import reallocate
+
+    pure, _, _ = build("elalora", kind="decoder")
+    randomize(pure, 0.2)
+    before = outputs(pure)
+    m = layers(pure)[1]
+    m.resize(torch.arange(m.rank), 3, torch.Generator().manual_seed(1))
+    assert m.rank == r + 3 and float(m.lora_E[r:].abs().max()) <= 1e-13
+    torch.testing.assert_close(outputs(pure), before)
+    reallocate(layers(pure), 0, 1, 0)   # a round that moves nothing leaves every layer alone
+    assert [x.rank for x in layers(pure)] == [r, r + 3, r, r]
+
+    # save / load with the moved ranks: the shapes in adapter_config.json are the per-layer ranks
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/adapter"
+        expected_out = outputs(model)
+        _adapters.save(model, out, cfg, TINY_DECODER_CFG)
+        meta = json.loads((Path(out) / _adapters.CONFIG_FILE).read_text())
+        paths = [n for n, x in model.named_modules() if isinstance(x, ElaLoraLinear)]
+        assert [meta["tensors"][f"{n}.lora_E"]["shape"][0] for n in paths] == final
+        assert not any(k.split(".")[-1].startswith(("ipt_", "unc_")) for k in meta["tensors"])
+        reloaded = _adapters.load(tiny_llama(), out)
+        assert [x.rank for x in layers(reloaded)] == final
+        torch.testing.assert_close(outputs(reloaded), expected_out)
 
 
 def prop_full() -> None:
