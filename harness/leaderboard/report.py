@@ -16,8 +16,9 @@ import json
 import math
 import os
 import sys
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +135,15 @@ def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Pat
 
 
 def samples_by_board(long_ok: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
-    """`board_samples` for every board in one groupby (filtering per board is O(rows × boards))."""
+    """`board_samples` for every board: oriented once over every row, then split by one groupby
+    (filtering per board is O(rows × boards); orienting per board costs a few ms × boards)."""
     prim = long_ok[long_ok["primary"].astype(bool)]
-    return {(str(b), str(m), str(s)): _oriented_samples(part)
-            for (b, m, s), part in prim.groupby(["budget", "model", "suite"], sort=False)}
+    if prim.empty:
+        return {}
+    oriented = _oriented_samples(prim).reset_index(drop=True)
+    keys = prim[["budget", "model", "suite"]].reset_index(drop=True)
+    return {(str(b), str(m), str(s)): oriented.iloc[idx]
+            for (b, m, s), idx in keys.groupby(["budget", "model", "suite"], sort=False).indices.items()}
 
 
 def _ranked_report(board: Board, rules: Sequence[str], *, n_boot: int, n_failed: int) -> BoardReport:
@@ -164,12 +170,18 @@ def analyze_board(board: Board, samples: pd.DataFrame, rules: Sequence[str], *, 
     return rep
 
 
-def _evidence(rep: BoardReport, samples: pd.DataFrame, outcomes: Mapping[tuple[str, str, Any], Any] | None = None
-              ) -> None:
+def _example_intervals(samples: pd.DataFrame) -> pd.DataFrame | None:
+    return cell_intervals(samples, rng_seed=BOOTSTRAP_SEED) if "n_outcomes" in samples else None
+
+
+def _evidence(rep: BoardReport, samples: pd.DataFrame, outcomes: Mapping[tuple[str, str, Any], Any] | None = None,
+              example_ci: Any = False) -> None:
     """Each cell's interval (over examples where the runs kept outcomes, else over seeds) and whether
     it clears its task's trivial baseline; the paired tests of the consensus winner against every other
-    method, task by task, where the runs' outcomes are given."""
-    example_ci = cell_intervals(samples, rng_seed=BOOTSTRAP_SEED) if "n_outcomes" in samples else None
+    method, task by task, where the runs' outcomes are given. ``example_ci``: the intervals from outcome
+    totals when already computed (elsewhere, in parallel), else computed here."""
+    if example_ci is False:
+        example_ci = _example_intervals(samples)
     if outcomes:   # Matthews, F1, correlations: the metric itself on resampled examples
         b = rep.board
         done = set() if example_ci is None else set(zip(example_ci["method"], example_ci["task"]))
@@ -488,20 +500,29 @@ def _bootstrap_job(rep: BoardReport, samples: pd.DataFrame, n_boot: int) -> tupl
     return rep.bootstrap, rep.bootstrap_note
 
 
+def _intervals_job(samples: pd.DataFrame) -> pd.DataFrame | None:
+    return _example_intervals(samples)
+
+
 _UNCERTAINTY_HEAD = "<h3>Uncertainty: would the winner change?</h3>"
 
 
 def render_board_split(board: Board, samples: pd.DataFrame, rules: Sequence[str], n_boot: int, n_failed: int,
-                       html: bool, outcomes: Mapping[tuple[str, str, Any], Any] | None = None, *,
-                       pool: Any) -> tuple[BoardReport, str, str, str, str | None]:
+                       html: bool, outcomes: Mapping[tuple[str, str, Any], Any] | Callable[[], Any] | None = None,
+                       *, pool: Any) -> tuple[BoardReport, str, str, str, str | None]:
     """`render_board_files` of one board on two processes: the bootstrap runs in ``pool`` while this
     process draws the figures (which do not depend on it); the HTML section's uncertainty part is then
     rendered from the bootstrap. Same bytes as `render_board_files` (checked; else it renders again)."""
     from harness.leaderboard import html as html_mod
 
     rep = _ranked_report(board, rules, n_boot=n_boot, n_failed=n_failed)
-    _evidence(rep, samples, outcomes)
+    # the bootstrap over seeds and the intervals from outcome totals need no outcome bits: both run in the
+    # pool while this process reads the runs' per-example outcomes
     pending = pool.apply_async(_bootstrap_job, (rep, samples, n_boot))
+    intervals = pool.apply_async(_intervals_job, (samples,))
+    if callable(outcomes):
+        outcomes = outcomes()
+    _evidence(rep, samples, outcomes, example_ci=intervals.get())
     rep.verdict = verdict(rep, rep.below_baseline)   # without the bootstrap: replaced in the draft below
     draft = html_mod.render_board(rep) if html else None  # no bootstrap yet: all but the uncertainty part
     early = html_mod.verdict_html(rep)
@@ -735,12 +756,17 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
             if hit is not None:
                 results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit)
     todo = [i for i, r in enumerate(results) if r is None]
+    split = jobs > 1 and len(todo) == 1 and html and n_boot > 0
     for i in todo:   # only the boards analysed again read their runs' per-example outcomes (paired tests)
-        all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records"))
+        if split:    # the one board of an incremental regeneration: read while its bootstrap runs
+            all_jobs[i] = (*all_jobs[i], functools.partial(board_outcomes, all_jobs[i][1], files,
+                                                           results_dir / "records"))
+        else:
+            all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records"))
     if jobs > 1 and len(todo) > 1:
         pool = _pool_context().Pool(min(jobs, len(todo)))
         fresh = pool.imap(_board_job, [all_jobs[i] for i in todo], chunksize=1)
-    elif jobs > 1 and len(todo) == 1 and html and n_boot > 0:
+    elif split:
         # one board to redo (the usual incremental case): its bootstrap and its figures in parallel
         pool = _pool_context().Pool(1)
         fresh = (render_board_split(*all_jobs[i], pool=pool) for i in todo)
@@ -748,6 +774,11 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
         pool, fresh = None, map(_board_job, [all_jobs[i] for i in todo])
     reports: list[Any] = []
     sections: list[str] = []
+    # the cell table is written from a thread: it runs while this process waits on the pool (the bootstrap)
+    cells = threading.Thread(target=agg.to_csv, args=(out_dir / "cells.csv",), kwargs={"index": False},
+                             name="cells.csv") if not ok.empty else None
+    if cells is not None:
+        cells.start()
     try:
         for i, res in zip(todo, fresh):
             results[i] = res
@@ -771,8 +802,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
         written += paths
         if section is not None:
             sections.append(section)
-    if not ok.empty:
-        agg.to_csv(out_dir / "cells.csv", index=False)
+    if cells is not None:
+        cells.join()
         written.append(out_dir / "cells.csv")
     if verdicts:   # the conclusions first: what a reader of the printed summary sees before any table
         parts[2:2] = ["## Verdicts", "", *verdicts, ""]
