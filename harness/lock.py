@@ -22,6 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Self
 
+from harness.records import pid_alive
+
 HEARTBEAT_S = 30.0
 STALE_S = 150.0   # five missed heartbeats
 
@@ -33,19 +35,9 @@ def _holder() -> dict[str, Any]:
             "slurm_job": slurm_job(), "since": time.time()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stale_reason(info: dict[str, Any], age_s: float, me: dict[str, Any]) -> str | None:
     """Why a lock held as `info` (file untouched for `age_s`) may be taken over by `me`, else None."""
-    if info.get("host") == me["host"] and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+    if info.get("host") == me["host"] and isinstance(info.get("pid"), int) and not pid_alive(info["pid"]):
         return f"its holder (pid {info['pid']}) is gone"
     if me.get("slurm_job") and info.get("slurm_job") == me["slurm_job"]:
         return f"held by an earlier attempt of this SLURM job {me['slurm_job']}"

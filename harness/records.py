@@ -66,11 +66,12 @@ def _sweep_dead_temps(path: Path) -> None:
     this host's, and only when the writing process is gone (a live writer's temp is never touched)."""
     for tmp in path.parent.glob(f".{path.stem}.{_HOST}-*.tmp"):
         pid = tmp.name[len(f".{path.stem}.{_HOST}-"):].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -143,12 +143,10 @@ def squeue_states(array_ids: Iterable[str]) -> dict[str, tuple[str, str]] | None
 
 def _pid_alive(pid: int, marker: bytes | None = None) -> bool:
     """True while `pid` runs (and, with a marker, is still the process it was: pids get reused)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from harness.records import pid_alive
+
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        pass
     if marker is None:
         return True
     try:

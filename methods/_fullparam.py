@@ -89,3 +89,35 @@ def param_groups(model: nn.Module, projected: list[nn.Parameter], **projected_op
     if rest:
         groups.append({"params": rest, "projected": False})
     return groups
+
+
+class SubspaceAdamW(torch.optim.Optimizer):
+    """The optimizer step GaLore and FRUGAL share: a 2-D weight in a ``projected`` group gets the method's
+    own update (:meth:`matrix_update`), every other parameter plain Adam; decoupled weight decay, then
+    ``p -= lr · update``. The methods differ only in what happens inside the gradient's subspace."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                grad = p.grad
+                if group["projected"] and grad.dim() == 2:
+                    update = self.matrix_update(state, grad, group)
+                else:
+                    update = adam_direction(state, grad, group["betas"], group["eps"])
+                if wd:
+                    p.mul_(1 - lr * wd)
+                p.add_(update.to(p.dtype), alpha=-lr)
+        return loss
+
+    @staticmethod
+    def matrix_update(state: dict[str, Any], grad: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+        raise NotImplementedError

@@ -21,6 +21,7 @@ import torch
 
 from methods import MethodImpl, register
 from methods._fullparam import (
+    SubspaceAdamW,
     adam_direction,
     apply_all_trainable,
     block_matrices,
@@ -31,7 +32,7 @@ from methods._fullparam import (
 )
 
 
-class FrugalAdamW(torch.optim.Optimizer):
+class FrugalAdamW(SubspaceAdamW):
     """Adam on the projected subspace + signSGD on the residual (groups marked `projected`), AdamW on
     the rest."""
 
@@ -45,30 +46,8 @@ class FrugalAdamW(torch.optim.Optimizer):
                     "reset_statistics": reset_statistics}
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                grad = p.grad
-                if group["projected"] and grad.dim() == 2:
-                    update = self._split_update(state, grad, group)
-                else:
-                    update = adam_direction(state, grad, group["betas"], group["eps"])
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(update.to(p.dtype), alpha=-lr)
-        return loss
-
     @staticmethod
-    def _split_update(state: dict[str, Any], grad: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+    def matrix_update(state: dict[str, Any], grad: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
         t = state.get("proj_step", 0)
         if t % group["update_gap"] == 0:
             rank = min(int(group["rank"]), *grad.shape)

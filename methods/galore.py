@@ -20,6 +20,7 @@ import torch
 
 from methods import MethodImpl, register
 from methods._fullparam import (
+    SubspaceAdamW,
     adam_direction,
     apply_all_trainable,
     block_matrices,
@@ -30,7 +31,7 @@ from methods._fullparam import (
 )
 
 
-class GaLoreAdamW(torch.optim.Optimizer):
+class GaLoreAdamW(SubspaceAdamW):
     """AdamW with GaLore's projection on the groups marked `projected` (rank, update_proj_gap, scale)."""
 
     def __init__(self, params: Any, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
@@ -41,30 +42,8 @@ class GaLoreAdamW(torch.optim.Optimizer):
                     "rank": rank, "update_proj_gap": update_proj_gap, "scale": scale}
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                grad = p.grad
-                if group["projected"] and grad.dim() == 2:
-                    update = self._projected_update(state, grad, group)
-                else:
-                    update = adam_direction(state, grad, group["betas"], group["eps"])
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(update.to(p.dtype), alpha=-lr)
-        return loss
-
     @staticmethod
-    def _projected_update(state: dict[str, Any], grad: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+    def matrix_update(state: dict[str, Any], grad: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
         t = state.get("proj_step", 0)
         if t % group["update_proj_gap"] == 0:
             rank = min(int(group["rank"]), *grad.shape)
