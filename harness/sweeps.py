@@ -180,7 +180,8 @@ def job_states(sweep: Sweep) -> list[JobState]:
     arrays: set[str] = set()
     for entry in sweep.launches:
         for job in entry.get("jobs", []):
-            where[int(job["num"])] = {**job, "launcher": entry.get("launcher"), "host": entry.get("host")}
+            where[int(job["num"])] = {**job, "launcher": entry.get("launcher"), "host": entry.get("host"),
+                                      "at": entry.get("at")}
             if entry.get("launcher") == "slurm":
                 arrays.add(str(job["job_id"]).split("_")[0])
     live = squeue_states(arrays) if arrays else {}
@@ -201,7 +202,12 @@ def job_states(sweep: Sweep) -> list[JobState]:
             out.append(st)
             continue
         running = None
-        if w and w.get("launcher") == "slurm" and live is not None:
+        # a final record written since this launch is the job's end, even while squeue or the process
+        # table still lists it for a moment; an older one (an earlier launch) yields to what runs now
+        ended_here = bool(status and w and str(rec["run"].get("finished_at") or "") >= str(w.get("at") or ""))
+        if ended_here:
+            pass
+        elif w and w.get("launcher") == "slurm" and live is not None:
             # a task that wrote its record and is completing is over, as far as its user is concerned
             if st.job_id in live and not (status and live[st.job_id][0] == "COMPLETING"):
                 state, reason = live[st.job_id]

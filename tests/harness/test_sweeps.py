@@ -151,3 +151,24 @@ def test_a_cut_launch_line_does_not_hide_the_others(tmp_path: Path, sweep_dir: P
     assert len(load_sweep(sweep_dir).launches) == 1
     assert json.loads((sweep_dir / "jobs.json").read_text())["sweep"] == "demo"
 
+
+
+def test_a_record_written_since_the_launch_ends_the_job_while_it_still_looks_alive(tmp_path: Path,
+                                                                                   sweep_dir: Path) -> None:
+    """Between writing its record and leaving squeue (or exiting) a job still looks alive: its record,
+    written after this launch, decides; a record from an earlier launch does not."""
+    jobs = [_job(tmp_path, 0), _job(tmp_path, 1)]
+    write_manifest(sweep_dir, sweep_name="demo", launcher="local", jobs=jobs, total=2, skipped=0)
+    live = subprocess.Popen([sys.executable, "-c", SLEEPER])
+    try:
+        note_launch(sweep_dir, {"launcher": "local", "host": os.uname().nodename, "jobs": [
+            {"num": n, "job_id": str(live.pid), "pid": live.pid, "marker": "submitit"} for n in (0, 1)]})
+        for job, finished in ((jobs[0], "2999-01-01T00:00:00+00:00"), (jobs[1], "2000-01-01T00:00:00+00:00")):
+            write_record(Path(job["record"]), {"run": {"status": "failed", "signature": job["signature"],
+                                                       "error": "boom", "finished_at": finished},
+                                               "train": None, "eval": None, "meta": {}})
+        states = {j.num: j.state for j in job_states(load_sweep(sweep_dir))}
+        assert states == {0: "failed", 1: "running"}
+    finally:
+        live.kill()
+        live.wait()
