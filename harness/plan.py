@@ -83,6 +83,8 @@ def plan_lines(planned: Sequence[tuple[list[str], Any, str]], *, launcher: str, 
     """The plan as printed: one line per job, then the totals."""
     from hydra.core.utils import filter_overrides
 
+    from harness.sweeps import varying_keys
+
     history = _history({Path(spec.results_dir) for _, spec, _ in planned})
     # jobs on a cluster run on its nodes, not here: then no hardware is preferred
     here = _this_hardware(planned[0][1].device) if planned and not launcher.startswith("slurm") else None
@@ -91,11 +93,7 @@ def plan_lines(planned: Sequence[tuple[list[str], Any, str]], *, launcher: str, 
     total, unknown, counts = 0.0, 0, {"run": 0, "resume": 0, "skip": 0}
     width = max((len(spec.label) for _, spec, _ in planned), default=0)
     # the overrides that tell the jobs apart (the ones every job shares are noise on every line)
-    values: dict[str, set[str]] = {}
-    for overrides, _, _ in planned:
-        for o in filter_overrides(list(overrides)):
-            values.setdefault(o.split("=", 1)[0], set()).add(o)
-    varying = {k for k, v in values.items() if len(v) > 1}
+    varying = varying_keys(filter_overrides(list(overrides)) for overrides, _, _ in planned)
     for i, (overrides, spec, action) in enumerate(planned):
         if action == "run" and (Path(spec.run_dir) / "checkpoint.pt").exists():
             action = "resume"

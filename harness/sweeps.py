@@ -170,6 +170,21 @@ def record_status(path: str | Path) -> str | None:
     return (rec or {}).get("run", {}).get("status")
 
 
+def ended_status(record_path: str | Path, sweep_dir: Path | str | None) -> str:
+    """What a job that ended without a return value (killed, signalled) came to: its record's status when
+    it wrote one (a cancelled job does, before it exits), else cancelled if its sweep was, else lost."""
+    return record_status(record_path) or ("cancelled" if sweep_dir and cancel_requested(sweep_dir) else "lost")
+
+
+def varying_keys(jobs: Iterable[Sequence[str]]) -> set[str]:
+    """The override keys whose values differ between jobs: what tells one job's line from another's."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for o in job:
+            values.setdefault(o.split("=", 1)[0], set()).add(o)
+    return {k for k, v in values.items() if len(v) > 1}
+
+
 def _first_line(text: Any) -> str:
     return str(text or "").strip().splitlines()[0][:300] if str(text or "").strip() else ""
 

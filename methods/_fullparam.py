@@ -91,6 +91,19 @@ def param_groups(model: nn.Module, projected: list[nn.Parameter], **projected_op
     return groups
 
 
+def subspace(state: dict[str, Any], grad: torch.Tensor, rank: int, gap: int
+             ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """(basis, right, refreshed) of one matrix: its gradient's top-`rank` singular subspace, recomputed
+    every `gap` of its steps (GaLore's and FRUGAL's update_gap) and kept in `state` in between."""
+    t = state.get("proj_step", 0)
+    refreshed = t % gap == 0
+    if refreshed:
+        basis, right = top_singular_basis(grad, min(int(rank), *grad.shape))
+        state["basis"], state["right"] = basis.to(grad.dtype), right
+    state["proj_step"] = t + 1
+    return state["basis"], state["right"], refreshed
+
+
 class SubspaceAdamW(torch.optim.Optimizer):
     """The optimizer step GaLore and FRUGAL share: a 2-D weight in a ``projected`` group gets the method's
     own update (:meth:`matrix_update`), every other parameter plain Adam; decoupled weight decay, then

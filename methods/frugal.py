@@ -28,7 +28,7 @@ from methods._fullparam import (
     param_groups,
     project,
     project_back,
-    top_singular_basis,
+    subspace,
 )
 
 
@@ -48,16 +48,10 @@ class FrugalAdamW(SubspaceAdamW):
 
     @staticmethod
     def matrix_update(state: dict[str, Any], grad: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
-        t = state.get("proj_step", 0)
-        if t % group["update_gap"] == 0:
-            rank = min(int(group["rank"]), *grad.shape)
-            basis, right = top_singular_basis(grad, rank)
-            state["basis"], state["right"] = basis.to(grad.dtype), right
-            if group["reset_statistics"]:   # new subspace: old moments describe other coordinates
-                for key in ("exp_avg", "exp_avg_sq", "adam_step"):
-                    state.pop(key, None)
-        state["proj_step"] = t + 1
-        basis, right = state["basis"], state["right"]
+        basis, right, refreshed = subspace(state, grad, group["rank"], group["update_gap"])
+        if refreshed and group["reset_statistics"]:   # new subspace: old moments describe other coordinates
+            for key in ("exp_avg", "exp_avg_sq", "adam_step"):
+                state.pop(key, None)
         low = project(grad, basis, right)
         stateful = project_back(adam_direction(state, low, group["betas"], group["eps"]), basis, right)
         residual = grad - project_back(low, basis, right)

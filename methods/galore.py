@@ -27,7 +27,7 @@ from methods._fullparam import (
     param_groups,
     project,
     project_back,
-    top_singular_basis,
+    subspace,
 )
 
 
@@ -44,13 +44,7 @@ class GaLoreAdamW(SubspaceAdamW):
 
     @staticmethod
     def matrix_update(state: dict[str, Any], grad: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
-        t = state.get("proj_step", 0)
-        if t % group["update_proj_gap"] == 0:
-            rank = min(int(group["rank"]), *grad.shape)
-            basis, right = top_singular_basis(grad, rank)
-            state["basis"], state["right"] = basis.to(grad.dtype), right
-        state["proj_step"] = t + 1
-        basis, right = state["basis"], state["right"]
+        basis, right, _ = subspace(state, grad, group["rank"], group["update_proj_gap"])
         low = project(grad, basis, right)
         direction = adam_direction(state, low, group["betas"], group["eps"])
         return project_back(direction, basis, right) * group["scale"]

@@ -32,16 +32,13 @@ def report(launcher: Any, n: int, job_id: str, overrides: Sequence[str], ret: Jo
            num: int | None = None, total: int | None = None) -> None:
     """Print the progress line of the sweep's job `num` (its n-th to finish). A job that raised or died
     is shown with its record's status when it wrote one (a cancelled job writes it before it exits)."""
-    from harness.sweeps import progress_line, record_status
+    from harness.sweeps import ended_status, progress_line
 
     value = value_of(ret)
     records = getattr(launcher, "sweep_records", None)
     if value is None and records and num is not None and num < len(records):
-        from harness.sweeps import cancel_requested
-
         sweep_dir = Path(str(launcher.config.hydra.sweep.dir)) if launcher.config is not None else None
-        value = {"status": record_status(records[num])
-                 or ("cancelled" if sweep_dir and cancel_requested(sweep_dir) else "lost")}
+        value = {"status": ended_status(records[num], sweep_dir)}
     total = getattr(launcher, "sweep_total", None) or total or n
     elapsed = max(0.0, time.monotonic() - getattr(launcher, "sweep_t0", time.monotonic()))
     varying = getattr(launcher, "sweep_varying", None)   # only what tells this job from the others
@@ -53,14 +50,14 @@ class PeftbenchBasicLauncher(BasicLauncher):
     """Hydra's in-process launcher, one job at a time, a line after each."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from harness.sweeps import note_launch
+        from harness.sweeps import MANIFEST, note_launch
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         out = []
         for i, overrides in enumerate(job_overrides):
             num = initial_job_idx + i
-            if (sweep_dir / "jobs.json").exists():
+            if (sweep_dir / MANIFEST).exists():
                 note_launch(sweep_dir, {"launcher": "debug", "host": os.uname().nodename,
                                         "jobs": [{"num": num, "job_id": None, "pid": os.getpid()}]})
             ret = super().launch([overrides], num)[0]
@@ -132,7 +129,7 @@ class PeftbenchLocalLauncher(Launcher):
 
         import cloudpickle
 
-        from harness.sweeps import cancel_requested, note_launch
+        from harness.sweeps import MANIFEST, cancel_requested, note_launch
 
         assert self.config is not None
         setup_globals()
@@ -145,7 +142,7 @@ class PeftbenchLocalLauncher(Launcher):
         gpus_per_job = int(self.params.get("gpus_per_node") or 0)
         timeout_s = 60.0 * float(self.params.get("timeout_min") or 0) or math.inf
         folder_pattern = str(self.params.get("submitit_folder") or sweep_dir / ".local" / "%j")
-        manifest = (sweep_dir / "jobs.json").exists()
+        manifest = (sweep_dir / MANIFEST).exists()
 
         todo = list(range(len(job_overrides)))
         running: dict[int, tuple[Any, str, float, int]] = {}   # i -> (process, result path, start, slot)

@@ -88,7 +88,7 @@ class PeftbenchSweeper(BasicSweeper):
 
         from harness.records import success_exists
         from harness.spec import ConfigError, spec_from_config
-        from harness.sweeps import cancel_requested, record_status, write_manifest
+        from harness.sweeps import cancel_requested, ended_status, varying_keys, write_manifest
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         from tasks import data_problems
@@ -156,7 +156,7 @@ class PeftbenchSweeper(BasicSweeper):
         # every launcher prints a line per finished job: n/N over the whole sweep, time since its start
         self.launcher.sweep_total = len(todo)   # type: ignore[attr-defined]
         self.launcher.sweep_t0 = time.monotonic()   # type: ignore[attr-defined]
-        self.launcher.sweep_varying = _varying(todo)   # type: ignore[attr-defined]
+        self.launcher.sweep_varying = varying_keys(todo)   # type: ignore[attr-defined]
         self.launcher.sweep_records = [str(s.record_path) for _, s in runs]   # type: ignore[attr-defined]
         size = self.max_batch_size or len(todo)
         returns: list[Sequence[Any]] = []
@@ -181,8 +181,7 @@ class PeftbenchSweeper(BasicSweeper):
                     exc = r._return_value
                     log.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                     # a job stopped by a signal wrote its record (cancelled, failed) before it exited
-                    value = {"status": record_status(runs[start + k][1].record_path)
-                             or ("cancelled" if cancel_requested(sweep_dir) else "lost")}
+                    value = {"status": ended_status(runs[start + k][1].record_path, sweep_dir)}
                 status = value.get("status", "?") if isinstance(value, dict) else "?"
                 counts[status] = counts.get(status, 0) + 1
             returns.append(results)
@@ -198,15 +197,6 @@ class PeftbenchSweeper(BasicSweeper):
         if "parallel" in launcher and launcher.parallel:   # launcher=local
             return int(launcher.parallel)
         return 1
-
-
-def _varying(jobs: list[list[str]]) -> set[str]:
-    """The override keys whose values differ between jobs: what tells one job's line from another's."""
-    values: dict[str, set[str]] = {}
-    for job in jobs:
-        for o in job:
-            values.setdefault(o.split("=", 1)[0], set()).add(o)
-    return {k for k, v in values.items() if len(v) > 1}
 
 
 def _manifest_job(num: int, overrides: list[str], spec: Any, action: str) -> dict[str, Any]:

@@ -84,9 +84,9 @@ class PeftbenchSlurmLauncher(SlurmLauncher):
             raise SubmissionError(_sbatch_message(exc)) from None
         array_id = jobs[0].job_id.split("_")[0]
         folder = Path(str(jobs[0].paths.folder)).parent
-        if (sweep_dir / "jobs.json").exists():   # for `peftbench status` / `cancel` (harness/sweeps.py)
-            from harness.sweeps import note_launch
+        from harness.sweeps import MANIFEST, note_launch
 
+        if (sweep_dir / MANIFEST).exists():   # for `peftbench status` / `cancel` (harness/sweeps.py)
             note_launch(sweep_dir, {"launcher": "slurm", "array_id": array_id, "folder": str(folder), "jobs": [
                 {"num": initial_job_idx + i, "job_id": j.job_id, "log": str(j.paths.stderr)}
                 for i, j in enumerate(jobs)]})
