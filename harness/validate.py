@@ -18,6 +18,7 @@ MODEL_SOURCES = ("auto", "local", "hub")
 POOLINGS = ("mean", "cls")
 PROTOCOL_MODEL_KIND = {"classify": "encoder", "generate": "decoder", "loglik": "decoder"}
 SCHEDULES = ("linear", "cosine", "constant")
+CAPACITY_POLICIES = ("strict", "closest")   # harness.capacity: fail, or run at the closest setting and say so
 DIRECTIONS = ("max", "min")
 METHOD_KINDS = ("peft", "full", "custom")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -199,6 +200,7 @@ def _check_budget(c: _Checker, b: Mapping[str, Any]) -> None:
     c.number(b, "budget", "max_new_tokens", integer=True, positive=True, optional=True)
     c.number(b, "budget", "seeds", integer=True, positive=True)
     c.number(b, "budget", "trainable_params", integer=True, positive=True, optional=True)
+    c.choice(b, "budget", "capacity_policy", CAPACITY_POLICIES, optional=True)
     c.number(b, "budget", "memory_cap_mb", positive=True, optional=True)
     try:
         parse_interval(b.get("checkpoint_every"))
@@ -286,9 +288,11 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
         _check_block_sizes(c, cfg["method"], cfg["model"])
     if ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params"):
         info = cfg["method"].get("info") if isinstance(cfg["method"].get("info"), Mapping) else {}
-        if cfg["method"].get("kind") == "full" or info.get("trains_base") is True:
+        strict = cfg["budget"].get("capacity_policy", "strict") == "strict"
+        if strict and (cfg["method"].get("kind") == "full" or info.get("trains_base") is True):
             c.add(f"budget.trainable_params: method {cfg['method'].get('name')!r} trains every weight and has "
-                  "no capacity knob; use a budget without a trainable-parameter target")
+                  "no capacity knob; use a budget without a trainable-parameter target (or "
+                  "budget.capacity_policy=closest, which runs it as it is and says so)")
     device = str(cfg.get("device") or "auto")
     if not _DEVICE_RE.match(device):
         c.add(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 METHOD_DIR = Path(__file__).resolve().parent.parent / "conf" / "method"
-TOLERANCE = 0.10   # a solved count further than this from the target is reported as not met
 
 
 def method_names() -> list[str]:
@@ -33,27 +32,21 @@ def describe(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def solve_entry(cfg: dict[str, Any], model_cfg: dict[str, Any], loaded: Any, target: int) -> dict[str, Any]:
     """The solved knob and the count it reaches for `target`, or why the target is out of reach."""
-    from harness.capacity import _trainable_for, solve_capacity
+    from harness.capacity import solve_capacity
 
     info = cfg.get("info") or {}
     if model_cfg["kind"] not in (info.get("applies_to") or []):
         return {"ok": False, "why": f"does not apply to {model_cfg['kind']} models"}
-    spec = types.SimpleNamespace(budget={"trainable_params": target}, method=cfg, model=model_cfg)
+    # the campaign's own rule (budget.capacity_policy=closest): what a zoo sweep at this target would run
+    spec = types.SimpleNamespace(budget={"trainable_params": target, "capacity_policy": "closest"},
+                                 method=cfg, model=model_cfg)
     try:
-        if not cfg.get("capacity_knob"):
-            count = _trainable_for(spec, loaded, cfg)
-            out = {"knob": None, "value": None, "count": count}
-            why = "no capacity knob; its fixed count"
-        else:
-            _, solved = solve_capacity(spec, loaded)
-            out = {"knob": solved["knob"], "value": solved["value"], "count": solved["adapter_params"]}
-            why = f"the largest {solved['knob']} within the target reaches"
+        _, solved = solve_capacity(spec, loaded)
     except Exception as exc:  # noqa: BLE001 - a catalogue reports each method's failure, it does not stop
         return {"ok": False, "why": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-    off = abs(out["count"] - target) / target
-    out["ok"] = off <= TOLERANCE
+    out = {"knob": solved["knob"], "value": solved["value"], "count": solved["adapter_params"], "ok": solved["met"]}
     if not out["ok"]:
-        out["why"] = f"{why} {out['count']:,} ({off:.0%} from the target)"
+        out["why"] = f"{solved['reason']} ({abs(solved['deviation']):.0%} from the target)"
     return out
 
 

@@ -62,6 +62,7 @@ BAD = [
     (["budget.eval_every=-1"], "budget.eval_every", [">= 0"]),
     (["method=full", "budget.trainable_params=1000"], "budget.trainable_params", ["full", "capacity knob"]),
     (["method=galore", "budget.trainable_params=1000"], "budget.trainable_params", ["galore", "capacity knob"]),
+    (["+budget.capacity_policy=nearest"], "budget.capacity_policy", ["'nearest'", "strict", "closest"]),
     (["method=galore", "method.name=nosuch"], "method.name", ["'nosuch'", "no implementation", "galore", "lisa"]),
     (["method=vera", "+method.optim.name=lorafa"], "method.optim.name", ["lorafa", "peft_type lora", "'vera'"]),
     (["method=corda", "method.calibration.batches=0"], "method.calibration.batches", ["> 0"]),
@@ -107,6 +108,12 @@ def test_misspelled_peft_param_names_the_intended_field() -> None:
 
 def test_valid_default_config_has_no_problems() -> None:
     assert _problems() == []
+
+
+@pytest.mark.parametrize("method", ["full", "galore", "ia3", "lora"])
+def test_closest_capacity_policy_accepts_every_method(method: str) -> None:
+    """budget=zoo (policy closest) runs methods without a knob as they are: validation lets them through."""
+    assert _problems(f"method={method}", "budget=zoo") == []
 
 
 def test_all_problems_are_reported_at_once() -> None:

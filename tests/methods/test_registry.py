@@ -185,6 +185,38 @@ def test_solve_capacity_without_knob_is_an_error() -> None:
         solve_capacity(spec, loaded)
 
 
+@pytest.mark.parametrize("name", ["full", "ia3"])
+def test_closest_policy_runs_a_method_without_knob_as_it_is_and_says_so(name: str) -> None:
+    spec, loaded = _setup(name, 1000)
+    spec.budget["capacity_policy"] = "closest"
+    solved, info = solve_capacity(spec, loaded)
+    count = _trainable_for(spec, loaded, spec.method)
+    assert solved is spec.method
+    assert info["knob"] is None and info["value"] is None and info["target"] == 1000
+    assert info["adapter_params"] == count and info["deviation"] == pytest.approx(count / 1000 - 1, abs=1e-6)
+    assert info["met"] is (abs(count / 1000 - 1) <= 0.10) and "no capacity knob" in info["reason"]
+
+
+def test_closest_policy_takes_knob_1_when_even_that_exceeds_the_target() -> None:
+    spec, loaded = _setup("lora", 10)
+    spec.budget["capacity_policy"] = "closest"
+    solved, info = solve_capacity(spec, loaded)
+    assert solved["params"]["r"] == 1 and info["value"] == 1 and info["met"] is False
+    assert info["adapter_params"] == _trainable_for(spec, loaded, solved) > 10
+    assert "r=1 exceeds" in info["reason"]
+
+
+def test_closest_policy_marks_a_solved_count_short_of_the_target() -> None:
+    """lora's counts come in steps of one rank: a target just under r=2 solves to r=1, ~50% short."""
+    spec, loaded = _setup("lora", None)
+    r1, r2 = (_trainable_for(spec, loaded, _with_knob(spec.method, "r", v)) for v in (1, 2))
+    spec.budget.update(trainable_params=r2 - 1, capacity_policy="closest")
+    solved, info = solve_capacity(spec, loaded)
+    assert info["value"] == 1 and info["adapter_params"] == r1 and info["met"] is False
+    spec.budget["trainable_params"] = r1
+    assert solve_capacity(spec, loaded)[1]["met"] is True and "reason" not in solve_capacity(spec, loaded)[1]
+
+
 @pytest.mark.parametrize("peft_type", sorted(__import__("methods").PEFT_CONFIGS))
 def test_source_read_fields_never_claim_a_non_field(peft_type: str) -> None:
     """The no-import fast path may under-count a config's fields, never over-count them."""
