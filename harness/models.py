@@ -178,6 +178,12 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
                                     + "\n  ".join(tried)) from exc
     if info["source"] == "hub":
         info["commit"] = getattr(backbone.config, "_commit_hash", None)
+    if model_cfg["kind"] == "encoder" and getattr(backbone, "pooler", None) is not None:
+        # The task head pools the last hidden states itself (model.pooling); BERT's own pooler (a dense +
+        # tanh on [CLS]) would never see a gradient, yet a full-parameter method would count its 148k
+        # weights (MiniLM) as trained. BertModel/RobertaModel skip a None pooler.
+        backbone.pooler = None
+        info["dropped"] = ["pooler"]
     if tokenizer.pad_token is None:
         # Decoders often ship without a pad token; EOS is the usual stand-in (masked out of the loss).
         tokenizer.pad_token = tokenizer.eos_token
