@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.capacity import TOLERANCE as CAPACITY_TOLERANCE
 from harness.leaderboard.tuning import is_validation_run
 from harness.records import iter_records
 
@@ -28,7 +29,7 @@ CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
 LONG_COLUMNS = ["signature", "status", "method", "model", "task", "suite", "budget", "seed", "metric",
                 "value", "direction", "primary", "trainable_params", "total_params", "peak_memory_mb",
                 "train_time_s", "task_version", "hardware", "subtask", "baseline", "baseline_kind", "n_outcomes",
-                "outcome_sum", "outcome_key"]
+                "outcome_sum", "outcome_key", "capacity_target", "capacity_params"]
 NAN = float("nan")
 
 
@@ -111,10 +112,13 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
         if include_failed:
             return [(run["signature"], run["status"], run["method"], run["model"], run["task"],
                      run.get("suite"), run["budget"], run["seed"], None, NAN, None, None, NAN, NAN, NAN, NAN, None,
-                     hardware, False, NAN, None, NAN, NAN, NAN)]
+                     hardware, False, NAN, None, NAN, NAN, NAN, NAN, NAN)]
         return []
     ev, tr = rec["eval"], rec["train"]
     cost = (tr["trainable_params"], tr["total_params"], tr["peak_memory_mb"], tr["train_time_s"])
+    # budget.trainable_params: the target and the adapter count the method reached (harness.capacity)
+    cap = (rec.get("meta") or {}).get("capacity") or {}
+    capacity = (_num(cap.get("target")), _num(cap.get("adapter_params")))
     subtasks = ev.get("subtasks")
     if subtasks:
         # one row-set per evaluated set; the record's own `metrics` repeat the first set's (kept for
@@ -127,7 +131,7 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
             primary = sub["primary_metric"]
             base, kind = _baseline_of(sub)
             out += [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
-                     *_outcome_totals(sub, name, primary)) for name, m in sub["metrics"].items()]
+                     *_outcome_totals(sub, name, primary), *capacity) for name, m in sub["metrics"].items()]
         return out
     primary = ev["primary_metric"]
     head = (run["signature"], "success", run["method"], run["model"], run["task"], run.get("suite") or "",
@@ -135,7 +139,7 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
     tail = (*cost, ev["task_version"], hardware, False)
     base, kind = _baseline_of(ev)
     return [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
-             *_outcome_totals(ev, name, primary)) for name, m in ev["metrics"].items()]
+             *_outcome_totals(ev, name, primary), *capacity) for name, m in ev["metrics"].items()]
 
 
 def _num(v: Any) -> float:
@@ -225,13 +229,13 @@ def aggregate(long: pd.DataFrame, *, resolved: bool = False) -> pd.DataFrame:
     ok = long if resolved else one_value_per_seed(long, success_only=True)
     if ok.empty:
         return pd.DataFrame(columns=[*CELL_KEYS, "direction", "primary", "mean", "std", "n_seeds", "ci95",
-                                     "trainable_params", "peak_memory_mb", "train_time_s", "baseline",
-                                     "baseline_kind"])
+                                     *COST_COLUMNS, "baseline", "baseline_kind"])
     g = ok.groupby(list(CELL_KEYS), dropna=False, sort=True)
     out = g.agg(direction=("direction", "first"), primary=("primary", "first"), mean=("value", "mean"),
                 std=("value", "std"), n_seeds=("seed", "nunique"),
                 trainable_params=("trainable_params", "median"), peak_memory_mb=("peak_memory_mb", "median"),
-                train_time_s=("train_time_s", "median"), baseline=("baseline", "median"),
+                train_time_s=("train_time_s", "median"), capacity_target=("capacity_target", "median"),
+                capacity_params=("capacity_params", "median"), baseline=("baseline", "median"),
                 baseline_kind=("baseline_kind", "first")).reset_index()
     from scipy import stats
 
@@ -307,7 +311,19 @@ class Board:
         return out
 
 
-COST_COLUMNS = ["trainable_params", "peak_memory_mb", "train_time_s"]
+# medians per method; capacity_*: the budget's trainable-parameter target and the method's adapter count
+# (NaN without a target), so a board can mark a method that ran off the target (capacity_policy=closest)
+COST_COLUMNS = ["trainable_params", "peak_memory_mb", "train_time_s", "capacity_target", "capacity_params"]
+
+
+def capacity_misses(cost: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """method → (target, adapter count) for every method whose count is further than ±10% from its target."""
+    if "capacity_target" not in cost:
+        return {}
+    t, c = cost["capacity_target"].to_numpy(dtype=float), cost["capacity_params"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.abs(c / t - 1.0) > CAPACITY_TOLERANCE
+    return {str(m): (float(t[i]), float(c[i])) for i, m in enumerate(cost.index) if off[i]}
 
 
 def hardware_by_board(long: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, int]]:
@@ -387,6 +403,13 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
                       baseline={t: float(np.median(v)) for t, v in baseline.items()}, baseline_kind=baseline_kind)
         if scores.isna().any().any():
             board.notes.append(f"{int(scores.isna().sum().sum())} method×task cell(s) have no successful run")
+        missed = capacity_misses(cost)
+        if missed:
+            target = next(iter(missed.values()))[0]
+            board.notes.append(f"{len(missed)} of {len(methods)} methods ran off the capacity target of {target:,.0f} "
+                               f"adapter parameters by more than ±{CAPACITY_TOLERANCE:.0%} (no capacity knob, or its "
+                               "closest setting; † in the tables): "
+                               + ", ".join(f"{m} {c:,.0f}" for m, (_, c) in sorted(missed.items())))
         if board.min_seeds and (n.fillna(0) < board.min_seeds).any().any():
             board.notes.append(f"some cells have fewer than the {board.min_seeds} seeds budget {budget!r} asks for")
         mix = (hardware or {}).get((board.budget, board.model, board.suite), {})

@@ -60,3 +60,31 @@ def test_leaderboard_page_and_markdown_carry_the_note(tmp_path: Path):
     md = next(out.glob("smoke__minilm-l6__glue.md")).read_text()
     assert "runs measured on different hardware" in md
     assert "runs measured on different hardware" in (out / "index.html").read_text()
+
+
+def _capacity_records(counts: dict[str, int | None], target: int = 73_728) -> list[dict]:
+    """One record per method and seed; a count of None: a record from a budget without a target."""
+    recs = []
+    for i, (method, count) in enumerate(counts.items()):
+        for seed in (0, 1):
+            rec = make_record(method, "glue/sst2", seed, 0.8 + 0.01 * i)
+            if count is not None:
+                rec["meta"]["capacity"] = {"knob": "r", "value": 8, "target": target, "adapter_params": count,
+                                           "deviation": count / target - 1, "met": abs(count / target - 1) <= 0.1}
+            recs.append(rec)
+    return recs
+
+
+def test_board_marks_methods_that_ran_off_the_capacity_target(tmp_path: Path):
+    # lora meets it exactly, dora 7% under (within ±10%), ia3 and full far off
+    counts = {"lora": 73_728, "dora": 69_120, "ia3": 16_128, "full": 22_565_376}
+    long = long_table(_capacity_records(counts))
+    (board,) = boards(aggregate(long))
+    assert board.cost.loc["dora", "capacity_params"] == 69_120 and board.cost.loc["lora", "capacity_target"] == 73_728
+    (note,) = [n for n in board.notes if "capacity target" in n]
+    assert note.startswith("2 of 4 methods ran off the capacity target of 73,728 adapter parameters by more than ±10%")
+    assert "full 22,565,376" in note and "ia3 16,128" in note and "dora" not in note and "lora" not in note
+
+    # without a target (any ordinary budget) there is nothing to mark
+    (board,) = boards(aggregate(long_table(_capacity_records(dict.fromkeys(counts)))))
+    assert not any("capacity" in n for n in board.notes)
