@@ -17,7 +17,8 @@ from tests.methods.test_registry import method_cfg
 def _plan(name: str, tmp_path) -> str:
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "plan", "--config-dir", "sweeps", "--config-name",
                            name, f"results_dir={tmp_path / 'results'}", f"runs_dir={tmp_path / 'runs'}",
-                           "logger=none"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+                           "logger=none"], check=False, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -29,7 +30,7 @@ def _plan(name: str, tmp_path) -> str:
 def test_campaign_runs_every_applicable_method(name: str, kind: str, tasks: set[str], seeds: set[int],
                                                budget: str, tmp_path) -> None:
     out = _plan(name, tmp_path)
-    jobs = re.findall(r"^\s*\d+ run\s+(\S+)\|(\S+)\|(\S+)\|(\S+)\|s(\d+)", out, flags=re.M)
+    jobs = re.findall(r"^\s*\d+ run\s+(\S+)\|(\S+)\|(\S+)\|(\S+)\|s(\d+)", out, flags=re.MULTILINE)
     applies = {m for m in method_names() if kind in method_cfg(m)["info"]["applies_to"]}
     assert {j[0] for j in jobs} == applies
     assert {j[2] for j in jobs} == tasks and {j[3] for j in jobs} == {budget}

@@ -211,7 +211,7 @@ def test_closest_policy_marks_a_solved_count_short_of_the_target() -> None:
     spec, loaded = _setup("lora", None)
     r1, r2 = (_trainable_for(spec, loaded, _with_knob(spec.method, "r", v)) for v in (1, 2))
     spec.budget.update(trainable_params=r2 - 1, capacity_policy="closest")
-    solved, info = solve_capacity(spec, loaded)
+    _, info = solve_capacity(spec, loaded)
     assert info["value"] == 1 and info["adapter_params"] == r1 and info["met"] is False
     spec.budget["trainable_params"] = r1
     assert solve_capacity(spec, loaded)[1]["met"] is True and "reason" not in solve_capacity(spec, loaded)[1]
