@@ -3,12 +3,21 @@
 Fair comparison means equal capacity. When `budget.trainable_params` is set, the method's
 `capacity_knob` (usually the rank r) is chosen as the largest value whose adapter stays within the
 target. The count is measured by actually building the adapter on the real backbone (no formula to
-drift out of date); it is monotone in the knob, so a bisection needs ~log2(range) builds.
+drift out of date); it is monotone in the knob, so a bisection from the configured value needs a few
+builds. Each build copies the backbone (a method may rewrite W0 at init), seconds per build for some
+methods (NOLA's random bases), so the solved block is kept in the model cache keyed by everything it
+depends on: a campaign's jobs that differ only in task or seed solve it once.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 MAX_KNOB = 1 << 20   # large knobs exist (FourierFT n_frequency); doubling stops at the target
@@ -46,6 +55,53 @@ def _block(target: int, knob: str | None, value: Any, achieved: int, configured:
     return out
 
 
+def _cache_file(spec: Any, policy: str) -> Path | None:
+    """Where this solve is kept: it depends on the method block, the model block (architecture and
+    targets), the target, the policy and the packages that build adapters; None without a cache dir."""
+    cache_dir = getattr(spec, "cache_dir", None)
+    if not cache_dir:
+        return None
+    from harness.provenance import package_versions
+
+    versions = {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")}
+    key = json.dumps({"method": spec.method, "model": spec.model, "target": spec.budget.get("trainable_params"),
+                      "policy": policy, "versions": versions, "code": _methods_code()}, sort_keys=True, default=str)
+    return Path(cache_dir) / "capacity" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+@cache
+def _methods_code() -> str:
+    """A digest of the method implementations (methods/*.py): a custom method whose code changes its
+    parameter count must not reuse a solve made by the old code."""
+    import methods
+
+    h = hashlib.sha256()
+    for f in sorted(Path(methods.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _cached(path: Path | None) -> dict[str, Any] | None:
+    try:
+        block = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    return block if isinstance(block, dict) and "adapter_params" in block else None
+
+
+def _keep(path: Path | None, block: dict[str, Any]) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(block, fh)
+        os.replace(tmp, path)   # atomic: two jobs solving at once both write the same block
+    except OSError:
+        pass   # a read-only cache only costs the next job the solve
+
+
 def solve_capacity(spec: Any, loaded: Any) -> tuple[Mapping[str, Any], dict[str, Any]]:
     """Return (method config to use, a record block describing what was solved).
 
@@ -54,39 +110,58 @@ def solve_capacity(spec: Any, loaded: Any) -> tuple[Mapping[str, Any], dict[str,
     its configured values when it has no knob, knob=1 when even that exceeds the target — and the
     block says so (`met: false`, `reason`), so that the leaderboard can mark it."""
     target = spec.budget.get("trainable_params")
-    knob = spec.method.get("capacity_knob")
-    closest = spec.budget.get("capacity_policy", "strict") == "closest"
     if not target:
         return spec.method, {}
+    policy = spec.budget.get("capacity_policy", "strict")
+    knob = spec.method.get("capacity_knob")
+    path = _cache_file(spec, policy)
+    block = _cached(path)
+    if block is None:
+        block = _solve(spec, loaded, int(target), knob, policy == "closest")
+        _keep(path, block)
+    method = _with_knob(spec.method, knob, block["value"]) if knob and block.get("value") is not None else spec.method
+    return method, block
+
+
+def _solve(spec: Any, loaded: Any, target: int, knob: str | None, closest: bool) -> dict[str, Any]:
     configured = (spec.method.get("params") or {}).get(knob) if knob else None
     if not knob:
         if not closest:
             raise ValueError(f"budget.trainable_params={target} but method {spec.method['name']!r} has no "
                              "capacity_knob to solve for")
-        return spec.method, _block(target, None, None, _trainable_for(spec, loaded, spec.method), None,
-                                   "no capacity knob: ran at its configured values")
-    lo, hi = 1, 1
-    count_hi = _trainable_for(spec, loaded, _with_knob(spec.method, knob, hi))
-    if count_hi > target:
-        if not closest:
-            raise ValueError(f"method {spec.method['name']!r}: even {knob}=1 trains {count_hi} parameters "
-                             f"> budget.trainable_params={target}")
-        return (_with_knob(spec.method, knob, 1),
-                _block(target, knob, 1, count_hi, configured, f"even {knob}=1 exceeds the target"))
-    while count_hi <= target and hi < MAX_KNOB:
-        lo, hi = hi, hi * 2
-        count_hi = _trainable_for(spec, loaded, _with_knob(spec.method, knob, hi))
-    if count_hi <= target:
-        lo = hi
-    while hi - lo > 1:
+        return _block(target, None, None, _trainable_for(spec, loaded, spec.method), None,
+                      "no capacity knob: ran at its configured values")
+    counts: dict[int, int] = {}
+
+    def count(value: int) -> int:
+        if value not in counts:
+            counts[value] = _trainable_for(spec, loaded, _with_knob(spec.method, knob, value))
+        return counts[value]
+
+    # bracket the answer from the configured value (usually near it), doubling up or halving down
+    start = configured if isinstance(configured, int) and not isinstance(configured, bool) \
+        and 1 <= configured <= MAX_KNOB else 1
+    lo = hi = start
+    if count(start) <= target:
+        while count(hi) <= target and hi < MAX_KNOB:
+            lo, hi = hi, min(hi * 2, MAX_KNOB)
+        if count(hi) <= target:
+            lo = hi
+    else:
+        while lo > 1 and count(lo) > target:
+            hi, lo = lo, lo // 2
+        if count(lo) > target:   # lo == 1
+            if not closest:
+                raise ValueError(f"method {spec.method['name']!r}: even {knob}=1 trains {count(1)} parameters "
+                                 f"> budget.trainable_params={target}")
+            return _block(target, knob, 1, count(1), configured, f"even {knob}=1 exceeds the target")
+    while hi - lo > 1:   # count(lo) <= target < count(hi)
         mid = (lo + hi) // 2
-        if _trainable_for(spec, loaded, _with_knob(spec.method, knob, mid)) <= target:
+        if count(mid) <= target:
             lo = mid
         else:
             hi = mid
-    solved = _with_knob(spec.method, knob, lo)
-    achieved = _trainable_for(spec, loaded, solved)
-    block = _block(target, knob, lo, achieved, configured)
+    block = _block(target, knob, lo, count(lo), configured)
     if not block["met"]:
-        block["reason"] = f"the largest {knob} within the target reaches {achieved}"
-    return solved, block
+        block["reason"] = f"the largest {knob} within the target reaches {count(lo)}"
+    return block

@@ -243,3 +243,37 @@ def test_validating_a_peft_method_does_not_import_torch() -> None:
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_solve_is_kept_in_the_cache_and_reused(tmp_path, monkeypatch) -> None:
+    """A campaign's jobs that differ in task or seed solve once; another target or method block solves anew."""
+    from harness import capacity
+
+    spec, loaded = _setup("lora", None)
+    r3 = _trainable_for(spec, loaded, _with_knob(spec.method, "r", 3))
+    spec.budget["trainable_params"] = r3
+    spec.cache_dir = tmp_path
+    solved, block = solve_capacity(spec, loaded)
+    assert solved["params"]["r"] == 3 and len(list((tmp_path / "capacity").glob("*.json"))) == 1
+
+    def no_build(*a, **k):
+        raise AssertionError("the cached solve was not used")
+
+    monkeypatch.setattr(capacity, "_trainable_for", no_build)
+    again, block2 = solve_capacity(spec, loaded)
+    assert again == solved and block2 == block
+    spec.budget["trainable_params"] = r3 + 1       # another target: solved anew
+    with pytest.raises(AssertionError, match="not used"):
+        solve_capacity(spec, loaded)
+    spec.budget["trainable_params"] = r3
+    spec.method = {**spec.method, "params": {**spec.method["params"], "lora_dropout": 0.3}}   # another block
+    with pytest.raises(AssertionError, match="not used"):
+        solve_capacity(spec, loaded)
+
+
+@pytest.mark.parametrize("configured", [1, 3, 64])
+def test_solve_from_any_configured_value_finds_the_same_answer(configured: int) -> None:
+    spec, loaded = _setup("lora", None)
+    spec.method["params"]["r"] = configured
+    spec.budget["trainable_params"] = _trainable_for(spec, loaded, _with_knob(spec.method, "r", 5)) + 1
+    assert solve_capacity(spec, loaded)[0]["params"]["r"] == 5
