@@ -1291,6 +1291,62 @@ def prop_elalora() -> None:
         torch.testing.assert_close(outputs(reloaded), expected_out)
 
 
+def prop_sora() -> None:
+    """SoRA: ΔW = (α/r)·B·diag(g)·A (W0 at init: B = 0); the method's optimizer soft-thresholds the gate after its
+    AdamW step: with no gradient (Adam moves nothing) gate entries with |g| ≤ ξ become exactly 0 and the others shrink
+    by exactly ξ, while A and B are never thresholded; with a gradient the gate equals AdamW's step followed by
+    sign(g)·max(|g| − ξ, 0); a zero gate entry removes its rank-1 component from ΔW."""
+    from methods.sora import layers, soft_threshold_
+
+    model, base, cfg = build("sora")
+    p = cfg["params"]
+    r, alpha, xi = p["r"], p["lora_alpha"], p["threshold"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.2)
+    lyr = custom_layer(model)
+    expected = (alpha / r * lyr.lora_B @ torch.diag(lyr.gate) @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+    impl = methods.resolve(cfg)
+    opt = impl.optimizer(model, cfg)
+    g0 = torch.tensor([0.5, -0.5, 0.5 * xi, -0.5 * xi, xi, 0.0, 2.0, -3 * xi])[:r]
+    with torch.no_grad():
+        for m in layers(model):
+            m.gate.copy_(g0)
+    a0, b0 = lyr.lora_A.detach().clone(), lyr.lora_B.detach().clone()
+    for q in model.parameters():
+        if q.requires_grad:
+            q.grad = torch.zeros_like(q)
+    opt.step()
+    shrunk = torch.sign(g0) * (g0.abs() - xi).clamp_min(0)
+    torch.testing.assert_close(lyr.gate.detach(), shrunk, atol=1e-12, rtol=0)
+    assert torch.all(lyr.gate[g0.abs() <= xi] == 0)   # exactly zero, not small
+    assert torch.equal(lyr.lora_A, a0) and torch.equal(lyr.lora_B, b0)   # only the gate is thresholded
+    assert (lyr.lora_A.abs() < xi).any()   # ... though A has entries below ξ
+
+    # with a real gradient: AdamW's step, then the proximal map
+    from tests.methods.test_registry import _forward_backward
+
+    opt = impl.optimizer(model, cfg)
+    model.train()
+    _forward_backward(model, "encoder")
+    ref = lyr.gate.detach().clone().requires_grad_()
+    ref.grad = lyr.gate.grad.clone()
+    ref_opt = torch.optim.AdamW([ref], lr=cfg["optim"]["lr"], weight_decay=0.0)
+    ref_opt.step()
+    soft_threshold_(ref.data, xi)
+    opt.step()
+    torch.testing.assert_close(lyr.gate.detach(), ref.detach(), atol=1e-7, rtol=1e-6)
+    assert lyr.rank == int(torch.count_nonzero(lyr.gate))
+
+    # a zero gate entry removes its component
+    with torch.no_grad():
+        lyr.gate[0] = 0.0
+    keep = torch.arange(1, r)
+    expected = (alpha / r * lyr.lora_B[:, keep] @ torch.diag(lyr.gate[keep]) @ lyr.lora_A[keep]).detach()
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
