@@ -1347,6 +1347,66 @@ def prop_sora() -> None:
     torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
 
 
+def prop_lora_pro() -> None:
+    """LoRA-Pro: on a small case with a known full gradient G, the adjusted gradients' equivalent gradient
+    s·(B·g_A + g_B·A) equals the closed-form projection P_B·G + (I − P_B)·G·P_A (P_B, P_A the orthogonal projectors
+    on B's columns and A's rows), which is at least as close to G as LoRA's own equivalent gradient; X solves the
+    Sylvester equation and is the stationary point of ‖g_A − g_A^lora‖² + ‖g_B − g_B^lora‖²; the method's optimizer
+    hands exactly these gradients to AdamW."""
+    from methods.lora_pro import adjusted_gradients, solve_sylvester
+
+    gen = torch.Generator().manual_seed(0)
+    m, n, r, s = 10, 12, 3, 2.0
+    a = torch.randn(r, n, generator=gen).requires_grad_()
+    b = torch.randn(m, r, generator=gen).requires_grad_()
+    full = torch.randn(m, n, generator=gen)   # G = ∂L/∂W for L = ⟨G, W0 + s·B·A⟩
+    (full * (s * b @ a)).sum().backward()
+    torch.testing.assert_close(a.grad, s * b.detach().T @ full)
+    torch.testing.assert_close(b.grad, s * full @ a.detach().T)
+    a, b, ga, gb = a.detach(), b.detach(), a.grad, b.grad
+    new_a, new_b = adjusted_gradients(a, b, ga, gb, s)
+    equiv = s * (b @ new_a + new_b @ a)
+    pb = b @ torch.linalg.pinv(b)
+    pa = torch.linalg.pinv(a) @ a
+    projection = pb @ full + (torch.eye(m) - pb) @ full @ pa
+    torch.testing.assert_close(equiv, projection, atol=1e-4, rtol=1e-4)
+    lora_equiv = s * (b @ ga + gb @ a)
+    assert float((equiv - full).norm()) <= float((lora_equiv - full).norm())
+    assert not torch.allclose(lora_equiv, projection, atol=1e-2)   # the adjustment changes something
+
+    # X: the Sylvester solution, and the minimiser of the distance to LoRA's gradients over the family
+    btb, aat = b.T @ b, a @ a.T
+    btb_inv, aat_inv = torch.linalg.inv(btb), torch.linalg.inv(aat)
+    c = -(1 / s**2) * btb_inv @ ga @ a.T
+    x = solve_sylvester(btb, aat, c)
+    torch.testing.assert_close(btb @ x + x @ aat, c, atol=1e-5, rtol=1e-4)
+    xv = x.clone().double().requires_grad_()
+    a64, b64, ga64, gb64 = a.double(), b.double(), ga.double(), gb.double()
+    fa = (1 / s**2) * btb_inv.double() @ ga64 + xv @ a64
+    fb = (1 / s**2) * (torch.eye(m, dtype=torch.float64) - b64 @ btb_inv.double() @ b64.T) @ gb64 @ aat_inv.double() \
+        - b64 @ xv
+    ((fa - ga64).pow(2).sum() + (fb - gb64).pow(2).sum()).backward()
+    assert float(xv.grad.abs().max()) < 1e-4 * float(ga.abs().max() + gb.abs().max())
+    torch.testing.assert_close(new_a, fa.detach().float(), atol=1e-4, rtol=1e-4)
+
+    # the method's optimizer: the gradients AdamW sees are the adjusted ones
+    from tests.methods.test_registry import _forward_backward
+
+    model, base, cfg = build("lora_pro")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.2)
+    lyr = custom_layer(model)
+    opt = methods.resolve(cfg).optimizer(model, cfg)
+    model.train()
+    _forward_backward(model, "encoder")
+    a0, b0, ga0, gb0 = lyr.lora_A.detach().clone(), lyr.lora_B.detach().clone(), lyr.lora_A.grad.clone(), \
+        lyr.lora_B.grad.clone()
+    opt.step()
+    want_a, want_b = adjusted_gradients(a0, b0, ga0, gb0, lyr.scaling)
+    torch.testing.assert_close(lyr.lora_A.grad, want_a)
+    torch.testing.assert_close(lyr.lora_B.grad, want_b)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
