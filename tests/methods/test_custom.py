@@ -50,6 +50,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "elalora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),   # Q, Λ, P at the initial rank
     "sora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),      # A, B and the gate g at the maximum rank
     "lora_pro": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),        # LoRA's A, B (only the gradients differ)
+    "coto": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),            # LoRA's A, B
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -1405,6 +1406,64 @@ def prop_lora_pro() -> None:
     want_a, want_b = adjusted_gradients(a0, b0, ga0, gb0, lyr.scaling)
     torch.testing.assert_close(lyr.lora_A.grad, want_a)
     torch.testing.assert_close(lyr.lora_B.grad, want_b)
+
+
+def prop_coto() -> None:
+    """CoTo: the activation probability ramps linearly from initial_p to final_p over the first stage1_ratio of the
+    steps, then stays; each step one draw per transformer block decides all its adapters, at least one block is
+    active, the active fraction matches p; a dropped adapter is skipped in training (the layer is W0, its factors get
+    no gradient at all) while evaluation uses every adapter (ΔW = (α/r)·B·A); the draws are reproducible from the
+    seed and the step."""
+    from methods.coto import draw, layers, probability, set_step
+
+    model, base, cfg = build("coto", kind="decoder", sampler_seed=5)
+    p = cfg["params"]
+    impl = methods.resolve(cfg)
+    torch.testing.assert_close(outputs(model), outputs(base))
+    total = 100
+    end = math.ceil(total * p["stage1_ratio"])
+    assert probability(0, total, p) == pytest.approx(p["initial_p"])
+    assert probability(end // 2, total, p) == pytest.approx(p["initial_p"] + (1 - p["initial_p"]) * (end // 2) / end)
+    assert probability(end, total, p) == probability(total - 1, total, p) == pytest.approx(p["final_p"])
+    found = layers(model)
+    assert [m.group for m in found] == [0, 0, 1, 1]   # q_proj, v_proj of block 0, then of block 1
+    counts, n = torch.zeros(6), 3000
+    for t in range(n):
+        mask = draw(5, t, 6, 0.3)
+        assert mask.any()
+        counts += mask
+    # P(active | at least one of 6 active) = 0.3 / (1 − 0.7⁶)
+    assert float(counts.mean() / n) == pytest.approx(0.3 / (1 - 0.7**6), abs=0.02)
+    seen = set()
+    for step in range(40):
+        impl.callback(model, step, total)
+        states = [m.on for m in found]
+        assert states[0] == states[1] and states[2] == states[3] and any(states)
+        assert all(bool(m.active) == m.on for m in found)
+        assert states[::2] == draw(5, step + 1, 2, probability(step + 1, total, p)).tolist()
+        seen.add(tuple(states))
+    assert len(seen) > 1
+
+    # a dropped adapter in training: W0 only, no gradient; evaluation: every adapter
+    randomize(model, 0.2)
+    for m, on in zip(found, [False, False, True, True], strict=True):
+        m.set_active(on)
+    from tests.methods.test_registry import _forward_backward
+
+    model.train()
+    _forward_backward(model, "decoder")
+    assert found[0].lora_A.grad is None and found[0].lora_B.grad is None
+    assert found[2].lora_A.grad is not None and found[2].lora_B.grad.abs().sum() > 0
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(found[0](x), found[0].base_layer(x))
+    path = "model.layers.0.self_attn.q_proj"
+    model.eval()
+    lyr = custom_layer(model, path)
+    expected = (p["lora_alpha"] / p["r"] * lyr.lora_B @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+    set_step(model, 0, total)
+    again, _, _ = build("coto", kind="decoder", sampler_seed=5)
+    assert [m.on for m in layers(again)] == [m.on for m in found]
 
 
 def prop_full() -> None:
