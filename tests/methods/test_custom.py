@@ -51,6 +51,8 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "sora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),      # A, B and the gate g at the maximum rank
     "lora_pro": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),        # LoRA's A, B (only the gradients differ)
     "coto": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),            # LoRA's A, B
+    # the whole budget, r slots per layer (Q, Λ, P), allocated at apply; r_init of them active at first
+    "increlora": ({"r": 5, "r_init": 2}, lambda p: LAYERS * p["r"] * (2 * D + 1)),
 }
 
 

@@ -1466,6 +1466,94 @@ def prop_coto() -> None:
     assert [m.on for m in layers(again)] == [m.on for m in found]
 
 
+def prop_increlora() -> None:
+    """IncreLoRA: ΔW = (α/n)·P[:, :n]·diag(Λ[:n])·Q[:n] with n the layer's active rank (W0 at init: Λ = 0); the
+    budget's unallocated slots are inert (no gradient); the backward sets each layer's score; driven by a constructed
+    score signal, every round the top_h layers by Ī·Ū gain add_r components, ranks only grow, the total never exceeds
+    r × layers and reaches it by grow_until, slots move to the growing layers (the allocated total is constant) and
+    the optimizer's moments follow their slots; the saved adapter records and restores the moved slots."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from methods import _adapters
+    from methods.increlora import IncreLoraLinear, grow, layers
+
+    model, base, cfg = build("increlora", kind="decoder", r=4, r_init=2)
+    p = cfg["params"]
+    alpha = p["lora_alpha"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    found = layers(model)
+    assert [(m.n, m.slots) for m in found] == [(2, 4)] * 4
+    path = "model.layers.0.self_attn.q_proj"
+    lyr = custom_layer(model, path)
+    randomize(model, 0.2)
+    with torch.no_grad():   # unallocated slots keep Λ = 0 in training (no gradient reaches them)
+        for m in found:
+            m.lora_E[m.n:] = 0
+    n = lyr.n
+    expected = (alpha / n * lyr.lora_B[:, :n] @ torch.diag(lyr.lora_E[:n]) @ lyr.lora_A[:n]).detach()
+    torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+    from tests.methods.test_registry import _forward_backward
+
+    model.train()
+    _forward_backward(model, "decoder")
+    assert torch.all(lyr.lora_A.grad[n:] == 0) and torch.all(lyr.lora_B.grad[:, n:] == 0)
+    assert torch.all(lyr.lora_E.grad[n:] == 0) and lyr.lora_A.grad[:n].abs().sum() > 0
+    assert all(m.score is not None and float(m.score) > 0 for m in found)
+    model.zero_grad(set_to_none=True)
+    # growing rescales: the new component has Λ = 0, the scale α/n becomes α/(n+1) (the authors' ranknum)
+    before = custom_delta(model, base, path)
+    grow(found, [0], 1, 16, 0)
+    assert lyr.n == n + 1
+    torch.testing.assert_close(custom_delta(model, base, path), before * n / (n + 1), atol=1e-6, rtol=1e-4)
+
+    # a constructed score signal through the method's optimizer and callback
+    model, _, cfg = build("increlora", kind="decoder", r=4, r_init=1, top_h=2, add_r=1, init_warmup=0.1,
+                          grow_until=0.5)
+    impl = methods.resolve(cfg)
+    randomize(model, 0.2)
+    found = layers(model)
+    opt = impl.optimizer(model, cfg)
+    total, budget = 60, 16
+    strength = [10.0, 3.0, 1.0, 0.01]
+    g = torch.Generator().manual_seed(0)
+    history = []
+    for step in range(total):
+        for m, s in zip(found, strength, strict=True):
+            for name in ("lora_A", "lora_E", "lora_B"):
+                q = getattr(m, name)
+                q.grad = torch.randn(q.shape, generator=g) * 1e-3
+            m.score = torch.tensor(s * (1 + 0.5 * float(torch.rand((), generator=g))))
+        opt.step()
+        before = [m.n for m in found]
+        impl.callback(model, step, total)
+        ranks = [m.n for m in found]
+        assert all(x >= y for x, y in zip(ranks, before, strict=True))   # ranks only grow
+        assert sum(ranks) <= budget and sum(m.slots for m in found) == budget
+        assert all(m.n <= m.slots for m in found)
+        for m in found:
+            assert m.lora_A.shape[0] == m.lora_E.shape[0] == m.lora_B.shape[1] == m.slots
+            assert opt.state[m.lora_A]["exp_avg"].shape == m.lora_A.shape
+        history.append(ranks)
+        opt.zero_grad(set_to_none=True)
+    assert history[5] == [1, 1, 1, 1]   # nothing before the warm-up
+    assert history[-1] == [7, 7, 1, 1] and sum(history[30]) == budget   # the two strongest got every round
+    assert all(not m.tracking for m in found)   # scoring stops once the budget is reached
+    assert [m.slots for m in found] == [7, 7, 1, 1]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/adapter"
+        expected_out = outputs(model)
+        _adapters.save(model, out, cfg, TINY_DECODER_CFG)
+        meta = json.loads((Path(out) / _adapters.CONFIG_FILE).read_text())
+        paths = [k for k, x in model.named_modules() if isinstance(x, IncreLoraLinear)]
+        assert [meta["tensors"][f"{k}.lora_E"]["shape"][0] for k in paths] == [7, 7, 1, 1]
+        reloaded = _adapters.load(tiny_llama(), out)
+        assert [x.n for x in layers(reloaded)] == [7, 7, 1, 1]
+        torch.testing.assert_close(outputs(reloaded), expected_out)
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
