@@ -1554,6 +1554,49 @@ def prop_increlora() -> None:
         torch.testing.assert_close(outputs(reloaded), expected_out)
 
 
+def prop_flora() -> None:
+    """Flora: every weight trains; each block matrix keeps its momentum compressed to rank r (r×n or m×r, never
+    m×n) by a seeded Gaussian projection; the first step's momentum is (1 − β1)·down(u) for the step's Adafactor
+    direction u (read off the weight change); every κ steps the seed moves on and the momentum is carried into the
+    new projection, C ← β1·down_new(up_old(C)) (+ the step's own term, zero with a zero gradient)."""
+    from methods.flora import down, up
+
+    _, model, opt, cfg = _full_param("flora", rank=3, kappa=2)
+    p = cfg["params"]
+    b1, lr = p["beta1"], cfg["optim"]["lr"]
+    assert all(q.requires_grad for q in model.parameters())
+    mats = _projected(model)
+    w0 = {k: q.detach().clone() for k, q in mats.items()}
+    seeds = {k: opt.state[q]["seed"] for k, q in mats.items()}
+    _lm_step(model, opt)
+    for k, q in mats.items():
+        st = opt.state[q]
+        c = st["exp_avg"]
+        assert 3 in c.shape and c.shape != q.shape and st["seed"] == seeds[k]
+        # Δ = −lr·max(1e-3, rms(W0))·(1 − β1)·u (no clipping: rms((1 − β1)·u) < 1), so C = (1 − β1)·down(u)
+        lr_eff = lr * max(1e-3, float(w0[k].norm() / w0[k].numel() ** 0.5))
+        u_part = -(q.detach() - w0[k]) / lr_eff
+        want = down(seeds[k], 3, u_part)   # read off a float32 weight change of ~1e-6: compare as a whole
+        assert float((c - want).norm() / want.norm()) < 1e-3
+    for name, t in model.named_parameters():   # compressed iff a matrix with min side ≥ r and aspect ratio ≤ 4
+        shape = tuple(t.shape)
+        dense = opt.state[t]["exp_avg"].shape == t.shape
+        assert dense != (len(shape) == 2 and min(shape) >= 3 and max(shape) / min(shape) <= 4), name
+    # step 2 = κ: with a zero gradient the momentum is only carried into the new projection
+    k, q = next(iter(mats.items()))
+    c_old, seed_old = opt.state[q]["exp_avg"].clone(), opt.state[q]["seed"]
+    for t in model.parameters():
+        t.grad = torch.zeros_like(t)
+    opt.step()
+    seed_new = opt.state[q]["seed"]
+    assert seed_new != seed_old
+    torch.testing.assert_close(opt.state[q]["exp_avg"], b1 * down(seed_new, 3, up(seed_old, 3, tuple(q.shape), c_old)),
+                               atol=1e-6, rtol=1e-4)
+    opt.zero_grad(set_to_none=True)
+    _lm_step(model, opt, seed=3)
+    assert opt.state[q]["seed"] == seed_new   # step 3: no resampling
+
+
 def prop_full() -> None:
     """Full fine-tuning trains every weight of the backbone."""
     cfg = method_cfg("full")
