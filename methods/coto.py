@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from methods import MethodImpl, register
-from methods._adapters import AdapterLinear, kaiming_uniform, wrap
+from methods._adapters import AdapterLinear, find_targets, kaiming_uniform, target_names, wrap
 
 
 class CotoLinear(AdapterLinear):
@@ -105,8 +105,6 @@ def apply(backbone: nn.Module, method_cfg: Mapping[str, Any], model_cfg: Mapping
     if not (0 < lo <= hi <= 1 and 0 < ratio <= 1):
         raise ValueError(f"coto: need 0 < initial_p={lo} <= final_p={hi} <= 1 and stage1_ratio={ratio} in (0, 1]")
     seed = int(p["sampler_seed"]) if p.get("sampler_seed") is not None else torch.initial_seed() % 2**62
-    from methods._adapters import find_targets, target_names
-
     paths = [path for path, _, _ in find_targets(backbone, target_names(method_cfg, model_cfg))]
     blocks: dict[str, int] = {}
     group = [blocks.setdefault(_block_of(path), len(blocks)) for path in paths]
