@@ -48,6 +48,11 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "mora": ({"r": 5, "mora_type": 6}, lambda p: LAYERS * 18**2),
     "dylora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),   # A (r×32) + B (32×r), all r components
     "elalora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),   # Q, Λ, P at the initial rank
+    "sora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),      # A, B and the gate g at the maximum rank
+    "lora_pro": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),        # LoRA's A, B (only the gradients differ)
+    "coto": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),            # LoRA's A, B
+    # the whole budget, r slots per layer (Q, Λ, P), allocated at apply; r_init of them active at first
+    "increlora": ({"r": 5, "r_init": 2}, lambda p: LAYERS * p["r"] * (2 * D + 1)),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -1289,6 +1290,311 @@ def prop_elalora() -> None:
         reloaded = _adapters.load(tiny_llama(), out)
         assert [x.rank for x in layers(reloaded)] == final
         torch.testing.assert_close(outputs(reloaded), expected_out)
+
+
+def prop_sora() -> None:
+    """SoRA: ΔW = (α/r)·B·diag(g)·A (W0 at init: B = 0); the method's optimizer soft-thresholds the gate after its
+    AdamW step: with no gradient (Adam moves nothing) gate entries with |g| ≤ ξ become exactly 0 and the others shrink
+    by exactly ξ, while A and B are never thresholded; with a gradient the gate equals AdamW's step followed by
+    sign(g)·max(|g| − ξ, 0); a zero gate entry removes its rank-1 component from ΔW."""
+    from methods.sora import layers, soft_threshold_
+
+    model, base, cfg = build("sora")
+    p = cfg["params"]
+    r, alpha, xi = p["r"], p["lora_alpha"], p["threshold"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.2)
+    lyr = custom_layer(model)
+    expected = (alpha / r * lyr.lora_B @ torch.diag(lyr.gate) @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+    impl = methods.resolve(cfg)
+    opt = impl.optimizer(model, cfg)
+    g0 = torch.tensor([0.5, -0.5, 0.5 * xi, -0.5 * xi, xi, 0.0, 2.0, -3 * xi])[:r]
+    with torch.no_grad():
+        for m in layers(model):
+            m.gate.copy_(g0)
+    a0, b0 = lyr.lora_A.detach().clone(), lyr.lora_B.detach().clone()
+    for q in model.parameters():
+        if q.requires_grad:
+            q.grad = torch.zeros_like(q)
+    opt.step()
+    shrunk = torch.sign(g0) * (g0.abs() - xi).clamp_min(0)
+    torch.testing.assert_close(lyr.gate.detach(), shrunk, atol=1e-12, rtol=0)
+    assert torch.all(lyr.gate[g0.abs() <= xi] == 0)   # exactly zero, not small
+    assert torch.equal(lyr.lora_A, a0) and torch.equal(lyr.lora_B, b0)   # only the gate is thresholded
+    assert (lyr.lora_A.abs() < xi).any()   # ... though A has entries below ξ
+
+    # with a real gradient: AdamW's step, then the proximal map
+    from tests.methods.test_registry import _forward_backward
+
+    opt = impl.optimizer(model, cfg)
+    model.train()
+    _forward_backward(model, "encoder")
+    ref = lyr.gate.detach().clone().requires_grad_()
+    ref.grad = lyr.gate.grad.clone()
+    ref_opt = torch.optim.AdamW([ref], lr=cfg["optim"]["lr"], weight_decay=0.0)
+    ref_opt.step()
+    soft_threshold_(ref.data, xi)
+    opt.step()
+    torch.testing.assert_close(lyr.gate.detach(), ref.detach(), atol=1e-7, rtol=1e-6)
+    assert lyr.rank == int(torch.count_nonzero(lyr.gate))
+
+    # a zero gate entry removes its component
+    with torch.no_grad():
+        lyr.gate[0] = 0.0
+    keep = torch.arange(1, r)
+    expected = (alpha / r * lyr.lora_B[:, keep] @ torch.diag(lyr.gate[keep]) @ lyr.lora_A[keep]).detach()
+    torch.testing.assert_close(custom_delta(model, base), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_lora_pro() -> None:
+    """LoRA-Pro: on a small case with a known full gradient G, the adjusted gradients' equivalent gradient
+    s·(B·g_A + g_B·A) equals the closed-form projection P_B·G + (I − P_B)·G·P_A (P_B, P_A the orthogonal projectors
+    on B's columns and A's rows), which is at least as close to G as LoRA's own equivalent gradient; X solves the
+    Sylvester equation and is the stationary point of ‖g_A − g_A^lora‖² + ‖g_B − g_B^lora‖²; the method's optimizer
+    hands exactly these gradients to AdamW."""
+    from methods.lora_pro import adjusted_gradients, solve_sylvester
+
+    gen = torch.Generator().manual_seed(0)
+    m, n, r, s = 10, 12, 3, 2.0
+    a = torch.randn(r, n, generator=gen).requires_grad_()
+    b = torch.randn(m, r, generator=gen).requires_grad_()
+    full = torch.randn(m, n, generator=gen)   # G = ∂L/∂W for L = ⟨G, W0 + s·B·A⟩
+    (full * (s * b @ a)).sum().backward()
+    torch.testing.assert_close(a.grad, s * b.detach().T @ full)
+    torch.testing.assert_close(b.grad, s * full @ a.detach().T)
+    a, b, ga, gb = a.detach(), b.detach(), a.grad, b.grad
+    new_a, new_b = adjusted_gradients(a, b, ga, gb, s)
+    equiv = s * (b @ new_a + new_b @ a)
+    pb = b @ torch.linalg.pinv(b)
+    pa = torch.linalg.pinv(a) @ a
+    projection = pb @ full + (torch.eye(m) - pb) @ full @ pa
+    torch.testing.assert_close(equiv, projection, atol=1e-4, rtol=1e-4)
+    lora_equiv = s * (b @ ga + gb @ a)
+    assert float((equiv - full).norm()) <= float((lora_equiv - full).norm())
+    assert not torch.allclose(lora_equiv, projection, atol=1e-2)   # the adjustment changes something
+
+    # X: the Sylvester solution, and the minimiser of the distance to LoRA's gradients over the family
+    btb, aat = b.T @ b, a @ a.T
+    btb_inv, aat_inv = torch.linalg.inv(btb), torch.linalg.inv(aat)
+    c = -(1 / s**2) * btb_inv @ ga @ a.T
+    x = solve_sylvester(btb, aat, c)
+    torch.testing.assert_close(btb @ x + x @ aat, c, atol=1e-5, rtol=1e-4)
+    xv = x.clone().double().requires_grad_()
+    a64, b64, ga64, gb64 = a.double(), b.double(), ga.double(), gb.double()
+    fa = (1 / s**2) * btb_inv.double() @ ga64 + xv @ a64
+    fb = (1 / s**2) * (torch.eye(m, dtype=torch.float64) - b64 @ btb_inv.double() @ b64.T) @ gb64 @ aat_inv.double() \
+        - b64 @ xv
+    ((fa - ga64).pow(2).sum() + (fb - gb64).pow(2).sum()).backward()
+    assert float(xv.grad.abs().max()) < 1e-4 * float(ga.abs().max() + gb.abs().max())
+    torch.testing.assert_close(new_a, fa.detach().float(), atol=1e-4, rtol=1e-4)
+
+    # the method's optimizer: the gradients AdamW sees are the adjusted ones
+    from tests.methods.test_registry import _forward_backward
+
+    model, base, cfg = build("lora_pro")
+    torch.testing.assert_close(outputs(model), outputs(base))
+    randomize(model, 0.2)
+    lyr = custom_layer(model)
+    opt = methods.resolve(cfg).optimizer(model, cfg)
+    model.train()
+    _forward_backward(model, "encoder")
+    a0, b0, ga0, gb0 = lyr.lora_A.detach().clone(), lyr.lora_B.detach().clone(), lyr.lora_A.grad.clone(), \
+        lyr.lora_B.grad.clone()
+    opt.step()
+    want_a, want_b = adjusted_gradients(a0, b0, ga0, gb0, lyr.scaling)
+    torch.testing.assert_close(lyr.lora_A.grad, want_a)
+    torch.testing.assert_close(lyr.lora_B.grad, want_b)
+
+
+def prop_coto() -> None:
+    """CoTo: the activation probability ramps linearly from initial_p to final_p over the first stage1_ratio of the
+    steps, then stays; each step one draw per transformer block decides all its adapters, at least one block is
+    active, the active fraction matches p; a dropped adapter is skipped in training (the layer is W0, its factors get
+    no gradient at all) while evaluation uses every adapter (ΔW = (α/r)·B·A); the draws are reproducible from the
+    seed and the step."""
+    from methods.coto import draw, layers, probability, set_step
+
+    model, base, cfg = build("coto", kind="decoder", sampler_seed=5)
+    p = cfg["params"]
+    impl = methods.resolve(cfg)
+    torch.testing.assert_close(outputs(model), outputs(base))
+    total = 100
+    end = math.ceil(total * p["stage1_ratio"])
+    assert probability(0, total, p) == pytest.approx(p["initial_p"])
+    assert probability(end // 2, total, p) == pytest.approx(p["initial_p"] + (1 - p["initial_p"]) * (end // 2) / end)
+    assert probability(end, total, p) == probability(total - 1, total, p) == pytest.approx(p["final_p"])
+    found = layers(model)
+    assert [m.group for m in found] == [0, 0, 1, 1]   # q_proj, v_proj of block 0, then of block 1
+    counts, n = torch.zeros(6), 3000
+    for t in range(n):
+        mask = draw(5, t, 6, 0.3)
+        assert mask.any()
+        counts += mask
+    # P(active | at least one of 6 active) = 0.3 / (1 − 0.7⁶)
+    assert float(counts.mean() / n) == pytest.approx(0.3 / (1 - 0.7**6), abs=0.02)
+    seen = set()
+    for step in range(40):
+        impl.callback(model, step, total)
+        states = [m.on for m in found]
+        assert states[0] == states[1] and states[2] == states[3] and any(states)
+        assert all(bool(m.active) == m.on for m in found)
+        assert states[::2] == draw(5, step + 1, 2, probability(step + 1, total, p)).tolist()
+        seen.add(tuple(states))
+    assert len(seen) > 1
+
+    # a dropped adapter in training: W0 only, no gradient; evaluation: every adapter
+    randomize(model, 0.2)
+    for m, on in zip(found, [False, False, True, True], strict=True):
+        m.set_active(on)
+    from tests.methods.test_registry import _forward_backward
+
+    model.train()
+    _forward_backward(model, "decoder")
+    assert found[0].lora_A.grad is None and found[0].lora_B.grad is None
+    assert found[2].lora_A.grad is not None and found[2].lora_B.grad.abs().sum() > 0
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(found[0](x), found[0].base_layer(x))
+    path = "model.layers.0.self_attn.q_proj"
+    model.eval()
+    lyr = custom_layer(model, path)
+    expected = (p["lora_alpha"] / p["r"] * lyr.lora_B @ lyr.lora_A).detach()
+    torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+    set_step(model, 0, total)
+    again, _, _ = build("coto", kind="decoder", sampler_seed=5)
+    assert [m.on for m in layers(again)] == [m.on for m in found]
+
+
+def prop_increlora() -> None:
+    """IncreLoRA: ΔW = (α/n)·P[:, :n]·diag(Λ[:n])·Q[:n] with n the layer's active rank (W0 at init: Λ = 0); the
+    budget's unallocated slots are inert (no gradient); the backward sets each layer's score; driven by a constructed
+    score signal, every round the top_h layers by Ī·Ū gain add_r components, ranks only grow, the total never exceeds
+    r × layers and reaches it by grow_until, slots move to the growing layers (the allocated total is constant) and
+    the optimizer's moments follow their slots; the saved adapter records and restores the moved slots."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from methods import _adapters
+    from methods.increlora import IncreLoraLinear, grow, layers
+
+    model, base, cfg = build("increlora", kind="decoder", r=4, r_init=2)
+    p = cfg["params"]
+    alpha = p["lora_alpha"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    found = layers(model)
+    assert [(m.n, m.slots) for m in found] == [(2, 4)] * 4
+    path = "model.layers.0.self_attn.q_proj"
+    lyr = custom_layer(model, path)
+    randomize(model, 0.2)
+    with torch.no_grad():   # unallocated slots keep Λ = 0 in training (no gradient reaches them)
+        for m in found:
+            m.lora_E[m.n:] = 0
+    n = lyr.n
+    expected = (alpha / n * lyr.lora_B[:, :n] @ torch.diag(lyr.lora_E[:n]) @ lyr.lora_A[:n]).detach()
+    torch.testing.assert_close(custom_delta(model, base, path), expected, atol=1e-5, rtol=1e-4)
+    from tests.methods.test_registry import _forward_backward
+
+    model.train()
+    _forward_backward(model, "decoder")
+    assert torch.all(lyr.lora_A.grad[n:] == 0) and torch.all(lyr.lora_B.grad[:, n:] == 0)
+    assert torch.all(lyr.lora_E.grad[n:] == 0) and lyr.lora_A.grad[:n].abs().sum() > 0
+    assert all(m.score is not None and float(m.score) > 0 for m in found)
+    model.zero_grad(set_to_none=True)
+    # growing rescales: the new component has Λ = 0, the scale α/n becomes α/(n+1) (the authors' ranknum)
+    before = custom_delta(model, base, path)
+    grow(found, [0], 1, 16, 0)
+    assert lyr.n == n + 1
+    torch.testing.assert_close(custom_delta(model, base, path), before * n / (n + 1), atol=1e-6, rtol=1e-4)
+
+    # a constructed score signal through the method's optimizer and callback
+    model, _, cfg = build("increlora", kind="decoder", r=4, r_init=1, top_h=2, add_r=1, init_warmup=0.1,
+                          grow_until=0.5)
+    impl = methods.resolve(cfg)
+    randomize(model, 0.2)
+    found = layers(model)
+    opt = impl.optimizer(model, cfg)
+    total, budget = 60, 16
+    strength = [10.0, 3.0, 1.0, 0.01]
+    g = torch.Generator().manual_seed(0)
+    history = []
+    for step in range(total):
+        for m, s in zip(found, strength, strict=True):
+            for name in ("lora_A", "lora_E", "lora_B"):
+                q = getattr(m, name)
+                q.grad = torch.randn(q.shape, generator=g) * 1e-3
+            m.score = torch.tensor(s * (1 + 0.5 * float(torch.rand((), generator=g))))
+        opt.step()
+        before = [m.n for m in found]
+        impl.callback(model, step, total)
+        ranks = [m.n for m in found]
+        assert all(x >= y for x, y in zip(ranks, before, strict=True))   # ranks only grow
+        assert sum(ranks) <= budget and sum(m.slots for m in found) == budget
+        assert all(m.n <= m.slots for m in found)
+        for m in found:
+            assert m.lora_A.shape[0] == m.lora_E.shape[0] == m.lora_B.shape[1] == m.slots
+            assert opt.state[m.lora_A]["exp_avg"].shape == m.lora_A.shape
+        history.append(ranks)
+        opt.zero_grad(set_to_none=True)
+    assert history[5] == [1, 1, 1, 1]   # nothing before the warm-up
+    assert history[-1] == [7, 7, 1, 1] and sum(history[30]) == budget   # the two strongest got every round
+    assert all(not m.tracking for m in found)   # scoring stops once the budget is reached
+    assert [m.slots for m in found] == [7, 7, 1, 1]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/adapter"
+        expected_out = outputs(model)
+        _adapters.save(model, out, cfg, TINY_DECODER_CFG)
+        meta = json.loads((Path(out) / _adapters.CONFIG_FILE).read_text())
+        paths = [k for k, x in model.named_modules() if isinstance(x, IncreLoraLinear)]
+        assert [meta["tensors"][f"{k}.lora_E"]["shape"][0] for k in paths] == [7, 7, 1, 1]
+        reloaded = _adapters.load(tiny_llama(), out)
+        assert [x.n for x in layers(reloaded)] == [7, 7, 1, 1]
+        torch.testing.assert_close(outputs(reloaded), expected_out)
+
+
+def prop_flora() -> None:
+    """Flora: every weight trains; each block matrix keeps its momentum compressed to rank r (r×n or m×r, never
+    m×n) by a seeded Gaussian projection; the first step's momentum is (1 − β1)·down(u) for the step's Adafactor
+    direction u (read off the weight change); every κ steps the seed moves on and the momentum is carried into the
+    new projection, C ← β1·down_new(up_old(C)) (+ the step's own term, zero with a zero gradient)."""
+    from methods.flora import down, up
+
+    _, model, opt, cfg = _full_param("flora", rank=3, kappa=2)
+    p = cfg["params"]
+    b1, lr = p["beta1"], cfg["optim"]["lr"]
+    assert all(q.requires_grad for q in model.parameters())
+    mats = _projected(model)
+    w0 = {k: q.detach().clone() for k, q in mats.items()}
+    seeds = {k: opt.state[q]["seed"] for k, q in mats.items()}
+    _lm_step(model, opt)
+    for k, q in mats.items():
+        st = opt.state[q]
+        c = st["exp_avg"]
+        assert 3 in c.shape and c.shape != q.shape and st["seed"] == seeds[k]
+        # Δ = −lr·max(1e-3, rms(W0))·(1 − β1)·u (no clipping: rms((1 − β1)·u) < 1), so C = (1 − β1)·down(u)
+        lr_eff = lr * max(1e-3, float(w0[k].norm() / w0[k].numel() ** 0.5))
+        u_part = -(q.detach() - w0[k]) / lr_eff
+        want = down(seeds[k], 3, u_part)   # read off a float32 weight change of ~1e-6: compare as a whole
+        assert float((c - want).norm() / want.norm()) < 1e-3
+    for name, t in model.named_parameters():   # compressed iff a matrix with min side ≥ r and aspect ratio ≤ 4
+        shape = tuple(t.shape)
+        dense = opt.state[t]["exp_avg"].shape == t.shape
+        assert dense != (len(shape) == 2 and min(shape) >= 3 and max(shape) / min(shape) <= 4), name
+    # step 2 = κ: with a zero gradient the momentum is only carried into the new projection
+    k, q = next(iter(mats.items()))
+    c_old, seed_old = opt.state[q]["exp_avg"].clone(), opt.state[q]["seed"]
+    for t in model.parameters():
+        t.grad = torch.zeros_like(t)
+    opt.step()
+    seed_new = opt.state[q]["seed"]
+    assert seed_new != seed_old
+    torch.testing.assert_close(opt.state[q]["exp_avg"], b1 * down(seed_new, 3, up(seed_old, 3, tuple(q.shape), c_old)),
+                               atol=1e-6, rtol=1e-4)
+    opt.zero_grad(set_to_none=True)
+    _lm_step(model, opt, seed=3)
+    assert opt.state[q]["seed"] == seed_new   # step 3: no resampling
 
 
 def prop_full() -> None:
