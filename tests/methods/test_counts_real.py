@@ -69,6 +69,10 @@ FORMULAS: dict[str, Formula] = {
     "mora": lambda p, i, o, n: n * _mora_rank(p, i, o) ** 2,              # M (r̂×r̂)
     "dylora": lambda p, i, o, n: n * p["r"] * (i + o),                    # A + B at the full rank r
     "elalora": lambda p, i, o, n: n * p["r"] * (i + o + 1),               # Q, Λ, P at the initial rank
+    "sora": lambda p, i, o, n: n * p["r"] * (i + o + 1),                  # A, B and the gate g
+    "lora_pro": lambda p, i, o, n: n * p["r"] * (i + o),                  # LoRA's A, B (gradients differ)
+    "coto": lambda p, i, o, n: n * p["r"] * (i + o),                      # LoRA's A, B
+    "increlora": lambda p, i, o, n: n * p["r"] * (i + o + 1),             # P, Λ, Q slots of the full budget
 }
 
 
@@ -84,6 +88,7 @@ FULL_PARAM: dict[str, Callable[[torch.nn.Module, Mapping[str, Any]], int]] = {
     "full": lambda b, p: _total(b),
     "galore": lambda b, p: _total(b),    # every weight; the projection is in the optimizer
     "frugal": lambda b, p: _total(b),
+    "flora": lambda b, p: _total(b),     # every weight; momentum compressed by random projections
     "lisa": _lisa,                       # the current period's share; every weight trains over a run
 }
 
