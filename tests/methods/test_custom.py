@@ -48,6 +48,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "mora": ({"r": 5, "mora_type": 6}, lambda p: LAYERS * 18**2),
     "dylora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),   # A (r×32) + B (32×r), all r components
     "elalora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),   # Q, Λ, P at the initial rank
+    "loldu": ({"r": 5}, lambda p: LAYERS * (p["r"] + 1)),             # the diagonal z and the scalar σ
 }
 
 

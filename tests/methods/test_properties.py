@@ -1434,6 +1434,43 @@ def prop_lisa() -> None:
     assert len(set(samples)) > 1
 
 
+# --------------------------------------------------------------- LoLDU, SVFit, EDoRA, BoRA, Delta-LoRA
+def prop_loldu() -> None:
+    """LoLDU: P, L_r, U_r (unit-triangular) and D_r come from torch.linalg.lu(W0) and are frozen; only the diagonal
+    z (init D_r) and the scalar σ (init α/r) train; W = W0 − σ0·P·L_r·diag(D_r)·U_r + σ·P·L_r·diag(z)·U_r, which
+    is W0 exactly at init."""
+    model, base, cfg = build("loldu")
+    r, sigma0 = cfg["params"]["r"], cfg["params"]["lora_alpha"] / cfg["params"]["r"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=0, rtol=0)
+    trainable = {n.rsplit(".", 1)[-1]: q for n, q in model.named_parameters() if q.requires_grad}
+    assert set(trainable) == {"lora_z", "lora_sigma"}
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    p, lower, upper = torch.linalg.lu(w0)
+    d = torch.diagonal(upper)
+    perm_matrix = torch.eye(w0.shape[0])[lyr.lora_perm]
+    torch.testing.assert_close(perm_matrix, p)
+    torch.testing.assert_close(lyr.lora_L, lower[:, :r])
+    torch.testing.assert_close(lyr.lora_D0, d[:r])
+    torch.testing.assert_close(lyr.lora_U, upper[:r] / d[:r, None])
+    assert torch.equal(torch.diagonal(lyr.lora_L), torch.ones(r)) and torch.equal(lyr.lora_L.triu(1), 0 * lyr.lora_L)
+    torch.testing.assert_close(torch.diagonal(lyr.lora_U), torch.ones(r))
+    assert torch.equal(lyr.lora_U.tril(-1), 0 * lyr.lora_U)
+    torch.testing.assert_close(lyr.lora_z.detach(), d[:r])
+    assert lyr.lora_sigma.shape == () and float(lyr.lora_sigma.detach()) == pytest.approx(sigma0)
+    # at full rank the frozen factors rebuild W0: P·L·diag(D)·U = W0
+    full, _, _ = build("loldu", r=w0.shape[1])
+    f = custom_layer(full)
+    rebuilt = (f.lora_L * f.lora_D0) @ f.lora_U
+    torch.testing.assert_close(p @ rebuilt, w0, atol=1e-5, rtol=1e-4)
+    randomize(model, 0.3)
+    z, sigma = lyr.lora_z.detach(), lyr.lora_sigma.detach()
+    w_res = w0 - sigma0 * p @ lower[:, :r] @ torch.diag(d[:r]) @ (upper[:r] / d[:r, None])
+    expected = w_res + sigma * p @ lower[:, :r] @ torch.diag(z) @ (upper[:r] / d[:r, None])
+    torch.testing.assert_close(custom_delta(model, base) + w0, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.merged_weight().detach(), expected, atol=1e-5, rtol=1e-4)
+
+
 PROPERTIES: dict[str, Callable[[], None]] = {
     name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
 
