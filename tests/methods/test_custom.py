@@ -49,6 +49,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "dylora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),   # A (r×32) + B (32×r), all r components
     "elalora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),   # Q, Λ, P at the initial rank
     "loldu": ({"r": 5}, lambda p: LAYERS * (p["r"] + 1)),             # the diagonal z and the scalar σ
+    "svfit": ({"r": 5}, lambda p: LAYERS * p["r"]),                   # the top-r singular values
 }
 
 

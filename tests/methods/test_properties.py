@@ -1471,6 +1471,34 @@ def prop_loldu() -> None:
     torch.testing.assert_close(lyr.merged_weight().detach(), expected, atol=1e-5, rtol=1e-4)
 
 
+def prop_svfit() -> None:
+    """SVFit: U_r, V_r of W0's SVD frozen, only the top-r singular values σ (init Σ_r) train:
+    W = W0 − U_rΣ_rV_rᵀ + U_r·diag(σ)·V_rᵀ (W0 exactly at init); doubling σ adds W0's best rank-r part."""
+    model, base, cfg = build("svfit")
+    r = cfg["params"]["r"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=0, rtol=0)
+    trainable = {n: q for n, q in model.named_parameters() if q.requires_grad}
+    assert trainable and all(n.endswith(".lora_S") and q.shape == (r,) for n, q in trainable.items())
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    u, s, vh = torch.linalg.svd(w0)
+    torch.testing.assert_close(lyr.lora_S.detach(), s[:r])
+    top = u[:, :r] @ torch.diag(s[:r]) @ vh[:r]
+    torch.testing.assert_close(lyr.lora_U @ torch.diag(lyr.lora_S0) @ lyr.lora_V, top, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        lyr.lora_S.mul_(2)
+    torch.testing.assert_close(custom_delta(model, base), top, atol=1e-5, rtol=1e-4)
+    randomize(model, 0.3)
+    sigma = lyr.lora_S.detach()
+    expected = w0 - top + lyr.lora_U @ torch.diag(sigma) @ lyr.lora_V
+    torch.testing.assert_close(custom_delta(model, base) + w0, expected, atol=1e-5, rtol=1e-4)
+    # the update lives in the frozen singular subspaces: U_rᵀ·ΔW·V_r is diagonal, the rest of ΔW is 0
+    delta = custom_delta(model, base)
+    core = lyr.lora_U.T @ delta @ lyr.lora_V.T
+    torch.testing.assert_close(core, torch.diag(sigma - s[:r]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.lora_U @ core @ lyr.lora_V, delta, atol=1e-5, rtol=1e-4)
+
+
 PROPERTIES: dict[str, Callable[[], None]] = {
     name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
 
