@@ -50,6 +50,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "elalora": ({"r": 5}, lambda p: LAYERS * p["r"] * (2 * D + 1)),   # Q, Λ, P at the initial rank
     "loldu": ({"r": 5}, lambda p: LAYERS * (p["r"] + 1)),             # the diagonal z and the scalar σ
     "svfit": ({"r": 5}, lambda p: LAYERS * p["r"]),                   # the top-r singular values
+    "edora": ({"r": 5}, lambda p: LAYERS * (p["r"] ** 2 + D)),        # R (r×r) + the magnitude (d_out)
 }
 
 

@@ -1499,6 +1499,34 @@ def prop_svfit() -> None:
     torch.testing.assert_close(lyr.lora_U @ core @ lyr.lora_V, delta, atol=1e-5, rtol=1e-4)
 
 
+def prop_edora() -> None:
+    """EDoRA: B = U_r, A = Σ_rV_rᵀ from W0's SVD, frozen; only R (r×r, N(0, σ²) init) and m (init ‖W0‖ per output
+    unit) train; W = m ⊙ (W0 + s·B·R·A)/‖W0 + s·B·R·A‖: each output unit's weight vector has norm |m|."""
+    model, base, cfg = build("edora")
+    p = cfg["params"]
+    r, s_ = p["r"], p["lora_alpha"] / p["r"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-4, rtol=0)
+    exact, base2, _ = build("edora", init_std=0.0)
+    torch.testing.assert_close(outputs(exact), outputs(base2), atol=1e-6, rtol=1e-5)
+    trainable = {n.rsplit(".", 1)[-1]: q for n, q in model.named_parameters() if q.requires_grad}
+    assert set(trainable) == {"lora_R", "lora_magnitude"} and trainable["lora_R"].shape == (r, r)
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    u, s, vh = torch.linalg.svd(w0)
+    torch.testing.assert_close(lyr.lora_B.T @ lyr.lora_B, torch.eye(r), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lyr.lora_B @ lyr.lora_A, u[:, :r] @ torch.diag(s[:r]) @ vh[:r], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.lora_magnitude.detach(), w0.norm(dim=1))
+    randomize(model, 0.3)
+    with torch.no_grad():
+        lyr.lora_magnitude.abs_()
+    m, rr = lyr.lora_magnitude.detach(), lyr.lora_R.detach()
+    v = w0 + s_ * lyr.lora_B @ rr @ lyr.lora_A
+    expected = m[:, None] * v / v.norm(dim=1, keepdim=True)
+    merged = custom_delta(model, base) + w0
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(merged.norm(dim=1), m, atol=1e-5, rtol=1e-4)
+
+
 PROPERTIES: dict[str, Callable[[], None]] = {
     name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
 
