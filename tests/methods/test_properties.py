@@ -1527,6 +1527,40 @@ def prop_edora() -> None:
     torch.testing.assert_close(merged.norm(dim=1), m, atol=1e-5, rtol=1e-4)
 
 
+def prop_bora() -> None:
+    """BoRA: V = W0 + s·B·A (B = 0 at init) normalised per output unit and scaled by m_out, then per input unit
+    and scaled by m_in (both init from W0's norms, both trainable): W0 exactly at init, and afterwards every input
+    column of W has norm |m_in| while W = diag(a)·V·diag(b)."""
+    model, base, cfg = build("bora")
+    p = cfg["params"]
+    s_ = p["lora_alpha"] / p["r"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    trainable = {n.rsplit(".", 1)[-1] for n in trainable_names(model)}
+    assert trainable == {"lora_A", "lora_B", "lora_m_out", "lora_m_in"}
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    torch.testing.assert_close(lyr.lora_m_out.detach(), w0.norm(dim=1))
+    torch.testing.assert_close(lyr.lora_m_in.detach(), w0.norm(dim=0))
+    assert torch.count_nonzero(lyr.lora_B) == 0
+    randomize(model, 0.3)
+    with torch.no_grad():
+        lyr.lora_m_out.abs_()
+        lyr.lora_m_in.abs_()
+    m_out, m_in = lyr.lora_m_out.detach(), lyr.lora_m_in.detach()
+    v = w0 + s_ * lyr.lora_B.detach() @ lyr.lora_A.detach()
+    rows = m_out[:, None] * v / v.norm(dim=1, keepdim=True)
+    expected = rows * m_in / rows.norm(dim=0, keepdim=True)
+    merged = custom_delta(model, base) + w0
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(merged.norm(dim=0), m_in, atol=1e-5, rtol=1e-4)
+    # both magnitudes shape the weight: each gets a gradient
+    from tests.methods.test_registry import _forward_backward
+
+    model.train()
+    _forward_backward(model, "encoder")
+    assert lyr.lora_m_out.grad.abs().sum() > 0 and lyr.lora_m_in.grad.abs().sum() > 0
+
+
 PROPERTIES: dict[str, Callable[[], None]] = {
     name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
 
