@@ -52,6 +52,7 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "svfit": ({"r": 5}, lambda p: LAYERS * p["r"]),                   # the top-r singular values
     "edora": ({"r": 5}, lambda p: LAYERS * (p["r"] ** 2 + D)),        # R (r×r) + the magnitude (d_out)
     "bora": ({"r": 5}, lambda p: LAYERS * (2 * D * p["r"] + 2 * D)),  # A, B + row and column magnitudes
+    "delta_lora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),      # A, B (W moves without a gradient)
 }
 
 

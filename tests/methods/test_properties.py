@@ -1561,6 +1561,45 @@ def prop_bora() -> None:
     assert lyr.lora_m_out.grad.abs().sum() > 0 and lyr.lora_m_in.grad.abs().sum() > 0
 
 
+def prop_delta_lora() -> None:
+    """Delta-LoRA: only A, B train (W has no gradient and no optimizer state); after optimizer step t > K the
+    weight moves by exactly λ·(α/r)·(B_{t+1}A_{t+1} − B_tA_t), and not at all for t ≤ K; the layer computes
+    (W0 + D)·x + (α/r)·B·A·x."""
+    model, base, cfg = build("delta_lora", start_steps=1, update_ratio=2.0)
+    p = cfg["params"]
+    s_, lam = p["lora_alpha"] / p["r"], 2.0
+    torch.testing.assert_close(outputs(model), outputs(base))
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_A", "lora_B"}
+    lyr = custom_layer(model)
+    assert "delta_W" not in dict(model.named_parameters()) and not lyr.base_layer.weight.requires_grad
+    w0 = base_weight(base).clone()
+    callback = methods.resolve(cfg).callback
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-2)
+    from tests.methods.test_registry import _forward_backward
+
+    deltas, products = [], []
+    for step in range(4):
+        ba_before, d_before = (lyr.lora_B @ lyr.lora_A).detach().clone(), lyr.delta_W.clone()
+        model.train()
+        _forward_backward(model, "encoder")
+        opt.step()
+        callback(model, step, 4)
+        opt.zero_grad(set_to_none=True)
+        products.append((lyr.lora_B @ lyr.lora_A).detach().clone())
+        assert not torch.equal(products[-1], ba_before)
+        deltas.append((lyr.delta_W - d_before, products[-1] - ba_before))
+    for step, (moved, dba) in enumerate(deltas):
+        if step > 1:   # t > K = 1
+            torch.testing.assert_close(moved, lam * s_ * dba, atol=1e-7, rtol=1e-5)
+        else:
+            assert torch.count_nonzero(moved) == 0
+    # telescoping: D = λ·s·(B_4A_4 − B_2A_2), W0 stays the backbone's and the layer computes W0 + D + s·B·A
+    torch.testing.assert_close(lyr.delta_W, lam * s_ * (products[3] - products[1]), atol=1e-7, rtol=1e-5)
+    assert torch.equal(lyr.base_layer.weight, w0)
+    expected = w0 + lyr.delta_W + s_ * products[3]
+    torch.testing.assert_close(custom_delta(model, base) + w0, expected, atol=1e-5, rtol=1e-4)
+
+
 PROPERTIES: dict[str, Callable[[], None]] = {
     name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
 
