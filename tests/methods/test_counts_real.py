@@ -73,6 +73,11 @@ FORMULAS: dict[str, Formula] = {
     "lora_pro": lambda p, i, o, n: n * p["r"] * (i + o),                  # LoRA's A, B (gradients differ)
     "coto": lambda p, i, o, n: n * p["r"] * (i + o),                      # LoRA's A, B
     "increlora": lambda p, i, o, n: n * p["r"] * (i + o + 1),             # P, Λ, Q slots of the full budget
+    "loldu": lambda p, i, o, n: n * (p["r"] + 1),                         # the diagonal z and the scalar σ
+    "svfit": lambda p, i, o, n: n * p["r"],                               # the top-r singular values
+    "edora": lambda p, i, o, n: n * (p["r"] ** 2 + o),                    # R (r×r) + the magnitude (d_out)
+    "bora": lambda p, i, o, n: n * (p["r"] * (i + o) + i + o),            # A, B + row and column magnitudes
+    "delta_lora": lambda p, i, o, n: n * p["r"] * (i + o),                # A, B (W moves without a gradient)
 }
 
 

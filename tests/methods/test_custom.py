@@ -53,6 +53,11 @@ FORMULAS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], int]]] = {
     "coto": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),            # LoRA's A, B
     # the whole budget, r slots per layer (Q, Λ, P), allocated at apply; r_init of them active at first
     "increlora": ({"r": 5, "r_init": 2}, lambda p: LAYERS * p["r"] * (2 * D + 1)),
+    "loldu": ({"r": 5}, lambda p: LAYERS * (p["r"] + 1)),             # the diagonal z and the scalar σ
+    "svfit": ({"r": 5}, lambda p: LAYERS * p["r"]),                   # the top-r singular values
+    "edora": ({"r": 5}, lambda p: LAYERS * (p["r"] ** 2 + D)),        # R (r×r) + the magnitude (d_out)
+    "bora": ({"r": 5}, lambda p: LAYERS * (2 * D * p["r"] + 2 * D)),  # A, B + row and column magnitudes
+    "delta_lora": ({"r": 5}, lambda p: LAYERS * 2 * D * p["r"]),      # A, B (W moves without a gradient)
 }
 
 

@@ -1740,6 +1740,172 @@ def prop_lisa() -> None:
     assert len(set(samples)) > 1
 
 
+# --------------------------------------------------------------- LoLDU, SVFit, EDoRA, BoRA, Delta-LoRA
+def prop_loldu() -> None:
+    """LoLDU: P, L_r, U_r (unit-triangular) and D_r come from torch.linalg.lu(W0) and are frozen; only the diagonal
+    z (init D_r) and the scalar σ (init α/r) train; W = W0 − σ0·P·L_r·diag(D_r)·U_r + σ·P·L_r·diag(z)·U_r, which
+    is W0 exactly at init."""
+    model, base, cfg = build("loldu")
+    r, sigma0 = cfg["params"]["r"], cfg["params"]["lora_alpha"] / cfg["params"]["r"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=0, rtol=0)
+    trainable = {n.rsplit(".", 1)[-1]: q for n, q in model.named_parameters() if q.requires_grad}
+    assert set(trainable) == {"lora_z", "lora_sigma"}
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    p, lower, upper = torch.linalg.lu(w0)
+    d = torch.diagonal(upper)
+    perm_matrix = torch.eye(w0.shape[0])[lyr.lora_perm]
+    torch.testing.assert_close(perm_matrix, p)
+    torch.testing.assert_close(lyr.lora_L, lower[:, :r])
+    torch.testing.assert_close(lyr.lora_D0, d[:r])
+    torch.testing.assert_close(lyr.lora_U, upper[:r] / d[:r, None])
+    assert torch.equal(torch.diagonal(lyr.lora_L), torch.ones(r)) and torch.equal(lyr.lora_L.triu(1), 0 * lyr.lora_L)
+    torch.testing.assert_close(torch.diagonal(lyr.lora_U), torch.ones(r))
+    assert torch.equal(lyr.lora_U.tril(-1), 0 * lyr.lora_U)
+    torch.testing.assert_close(lyr.lora_z.detach(), d[:r])
+    assert lyr.lora_sigma.shape == () and float(lyr.lora_sigma.detach()) == pytest.approx(sigma0)
+    # at full rank the frozen factors rebuild W0: P·L·diag(D)·U = W0
+    full, _, _ = build("loldu", r=w0.shape[1])
+    f = custom_layer(full)
+    rebuilt = (f.lora_L * f.lora_D0) @ f.lora_U
+    torch.testing.assert_close(p @ rebuilt, w0, atol=1e-5, rtol=1e-4)
+    randomize(model, 0.3)
+    z, sigma = lyr.lora_z.detach(), lyr.lora_sigma.detach()
+    w_res = w0 - sigma0 * p @ lower[:, :r] @ torch.diag(d[:r]) @ (upper[:r] / d[:r, None])
+    expected = w_res + sigma * p @ lower[:, :r] @ torch.diag(z) @ (upper[:r] / d[:r, None])
+    torch.testing.assert_close(custom_delta(model, base) + w0, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.merged_weight().detach(), expected, atol=1e-5, rtol=1e-4)
+
+
+def prop_svfit() -> None:
+    """SVFit: U_r, V_r of W0's SVD frozen, only the top-r singular values σ (init Σ_r) train:
+    W = W0 − U_rΣ_rV_rᵀ + U_r·diag(σ)·V_rᵀ (W0 exactly at init); doubling σ adds W0's best rank-r part."""
+    model, base, cfg = build("svfit")
+    r = cfg["params"]["r"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=0, rtol=0)
+    trainable = {n: q for n, q in model.named_parameters() if q.requires_grad}
+    assert trainable and all(n.endswith(".lora_S") and q.shape == (r,) for n, q in trainable.items())
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    u, s, vh = torch.linalg.svd(w0)
+    torch.testing.assert_close(lyr.lora_S.detach(), s[:r])
+    top = u[:, :r] @ torch.diag(s[:r]) @ vh[:r]
+    torch.testing.assert_close(lyr.lora_U @ torch.diag(lyr.lora_S0) @ lyr.lora_V, top, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        lyr.lora_S.mul_(2)
+    torch.testing.assert_close(custom_delta(model, base), top, atol=1e-5, rtol=1e-4)
+    randomize(model, 0.3)
+    sigma = lyr.lora_S.detach()
+    expected = w0 - top + lyr.lora_U @ torch.diag(sigma) @ lyr.lora_V
+    torch.testing.assert_close(custom_delta(model, base) + w0, expected, atol=1e-5, rtol=1e-4)
+    # the update lives in the frozen singular subspaces: U_rᵀ·ΔW·V_r is diagonal, the rest of ΔW is 0
+    delta = custom_delta(model, base)
+    core = lyr.lora_U.T @ delta @ lyr.lora_V.T
+    torch.testing.assert_close(core, torch.diag(sigma - s[:r]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.lora_U @ core @ lyr.lora_V, delta, atol=1e-5, rtol=1e-4)
+
+
+def prop_edora() -> None:
+    """EDoRA: B = U_r, A = Σ_rV_rᵀ from W0's SVD, frozen; only R (r×r, N(0, σ²) init) and m (init ‖W0‖ per output
+    unit) train; W = m ⊙ (W0 + s·B·R·A)/‖W0 + s·B·R·A‖: each output unit's weight vector has norm |m|."""
+    model, base, cfg = build("edora")
+    p = cfg["params"]
+    r, s_ = p["r"], p["lora_alpha"] / p["r"]
+    torch.testing.assert_close(outputs(model), outputs(base), atol=1e-4, rtol=0)
+    exact, base2, _ = build("edora", init_std=0.0)
+    torch.testing.assert_close(outputs(exact), outputs(base2), atol=1e-6, rtol=1e-5)
+    trainable = {n.rsplit(".", 1)[-1]: q for n, q in model.named_parameters() if q.requires_grad}
+    assert set(trainable) == {"lora_R", "lora_magnitude"} and trainable["lora_R"].shape == (r, r)
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    u, s, vh = torch.linalg.svd(w0)
+    torch.testing.assert_close(lyr.lora_B.T @ lyr.lora_B, torch.eye(r), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lyr.lora_B @ lyr.lora_A, u[:, :r] @ torch.diag(s[:r]) @ vh[:r], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.lora_magnitude.detach(), w0.norm(dim=1))
+    randomize(model, 0.3)
+    with torch.no_grad():
+        lyr.lora_magnitude.abs_()
+    m, rr = lyr.lora_magnitude.detach(), lyr.lora_R.detach()
+    v = w0 + s_ * lyr.lora_B @ rr @ lyr.lora_A
+    expected = m[:, None] * v / v.norm(dim=1, keepdim=True)
+    merged = custom_delta(model, base) + w0
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(merged.norm(dim=1), m, atol=1e-5, rtol=1e-4)
+
+
+def prop_bora() -> None:
+    """BoRA: V = W0 + s·B·A (B = 0 at init) normalised per output unit and scaled by m_out, then per input unit
+    and scaled by m_in (both init from W0's norms, both trainable): W0 exactly at init, and afterwards every input
+    column of W has norm |m_in| while W = diag(a)·V·diag(b)."""
+    model, base, cfg = build("bora")
+    p = cfg["params"]
+    s_ = p["lora_alpha"] / p["r"]
+    torch.testing.assert_close(outputs(model), outputs(base))
+    trainable = {n.rsplit(".", 1)[-1] for n in trainable_names(model)}
+    assert trainable == {"lora_A", "lora_B", "lora_m_out", "lora_m_in"}
+    lyr = custom_layer(model)
+    w0 = base_weight(base)
+    torch.testing.assert_close(lyr.lora_m_out.detach(), w0.norm(dim=1))
+    torch.testing.assert_close(lyr.lora_m_in.detach(), w0.norm(dim=0))
+    assert torch.count_nonzero(lyr.lora_B) == 0
+    randomize(model, 0.3)
+    with torch.no_grad():
+        lyr.lora_m_out.abs_()
+        lyr.lora_m_in.abs_()
+    m_out, m_in = lyr.lora_m_out.detach(), lyr.lora_m_in.detach()
+    v = w0 + s_ * lyr.lora_B.detach() @ lyr.lora_A.detach()
+    rows = m_out[:, None] * v / v.norm(dim=1, keepdim=True)
+    expected = rows * m_in / rows.norm(dim=0, keepdim=True)
+    merged = custom_delta(model, base) + w0
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(merged.norm(dim=0), m_in, atol=1e-5, rtol=1e-4)
+    # both magnitudes shape the weight: each gets a gradient
+    from tests.methods.test_registry import _forward_backward
+
+    model.train()
+    _forward_backward(model, "encoder")
+    assert lyr.lora_m_out.grad.abs().sum() > 0 and lyr.lora_m_in.grad.abs().sum() > 0
+
+
+def prop_delta_lora() -> None:
+    """Delta-LoRA: only A, B train (W has no gradient and no optimizer state); after optimizer step t > K the
+    weight moves by exactly λ·(α/r)·(B_{t+1}A_{t+1} − B_tA_t), and not at all for t ≤ K; the layer computes
+    (W0 + D)·x + (α/r)·B·A·x."""
+    model, base, cfg = build("delta_lora", start_steps=1, update_ratio=2.0)
+    p = cfg["params"]
+    s_, lam = p["lora_alpha"] / p["r"], 2.0
+    torch.testing.assert_close(outputs(model), outputs(base))
+    assert {n.rsplit(".", 1)[-1] for n in trainable_names(model)} == {"lora_A", "lora_B"}
+    lyr = custom_layer(model)
+    assert "delta_W" not in dict(model.named_parameters()) and not lyr.base_layer.weight.requires_grad
+    w0 = base_weight(base).clone()
+    callback = methods.resolve(cfg).callback
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-2)
+    from tests.methods.test_registry import _forward_backward
+
+    deltas, products = [], []
+    for step in range(4):
+        ba_before, d_before = (lyr.lora_B @ lyr.lora_A).detach().clone(), lyr.delta_W.clone()
+        model.train()
+        _forward_backward(model, "encoder")
+        opt.step()
+        callback(model, step, 4)
+        opt.zero_grad(set_to_none=True)
+        products.append((lyr.lora_B @ lyr.lora_A).detach().clone())
+        assert not torch.equal(products[-1], ba_before)
+        deltas.append((lyr.delta_W - d_before, products[-1] - ba_before))
+    for step, (moved, dba) in enumerate(deltas):
+        if step > 1:   # t > K = 1
+            torch.testing.assert_close(moved, lam * s_ * dba, atol=1e-7, rtol=1e-5)
+        else:
+            assert torch.count_nonzero(moved) == 0
+    # telescoping: D = λ·s·(B_4A_4 − B_2A_2), W0 stays the backbone's and the layer computes W0 + D + s·B·A
+    torch.testing.assert_close(lyr.delta_W, lam * s_ * (products[3] - products[1]), atol=1e-7, rtol=1e-5)
+    assert torch.equal(lyr.base_layer.weight, w0)
+    expected = w0 + lyr.delta_W + s_ * products[3]
+    torch.testing.assert_close(custom_delta(model, base) + w0, expected, atol=1e-5, rtol=1e-4)
+
+
 PROPERTIES: dict[str, Callable[[], None]] = {
     name.removeprefix("prop_"): fn for name, fn in globals().items() if name.startswith("prop_")}
 
