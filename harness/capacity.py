@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_KNOB = 1 << 20   # large knobs exist (FourierFT n_frequency); doubling stops at the target
+UNBUILDABLE = 1 << 62   # the count of a knob value the method cannot build: beyond every target
 
 
 def _trainable_for(spec: Any, loaded: Any, method: Mapping[str, Any]) -> int:
@@ -132,10 +133,19 @@ def _solve(spec: Any, loaded: Any, target: int, knob: str | None, closest: bool)
         return _block(target, None, None, _trainable_for(spec, loaded, spec.method), None,
                       "no capacity knob: ran at its configured values")
     counts: dict[int, int] = {}
+    unbuildable: dict[int, str] = {}
 
     def count(value: int) -> int:
+        """The count at `value`; a value the method refuses to build (LoLDU's or SVFit's r beyond the
+        layer's rank) counts as beyond any target, so the solve settles on the largest one it can build."""
         if value not in counts:
-            counts[value] = _trainable_for(spec, loaded, _with_knob(spec.method, knob, value))
+            try:
+                counts[value] = _trainable_for(spec, loaded, _with_knob(spec.method, knob, value))
+            except ValueError as exc:
+                if value == 1:
+                    raise
+                unbuildable[value] = str(exc).splitlines()[0]
+                counts[value] = UNBUILDABLE
         return counts[value]
 
     # bracket the answer from the configured value (usually near it), doubling up or halving down
@@ -163,5 +173,7 @@ def _solve(spec: Any, loaded: Any, target: int, knob: str | None, closest: bool)
             hi = mid
     block = _block(target, knob, lo, count(lo), configured)
     if not block["met"]:
-        block["reason"] = f"the largest {knob} within the target reaches {count(lo)}"
+        block["reason"] = (f"the largest {knob} within the target reaches {count(lo)}" if hi not in unbuildable
+                           else f"the largest {knob} the method can build reaches {count(lo)} ({knob}={hi}: "
+                                f"{unbuildable[hi]})")
     return block

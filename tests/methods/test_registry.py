@@ -277,3 +277,13 @@ def test_solve_from_any_configured_value_finds_the_same_answer(configured: int) 
     spec.method["params"]["r"] = configured
     spec.budget["trainable_params"] = _trainable_for(spec, loaded, _with_knob(spec.method, "r", 5)) + 1
     assert solve_capacity(spec, loaded)[0]["params"]["r"] == 5
+
+
+def test_solve_settles_on_the_largest_value_the_method_can_build() -> None:
+    """SVFit trains r singular values per layer and cannot take r beyond the layer's rank (32 on the tiny
+    models): a target it cannot reach solves to that rank, and the closest policy says why."""
+    spec, loaded = _setup("svfit", 10_000)
+    spec.budget["capacity_policy"] = "closest"
+    solved, info = solve_capacity(spec, loaded)
+    assert solved["params"]["r"] == 32 and info["met"] is False
+    assert info["reason"].startswith("the largest r the method can build reaches") and "(r=33: " in info["reason"]
