@@ -35,9 +35,16 @@ def _trainable_for(spec: Any, loaded: Any, method: Mapping[str, Any]) -> int:
 
 
 def _with_knob(method: Mapping[str, Any], knob: str, value: int) -> dict[str, Any]:
+    """The method block with its knob at `value`; the params its YAML names in `capacity_scales` keep their
+    configured ratio to the knob (AdaLoRA's target_r to init_r: a final budget above the initial rank
+    has no meaning, and peft fails on it mid-training)."""
     out = copy.deepcopy(dict(method))
-    out["params"] = dict(out.get("params") or {})
-    out["params"][knob] = value
+    params = out["params"] = dict(out.get("params") or {})
+    configured = params.get(knob)
+    for name in out.get("capacity_scales") or []:
+        if isinstance(configured, int) and configured > 0 and isinstance(params.get(name), int):
+            params[name] = max(1, min(value, round(params[name] * value / configured)))
+    params[knob] = value
     return out
 
 

@@ -116,6 +116,14 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
     if knob is not None and knob not in params:
         c.add(f"method.capacity_knob: {knob!r} is not a key of method.params "
               f"({', '.join(params) or 'empty'})")
+    scales = m.get("capacity_scales")
+    if scales is not None and (not isinstance(scales, list) or any(s not in params for s in scales)):
+        c.add(f"method.capacity_scales: {scales!r} must list keys of method.params that keep their ratio to "
+              f"the capacity knob ({', '.join(params) or 'empty'})")
+    if m.get("peft_type") == "adalora" and isinstance(params.get("target_r"), int) \
+            and isinstance(params.get("init_r"), int) and params["target_r"] > params["init_r"]:
+        c.add(f"method.params.target_r: {params['target_r']} > init_r={params['init_r']}; AdaLoRA's budget "
+              "shrinks from init_r to target_r (peft fails mid-training otherwise)")
     info = m.get("info") or {}
     if not isinstance(info, Mapping):
         c.add("method.info: must be a mapping (paper, mechanism, applies_to)")

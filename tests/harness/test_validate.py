@@ -62,6 +62,8 @@ BAD = [
     (["budget.eval_every=-1"], "budget.eval_every", [">= 0"]),
     (["method=full", "budget.trainable_params=1000"], "budget.trainable_params", ["full", "capacity knob"]),
     (["method=galore", "budget.trainable_params=1000"], "budget.trainable_params", ["galore", "capacity knob"]),
+    (["method=adalora", "method.params.target_r=16"], "method.params.target_r", ["16 > init_r=12"]),
+    (["+method.capacity_scales=[rank]"], "method.capacity_scales", ["keys of method.params"]),
     (["+budget.capacity_policy=nearest"], "budget.capacity_policy", ["'nearest'", "strict", "closest"]),
     (["method=galore", "method.name=nosuch"], "method.name", ["'nosuch'", "no implementation", "galore", "lisa"]),
     (["method=vera", "+method.optim.name=lorafa"], "method.optim.name", ["lorafa", "peft_type lora", "'vera'"]),

@@ -287,3 +287,13 @@ def test_solve_settles_on_the_largest_value_the_method_can_build() -> None:
     solved, info = solve_capacity(spec, loaded)
     assert solved["params"]["r"] == 32 and info["met"] is False
     assert info["reason"].startswith("the largest r the method can build reaches") and "(r=33: " in info["reason"]
+
+
+def test_adalora_target_r_keeps_its_ratio_to_the_solved_init_r() -> None:
+    """init_r is AdaLoRA's knob; target_r follows it (capacity_scales) so the final budget stays below it."""
+    spec, _ = _setup("adalora", None)
+    assert spec.method["capacity_scales"] == ["target_r"]
+    six = _with_knob(spec.method, "init_r", 6)["params"]
+    assert six["init_r"] == 6 and six["target_r"] == 4          # 8/12 of 6
+    assert _with_knob(spec.method, "init_r", 1)["params"]["target_r"] == 1
+    assert _with_knob(spec.method, "init_r", 24)["params"]["target_r"] == 16
