@@ -1,5 +1,5 @@
-"""LoRA-XS (arXiv:2405.17604): W = W0 + (α/r)·B·R·A with B, A frozen from the truncated SVD of W0 and only
-the r×r matrix R trained: r² parameters per adapted layer, whatever the layer's width."""
+"""LoRA-XS (arXiv:2405.17604): W = W0 + (α/r)·B·R·A with B = U_r and A = Σ_r·V_rᵀ frozen from the truncated SVD
+of W0 and only the r×r matrix R trained: r² parameters per adapted layer, whatever the layer's width."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -17,14 +17,16 @@ class LoraXSLinear(AdapterLinear):
         super().__init__(base)
         if r > min(self.in_features, self.out_features):
             raise ValueError(f"lora_xs: r={r} exceeds the rank of a {self.out_features}×{self.in_features} layer")
-        # Defining rule (arXiv:2405.17604, Sec. 3; the authors' utils/initialization_utils.py, "svd_on_w", top
-        # part): W0 = UΣVᵀ, B = U_r·Σ_r and A = V_rᵀ, both frozen; R sits between them and is the only trainable
-        # tensor, initialised N(0, σ²) with σ = 1e-5 (so W0 is reproduced at init up to O(σ)).
+        # Defining rule (arXiv:2405.17604, Sec. 3; the authors' utils/initialization_utils.py): W0 = UΣVᵀ and
+        # B = U_r, A = Σ_r·V_rᵀ, both frozen. Their code runs scikit-learn's TruncatedSVD on W0ᵀ (in×out), whose
+        # transform U'Σ' = V_rΣ_r becomes lora_A (transposed) and whose components_ U_rᵀ become lora_B
+        # (transposed): Σ sits on the A side, so ΔW = B·R·A = U_r·R·Σ_r·V_rᵀ. R between them is the only
+        # trainable tensor, initialised N(0, σ²) with σ = 1e-5 (W0 is reproduced at init up to O(σ)).
         u, s, vh = torch.linalg.svd(base.weight.detach().to(torch.float32), full_matrices=False)
         f = self.factory
         # persistent: an SVD recomputed on another device may flip signs of singular vectors
-        self.register_buffer("lora_B", (u[:, :r] * s[:r]).to(**f))
-        self.register_buffer("lora_A", vh[:r].to(**f))
+        self.register_buffer("lora_B", u[:, :r].to(**f))
+        self.register_buffer("lora_A", (s[:r, None] * vh[:r]).to(**f))
         self.lora_R = nn.Parameter(torch.randn(r, r, **f) * init_std)
         self.scaling = alpha / r
 

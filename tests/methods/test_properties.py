@@ -818,8 +818,8 @@ def one_step(model: torch.nn.Module, kind: str = "encoder", lr: float = 1e-2) ->
 
 
 def prop_lora_xs() -> None:
-    """LoRA-XS: B = U_rΣ_r, A = V_rᵀ (W0's truncated SVD) frozen; only the r×r R trains; ΔW = (α/r)·B·R·A;
-    with R = 0 the model is W0 exactly, with the authors' σ = 1e-5 init it is W0 up to O(σ)."""
+    """LoRA-XS: B = U_r, A = Σ_rV_rᵀ (W0's truncated SVD, Σ on A's side as in the authors' code) frozen; only the
+    r×r R trains; ΔW = (α/r)·B·R·A; with R = 0 the model is W0 exactly, with σ = 1e-5 it is W0 up to O(σ)."""
     model, base, cfg = build("lora_xs")
     r, p = cfg["params"]["r"], cfg["params"]
     torch.testing.assert_close(outputs(model), outputs(base), atol=1e-4, rtol=0)
@@ -828,6 +828,8 @@ def prop_lora_xs() -> None:
     lyr = custom_layer(model)
     u, s, vh = torch.linalg.svd(base_weight(base))
     torch.testing.assert_close(lyr.lora_B @ lyr.lora_A, u[:, :r] @ torch.diag(s[:r]) @ vh[:r], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lyr.lora_B.T @ lyr.lora_B, torch.eye(r), atol=1e-5, rtol=0)   # B = U_r: orthonormal
+    torch.testing.assert_close(lyr.lora_A.norm(dim=1), s[:r], atol=1e-5, rtol=1e-4)          # A's rows: σ_i·v_iᵀ
     exact, base2, _ = build("lora_xs", init_std=0.0)
     torch.testing.assert_close(outputs(exact), outputs(base2))
     randomize(model, 0.1)
