@@ -555,7 +555,7 @@ def _board_job(args: tuple[Any, ...]) -> tuple[BoardReport, str, str, str, str |
 # Per-board output cache: <results>/leaderboards/.cache/boards/<sha256 of the board's inputs>.json
 # ------------------------------------------------------------------------------------------------
 
-BOARD_CACHE_VERSION = 2  # the cache layout; the code that renders a board is keyed by its digest
+BOARD_CACHE_VERSION = 3  # the cache layout (3: the verdict beside the files); the code that renders a board is keyed by its digest
 BOOTSTRAP_SEED = 0       # the rng_seed of every board's bootstrap (see _bootstrap)
 
 
@@ -615,21 +615,26 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
     return h.hexdigest()
 
 
-def _load_board(path: Path, html: bool) -> tuple[str, str, str, str | None] | None:
+def _load_board(path: Path, html: bool) -> tuple[str, str, str, str | None, list[str]] | None:
+    """(md, csv, json, HTML section, the verdict in the JSON) of a cached board; None: not usable."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        md, csv, js, section = doc["md"], doc["csv"], doc["json"], doc["section"]
+        md, csv, js, section, board_verdict = doc["md"], doc["csv"], doc["json"], doc["section"], doc["verdict"]
         if not all(isinstance(x, str) for x in (md, csv, js)) or not (isinstance(section, str) if html
                                                                         else section is None):
             return None
-        return md, csv, js, section
+        if not isinstance(board_verdict, list) or not all(isinstance(x, str) for x in board_verdict):
+            return None
+        return md, csv, js, section, board_verdict
     except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         return None
 
 
-def _save_board(path: Path, md: str, csv: str, js: str, section: str | None) -> None:
-    """Atomic write; an unwritable results tree just goes uncached."""
-    payload = json.dumps({"md": md, "csv": csv, "json": js, "section": section}, separators=(",", ":"))
+def _save_board(path: Path, md: str, csv: str, js: str, section: str | None, *, verdict: list[str]) -> None:
+    """Atomic write; an unwritable results tree just goes uncached. ``verdict``: the JSON document's, kept
+    apart so that a regeneration does not parse every board's document to list the verdicts."""
+    payload = json.dumps({"md": md, "csv": csv, "json": js, "section": section, "verdict": verdict},
+                         separators=(",", ":"))
     try:
         atomic_write(path, payload.encode("utf-8"))
     except OSError:
@@ -747,6 +752,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
                  failed.get((board.budget, board.model, board.suite), 0), html) for board in bs]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)
     cpaths: list[Path | None] = [None] * len(all_jobs)
+    verdict_of: list[list[str] | None] = [None] * len(all_jobs)   # each board's verdict (from its JSON)
     if use_cache:
         cdir = board_cache_dir(results_dir)
         versions = _versions(html)
@@ -754,7 +760,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
             cpaths[i] = cdir / f"{board_cache_key(*job, versions=versions)}.json"
             hit = _load_board(cpaths[i], html)
             if hit is not None:
-                results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit)
+                results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit[:4])
+                verdict_of[i] = hit[4]
     todo = [i for i, r in enumerate(results) if r is None]
     split = jobs > 1 and len(todo) == 1 and html and n_boot > 0
     for i in todo:   # only the boards analysed again read their runs' per-example outcomes (paired tests)
@@ -775,30 +782,31 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     reports: list[Any] = []
     sections: list[str] = []
     # the cell table is written from a thread: it runs while this process waits on the pool (the bootstrap)
-    cells = threading.Thread(target=agg.to_csv, args=(out_dir / "cells.csv",), kwargs={"index": False},
+    cells = threading.Thread(target=lambda: _write_text(out_dir / "cells.csv", agg.to_csv(index=False), "utf-8"),
                              name="cells.csv") if not ok.empty else None
     if cells is not None:
         cells.start()
     try:
         for i, res in zip(todo, fresh):
             results[i] = res
+            verdict_of[i] = json.loads(res[3]).get("verdict") or []
             if cpaths[i] is not None:
-                _save_board(cpaths[i], *res[1:])
+                _save_board(cpaths[i], *res[1:], verdict=verdict_of[i])
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
     verdicts: list[str] = []
-    for res in results:
-        assert res is not None
+    for res, board_verdict in zip(results, verdict_of):
+        assert res is not None and board_verdict is not None
         rep, md, csv, js, section = res
         reports.append(rep)
         parts.append(md)
-        verdicts += _wrap(f"- **{board_title(rep.board)}**: " + " ".join(json.loads(js).get("verdict") or []), "  ")
+        verdicts += _wrap(f"- **{board_title(rep.board)}**: " + " ".join(board_verdict), "  ")
         paths = [out_dir / f"{rep.board.key}.{ext}" for ext in ("md", "csv", "json")]
-        paths[0].write_text(md)
-        paths[1].write_text(csv)
-        paths[2].write_text(js)
+        _write_text(paths[0], md)
+        _write_text(paths[1], csv)
+        _write_text(paths[2], js)
         written += paths
         if section is not None:
             sections.append(section)
@@ -808,16 +816,31 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     if verdicts:   # the conclusions first: what a reader of the printed summary sees before any table
         parts[2:2] = ["## Verdicts", "", *verdicts, ""]
     combined = "\n".join(parts)
-    (out_dir / "leaderboard.md").write_text(combined)
+    _write_text(out_dir / "leaderboard.md", combined)
     written.append(out_dir / "leaderboard.md")
     if html:
         from harness.leaderboard.html import render_index
 
         page = render_index(reports, n_runs=n_runs, n_failed=n_failed, records_dir=results_dir / "records",
                             sections=sections)
-        (out_dir / "index.html").write_text(page, encoding="utf-8")
+        _write_text(out_dir / "index.html", page, "utf-8")
         written.append(out_dir / "index.html")
     return combined, written, reports
+
+
+def _write_text(path: Path, text: str, encoding: str | None = None) -> None:
+    """``path.write_text(text, encoding)``, skipped when the file already holds exactly those bytes: a
+    regeneration rewrites hundreds of unchanged board files, and truncating and rewriting a file costs
+    far more than reading it back (its mtime then says when its content last changed)."""
+    import locale
+
+    data = text.encode(encoding or locale.getpreferredencoding(False))
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    path.write_bytes(data)
 
 
 def budget_seeds(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:

@@ -218,3 +218,24 @@ def test_one_board_with_outcomes_on_two_processes_gives_the_same_bytes(tmp_path:
     second = outputs(tmp_path / "second")
     assert second == outputs(tmp_path / "plain")
     assert "Paired tests on the same examples" in second["index.html"]
+
+
+def test_unchanged_output_files_are_left_alone_and_edited_ones_rewritten(tmp_path: Path) -> None:
+    """Regenerating into the same folder writes only the files whose bytes differ: an unchanged board's
+    files keep their mtime, and a file edited in between (same size, or another) gets its content back."""
+    results = tmp_path / "results"
+    write_records(results, board_a_records() + board_b_records())
+    out = tmp_path / "out"
+    assert run(results, out, "--jobs", "1")[0] == 0
+    first = outputs(out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name != "index.html"}
+    assert run(results, out, "--jobs", "1")[0] == 0
+    assert outputs(out) == first
+    assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps
+    md = next(p for p in sorted(out.glob("*.md")) if p.name != "leaderboard.md")
+    text = md.read_text()
+    assert "lora" in text
+    md.write_text(text.replace("lora", "LORA"))              # same size, other bytes
+    (out / "cells.csv").write_text("stale\n")               # another size
+    assert run(results, out, "--jobs", "1")[0] == 0
+    assert outputs(out) == first
