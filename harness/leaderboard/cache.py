@@ -13,7 +13,10 @@ included) and the budget's seed count — is cached per file under
   the per-file keys and row offsets (an all-bool column, like ``subtask``, as a bool array). A
   regeneration that parses a few new or changed files merges their encoded rows with the cache's arrays
   and writes those back: the unchanged records are neither decoded into Python objects nor encoded again,
-  and a column of one type goes to the long table as the very array stored. No pickle: the file sits
+  and a column of one type goes to the long table as the very array stored. Those few files are
+  written as a delta (``records.delta.npz``: their rows, and the whole cache's files they drop) beside
+  the whole cache, which is rewritten only when the delta outgrows 1/8 of the rows (a delta names the
+  whole cache it applies to by a token, so a stale one is ignored). No pickle: the file sits
   in a shared results tree, and unpickling a file someone else can write is code execution; this file
   can at worst hold wrong data, and it is rebuilt whole when it fails to load or is inconsistent. Written atomically (temp file + rename);
 * a cold read of many files is spread over a process pool (``jobs``), in sorted chunks, so the
@@ -48,6 +51,11 @@ _KIND = {type(None): 0, str: 1, bool: 2, int: 3, float: 4}
 
 def cache_path(results_dir: Path) -> Path:
     return Path(results_dir) / "leaderboards" / ".cache" / CACHE_NAME
+
+
+def delta_path(cpath: Path) -> Path:
+    """The delta beside the cache (`_save_state`): the files new or changed since it was written whole."""
+    return cpath.with_name(cpath.stem + ".delta.npz")
 
 
 def _entry(path: str) -> tuple[list[Any] | None, list[tuple[Any, ...]]]:
@@ -174,6 +182,9 @@ class _Cache:
         self.names, self.size, self.mtime, self.start, self.seeds = names, size, mtime, start, seeds
         self.descs, self.arrays = descs, arrays
         self._index: dict[str, int] | None = None
+        self.token: str | None = None   # a whole cache: its identity, which a delta names as its base
+        self.base: str | None = None    # a delta: the token of the whole cache it applies to
+        self.removed: list[str] = []    # a delta: the base's files it drops (removed, or changed: in the delta)
 
     @property
     def index(self) -> dict[str, int]:
@@ -269,18 +280,28 @@ def _load(path: Path) -> _Cache | None:
                 arrays.update(_check(d, i, z, n))
             table = np.array([*budgets, None], dtype=object)[seed_code]
             seeds = [None if b is None else [b, s] for b, s in zip(table.tolist(), seed_n.tolist())]
-            return _Cache(names, size.astype(np.int64), mtime.astype(np.int64), start.astype(np.int64), seeds,
-                          descs, arrays)
+            out = _Cache(names, size.astype(np.int64), mtime.astype(np.int64), start.astype(np.int64), seeds,
+                         descs, arrays)
+            token, base = meta.get("token"), meta.get("base")
+            if not isinstance(token, str | None) or not isinstance(base, str | None) or (token is None) == (base is None):
+                return None
+            out.token, out.base = token, base
+            if base is not None:
+                text = bytes(z["removed"]).decode("utf-8")
+                out.removed = text.split("\0") if text else []
+            return out
     except Exception:  # noqa: BLE001 - any failure to read it back means: rebuild it
         return None
 
 
 def _save(path: Path, names: list[str], size: np.ndarray, mtime: np.ndarray, start: np.ndarray,
-          seeds: list[Any], descs: list[dict[str, Any]], columns: dict[str, np.ndarray]) -> None:
+          seeds: list[Any], descs: list[dict[str, Any]], columns: dict[str, np.ndarray], *,
+          token: str | None = None, base: str | None = None, removed: Sequence[str] = ()) -> bool:
     """Atomic write of the encoded columns (``descs`` and their ``c{i}_*`` arrays: `_encode`'s, or the
-    cache's own merged with a few new rows by `_merge`); an unwritable results tree goes uncached."""
-    if any("\0" in x for x in names):
-        return
+    cache's own merged with a few new rows by `_merge`); an unwritable results tree goes uncached (False).
+    A whole cache has a ``token``; a delta names its ``base``'s token and the base files it drops."""
+    if any("\0" in x for x in [*names, *removed]):
+        return False
     budgets: dict[str, int] = {}
     seed_code = np.full(len(names), -1, np.int32)
     seed_n = np.zeros(len(names), np.int64)
@@ -291,12 +312,102 @@ def _save(path: Path, names: list[str], size: np.ndarray, mtime: np.ndarray, sta
     arrays = {"size": np.asarray(size, np.int64), "mtime": np.asarray(mtime, np.int64),
               "start": np.asarray(start, np.int64), "seed_code": seed_code, "seed_n": seed_n,
               "names": np.frombuffer("\0".join(names).encode("utf-8"), dtype=np.uint8), **columns}
-    meta = {"header": _header(), "budgets": list(budgets), "columns": descs}
+    meta = {"header": _header(), "budgets": list(budgets), "columns": descs, "token": token, "base": base}
     arrays["meta"] = np.frombuffer(json.dumps(meta, separators=(",", ":")).encode("utf-8"), dtype=np.uint8)
+    if base is not None:
+        arrays["removed"] = np.frombuffer("\0".join(removed).encode("utf-8"), dtype=np.uint8)
     try:
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
     except OSError:
-        pass
+        return False
+    return True
+
+
+DELTA_SHARE = 8          # a delta holding more than 1/8 of the rows (and more than DELTA_MIN_ROWS) is
+DELTA_MIN_ROWS = 2000    # folded into a whole cache
+
+
+def _order(entries: list[tuple[str, int, int, int]]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(names, first row of each, row count of each, and the sorted position of each) of entries
+    (name, source row, row count, source file index) put in name order; `_read`'s ``idx`` follows."""
+    entries.sort()
+    names = [e[0] for e in entries]
+    src = np.fromiter((e[1] for e in entries), np.int64, len(entries))
+    length = np.fromiter((e[2] for e in entries), np.int64, len(entries))
+    which = np.fromiter((e[3] for e in entries), np.int64, len(entries))
+    return names, src, length, which
+
+
+def _gather(src: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start of each file in the gathered rows, the row index gathering them from their sources)."""
+    start = np.r_[0, np.cumsum(length)].astype(np.int64)
+    return start, np.repeat(src - start[:-1], length) + np.arange(int(start[-1]), dtype=np.int64)
+
+
+def _combine(base: _Cache, delta: _Cache) -> _Cache:
+    """The cache a whole one and its delta make: the base's files less those the delta drops or holds,
+    the delta's files, in name order (rows of [base rows | delta rows], merged by `_merge`)."""
+    drop = set(delta.removed) | set(delta.names)
+    entries = [(n, int(base.start[k]), int(base.start[k + 1] - base.start[k]), k)
+               for k, n in enumerate(base.names) if n not in drop]
+    n_base = len(base.names)
+    entries += [(n, base.n_rows + int(delta.start[k]), int(delta.start[k + 1] - delta.start[k]), n_base + k)
+                for k, n in enumerate(delta.names)]
+    names, src, length, which = _order(entries)
+    start, idx = _gather(src, length)
+    descs, arrays = _merge(base, delta.descs, delta.arrays, delta.n_rows, idx)
+    size, mtime = np.r_[base.size, delta.size][which], np.r_[base.mtime, delta.mtime][which]
+    seeds = [*base.seeds, *delta.seeds]
+    out = _Cache(names, size, mtime, start, [seeds[k] for k in which.tolist()], descs, arrays)
+    return out
+
+
+def _load_state(cpath: Path) -> tuple[_Cache | None, _Cache | None]:
+    """(the cache: the whole one with its delta applied; the whole one alone). A delta written for
+    another whole cache (a token it does not name), or one that does not load, is ignored."""
+    base = _load(cpath)
+    if base is None or base.token is None:
+        return None, None
+    delta = _load(delta_path(cpath))
+    if delta is None or delta.base != base.token:
+        return base, base
+    try:
+        return _combine(base, delta), base
+    except Exception:  # noqa: BLE001 - an inconsistent delta: use the whole cache (changed files get parsed)
+        return base, base
+
+
+def _save_state(cpath: Path, table: _Cache, base: _Cache | None) -> None:
+    """Write ``table`` back: as a delta over ``base`` (the files not in ``base`` with the same size and
+    mtime, and the base files it drops) while that delta stays small, so that a regeneration after a
+    few new records writes those records' rows and not 100k records' again; else whole, with a new
+    token (an old delta then names a token that no longer exists: ignored, and removed)."""
+    import secrets
+
+    if base is not None:
+        index = base.index
+        from_base = np.zeros(len(table.names), bool)
+        for k, (n, sz, mt) in enumerate(zip(table.names, table.size.tolist(), table.mtime.tolist())):
+            j = index.get(n)
+            from_base[k] = j is not None and int(base.size[j]) == sz and int(base.mtime[j]) == mt
+        own = np.flatnonzero(~from_base)
+        length = (table.start[1:] - table.start[:-1])[own]
+        n_rows = int(length.sum())
+        if n_rows <= max(DELTA_MIN_ROWS, table.n_rows // DELTA_SHARE):
+            kept = {n for n, f in zip(table.names, from_base.tolist()) if f}
+            start, idx = _gather(table.start[:-1][own], length)
+            descs, arrays = _merge(table, table.descs, {}, 0, idx)
+            names = [table.names[k] for k in own.tolist()]
+            _save(delta_path(cpath), names, table.size[own], table.mtime[own], start,
+                  [table.seeds[k] for k in own.tolist()], descs, arrays, base=base.token,
+                  removed=[n for n in base.names if n not in kept])
+            return
+    if _save(cpath, table.names, table.size, table.mtime, table.start, table.seeds, table.descs, table.arrays,
+             token=secrets.token_hex(16)):
+        try:
+            delta_path(cpath).unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _encode_all(cols: list[np.ndarray]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]] | None:
@@ -457,7 +568,7 @@ def _read(results_dir: Path, *, jobs: int | None,
     listing = _listing(records_dir)
     names = [x[0] for x in listing]
     cpath = cache_path(results_dir)
-    old = _load(cpath) if use_cache else None
+    old, base = _load_state(cpath) if use_cache else (None, None)
     hit = np.full(len(listing), -1, np.int64)  # index into the old cache per listed file
     if old is not None:
         if old.names == names:   # the usual case: same files in the same order, compare stats as arrays
@@ -519,7 +630,7 @@ def _read(results_dir: Path, *, jobs: int | None,
             mtime = np.fromiter((x[2] for x in listing), np.int64, len(listing))
             table = _Cache(names, size, mtime, start, seeds_list, descs, arrays)
             if use_cache:
-                _save(cpath, names, size, mtime, start, seeds_list, descs, arrays)
+                _save_state(cpath, table, base)
     seeds: dict[str, int] = {}
     for s in seeds_list:
         if s is not None:
