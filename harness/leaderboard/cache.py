@@ -185,6 +185,7 @@ class _Cache:
         self.token: str | None = None   # a whole cache: its identity, which a delta names as its base
         self.base: str | None = None    # a delta: the token of the whole cache it applies to
         self.removed: list[str] = []    # a delta: the base's files it drops (removed, or changed: in the delta)
+        self.from_base = np.ones(len(names), bool)   # per file: its rows are the whole cache's, as stored there
 
     @property
     def index(self) -> dict[str, int]:
@@ -359,6 +360,7 @@ def _combine(base: _Cache, delta: _Cache) -> _Cache:
     size, mtime = np.r_[base.size, delta.size][which], np.r_[base.mtime, delta.mtime][which]
     seeds = [*base.seeds, *delta.seeds]
     out = _Cache(names, size, mtime, start, [seeds[k] for k in which.tolist()], descs, arrays)
+    out.from_base = which < n_base
     return out
 
 
@@ -378,18 +380,14 @@ def _load_state(cpath: Path) -> tuple[_Cache | None, _Cache | None]:
 
 
 def _save_state(cpath: Path, table: _Cache, base: _Cache | None) -> None:
-    """Write ``table`` back: as a delta over ``base`` (the files not in ``base`` with the same size and
-    mtime, and the base files it drops) while that delta stays small, so that a regeneration after a
+    """Write ``table`` back: as a delta over ``base`` (the files whose rows are not ``base``'s as stored
+    there, ``table.from_base``; and the base files it drops) while that delta stays small, so that a regeneration after a
     few new records writes those records' rows and not 100k records' again; else whole, with a new
     token (an old delta then names a token that no longer exists: ignored, and removed)."""
     import secrets
 
     if base is not None:
-        index = base.index
-        from_base = np.zeros(len(table.names), bool)
-        for k, (n, sz, mt) in enumerate(zip(table.names, table.size.tolist(), table.mtime.tolist())):
-            j = index.get(n)
-            from_base[k] = j is not None and int(base.size[j]) == sz and int(base.mtime[j]) == mt
+        from_base = table.from_base
         own = np.flatnonzero(~from_base)
         length = (table.start[1:] - table.start[:-1])[own]
         n_rows = int(length.sum())
@@ -629,6 +627,11 @@ def _read(results_dir: Path, *, jobs: int | None,
             size = np.fromiter((x[1] for x in listing), np.int64, len(listing))
             mtime = np.fromiter((x[2] for x in listing), np.int64, len(listing))
             table = _Cache(names, size, mtime, start, seeds_list, descs, arrays)
+            # a file's rows are still the whole cache's when they came from it unparsed
+            table.from_base = np.zeros(len(names), bool)
+            if old is not None:
+                h = hit >= 0
+                table.from_base[h] = old.from_base[hit[h]]
             if use_cache:
                 _save_state(cpath, table, base)
     seeds: dict[str, int] = {}
