@@ -105,33 +105,107 @@ def _oriented_samples(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Path) -> dict[tuple[str, str, Any], Any]:
+def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Path,
+                   cache_file: Path | None = None) -> dict[tuple[str, str, Any], Any]:
     """(method, task, seed) → the per-example outcomes of that run, read again from its record file (and
     sidecar) for the runs of ``samples`` whose row has an ``outcome_key``: what the paired tests of a
     board need. Called only for boards that are recomputed, so a regeneration that changes nothing
     reads no record file; a record that fails to decode leaves its run without outcomes (the pairs it
-    is in are not tested), it never fails the board."""
+    is in are not tested), it never fails the board.
+
+    ``cache_file`` (:func:`outcomes_cache_path`): the board's inline outcome blocks by record file, keyed
+    by its (size, mtime_ns), so that a board recomputed after a few new records parses those records
+    and not the hundreds it already had. Blocks are decoded by the same :func:`read_outcomes` either
+    way; a record with a sidecar (its bytes live in another file) is always read again."""
     import json as _json
 
-    from harness.outcomes import OutcomeError, record_outcomes
+    from harness.outcomes import OutcomeError, read_outcomes, record_outcomes
 
     if "record" not in samples or "outcome_key" not in samples:
         return {}
     want = samples[np.isfinite(samples["outcome_key"].to_numpy(dtype=float))]
+    cached = _load_outcome_blocks(cache_file) if cache_file is not None else {}
+    keep: dict[str, list[Any]] = {}
     parsed: dict[int, dict[str, Any]] = {}
     out: dict[tuple[str, str, Any], Any] = {}
+
+    def one(name: str) -> dict[str, Any]:
+        try:
+            st = (records_dir / name).stat()
+            stamp = [st.st_size, st.st_mtime_ns]
+            hit = cached.get(name)
+            if hit is not None and hit[0] == stamp:
+                blocks = hit[1]
+            else:
+                rec = _json.loads((records_dir / name).read_text(encoding="utf-8"))
+                blocks = _inline_outcome_blocks(rec)
+                if blocks is None:   # a sidecar: read as before, never cached
+                    return record_outcomes(rec, record_dir=records_dir)
+            decoded = {k: read_outcomes(b) for k, b in blocks.items()}
+            keep[name] = [stamp, blocks]
+            return {k: v for k, v in decoded.items() if v is not None}
+        except (OSError, ValueError, KeyError, TypeError, OutcomeError):
+            return {}
+
     for m, t, seed, rec_i in zip(want["method"], want["task"], want["seed"], want["record"]):
         rec_i = int(rec_i)
         if rec_i not in parsed:
-            try:
-                rec = _json.loads((records_dir / files[rec_i]).read_text(encoding="utf-8"))
-                parsed[rec_i] = record_outcomes(rec, record_dir=records_dir)
-            except (OSError, ValueError, KeyError, TypeError, OutcomeError):
-                parsed[rec_i] = {}
+            parsed[rec_i] = one(files[rec_i])
         got = parsed[rec_i].get(t)
         if got is not None:
             out[m, t, seed] = got
+    if cache_file is not None and keep != cached:
+        _save_outcome_blocks(cache_file, keep)
     return out
+
+
+OUTCOMES_CACHE_VERSION = 1
+
+
+def outcomes_cache_path(results_dir: Path, board: Board) -> Path:
+    """<results>/leaderboards/.cache/outcomes/<digest of the board's key>.json"""
+    key = hashlib.sha256(json.dumps([board.budget, board.model, board.suite]).encode("utf-8")).hexdigest()[:32]
+    return Path(results_dir) / "leaderboards" / ".cache" / "outcomes" / f"{key}.json"
+
+
+def _inline_outcome_blocks(rec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The outcome blocks :func:`record_outcomes` decodes, by task, when each is inline (its bytes in the
+    record itself, so the record's (size, mtime) covers them); None otherwise."""
+    ev = rec.get("eval") or {}
+    subtasks = ev.get("subtasks")
+    if subtasks:
+        found = {name: sub.get("outcomes") for name, sub in subtasks.items()}
+    else:
+        found = {rec["run"]["task"]: ev.get("outcomes")}
+    blocks = {k: b for k, b in found.items() if b}
+    if not all(isinstance(k, str) and isinstance(b, dict) and "data" in b for k, b in blocks.items()):
+        return None
+    return blocks
+
+
+def _load_outcome_blocks(path: Path) -> dict[str, list[Any]]:
+    """record file name → [[size, mtime_ns], {task: block}]; {} for a missing or unusable file."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or doc.get("version") != OUTCOMES_CACHE_VERSION:
+            return {}
+        entries = doc["records"]
+        if not isinstance(entries, dict) or not all(
+                isinstance(v, list) and len(v) == 2 and isinstance(v[0], list) and len(v[0]) == 2
+                and all(isinstance(x, int) for x in v[0]) and isinstance(v[1], dict) for v in entries.values()):
+            return {}
+        return entries
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+        return {}
+
+
+def _save_outcome_blocks(path: Path, entries: Mapping[str, list[Any]]) -> None:
+    """Atomic write; an unwritable results tree just goes uncached."""
+    payload = json.dumps({"version": OUTCOMES_CACHE_VERSION, "records": entries}, separators=(",", ":"))
+    try:
+        atomic_write(path, payload.encode("utf-8"))
+    except OSError:
+        pass
 
 
 def samples_by_board(long_ok: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -764,12 +838,13 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
                 verdict_of[i] = hit[4]
     todo = [i for i, r in enumerate(results) if r is None]
     split = jobs > 1 and len(todo) == 1 and html and n_boot > 0
+    ocache = {i: outcomes_cache_path(results_dir, all_jobs[i][0]) if use_cache else None for i in todo}
     for i in todo:   # only the boards analysed again read their runs' per-example outcomes (paired tests)
         if split:    # the one board of an incremental regeneration: read while its bootstrap runs
             all_jobs[i] = (*all_jobs[i], functools.partial(board_outcomes, all_jobs[i][1], files,
-                                                           results_dir / "records"))
+                                                           results_dir / "records", ocache[i]))
         else:
-            all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records"))
+            all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records", ocache[i]))
     if jobs > 1 and len(todo) > 1:
         pool = _pool_context().Pool(min(jobs, len(todo)))
         fresh = pool.imap(_board_job, [all_jobs[i] for i in todo], chunksize=1)

@@ -239,3 +239,44 @@ def test_unchanged_output_files_are_left_alone_and_edited_ones_rewritten(tmp_pat
     (out / "cells.csv").write_text("stale\n")               # another size
     assert run(results, out, "--jobs", "1")[0] == 0
     assert outputs(out) == first
+
+
+def test_recomputed_board_reads_only_new_or_changed_outcomes(tmp_path: Path, spy: list[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-board outcomes cache (record file → its inline outcome blocks, keyed by size and mtime): a
+    board recomputed later parses only the records added or changed since; a changed, an added and a
+    removed record give the files of a --no-cache run."""
+    from harness.outcomes import Outcomes, encode_outcomes, read_outcomes
+    from tests.harness.leaderboard.test_verdict import CLEAR, _board
+
+    fresh: list[str] = []
+    real = report._inline_outcome_blocks
+    monkeypatch.setattr(report, "_inline_outcome_blocks",
+                        lambda rec: fresh.append(rec["run"]["signature"]) or real(rec))
+    results = tmp_path / "results"
+    recs = _board("one", CLEAR, {}, seeds=2) + _board("two", CLEAR, {}, seeds=1)
+    write_records(results, recs)
+    assert run(results, tmp_path / "first", "--jobs", "1")[0] == 0
+    assert len(fresh) == len(recs) and len(list((results / "leaderboards" / ".cache" / "outcomes").glob("*.json"))) == 2
+    for f in report.board_cache_dir(results).glob("*.json"):   # every board recomputed: no record parsed again
+        f.unlink()
+    fresh.clear()
+    spy.clear()
+    assert run(results, tmp_path / "second", "--jobs", "1")[0] == 0
+    assert fresh == [] and len(spy) == 2
+    assert outputs(tmp_path / "second") == outputs(tmp_path / "first")
+
+    target = next(r for r in recs if r["run"]["model"] == "one" and r["run"]["method"] == "beta")
+    bits = read_outcomes(target["eval"]["outcomes"]).values
+    target["eval"]["outcomes"] = encode_outcomes(Outcomes("correct", "accuracy", bits[::-1].copy()))
+    added = _board("one", {"glue/t0": {"alpha": 0.9}}, {}, seeds=3)[-1]
+    write_records(results, [target, added])
+    gone = next(r for r in recs if r["run"]["model"] == "one" and r["run"]["method"] == "alpha")
+    (results / "records" / f"{gone['run']['signature']}.json").unlink()
+    fresh.clear()
+    spy.clear()
+    assert run(results, tmp_path / "third", "--jobs", "1")[0] == 0
+    assert sorted(fresh) == sorted([target["run"]["signature"], added["run"]["signature"]]) and len(spy) == 1
+    assert run(results, tmp_path / "plain", "--jobs", "1", "--no-cache")[0] == 0
+    assert outputs(tmp_path / "third") == outputs(tmp_path / "plain")
+    assert outputs(tmp_path / "third") != outputs(tmp_path / "second")
