@@ -641,6 +641,18 @@ def _read(results_dir: Path, *, jobs: int | None,
     return table, seeds, names, np.asarray(start, np.int64)
 
 
+class RecordFiles(list):  # type: ignore[type-arg]
+    """The record file names of `read_frame` (``with_files``), with the (size, mtime_ns) each had when
+    listed (``stamp``): what keys the per-board outcomes cache, without a second stat per file."""
+
+    def __init__(self, names: list[str], size: np.ndarray, mtime: np.ndarray) -> None:
+        super().__init__(names)
+        self.size, self.mtime = size, mtime
+
+    def stamp(self, i: int) -> list[int]:
+        return [int(self.size[i]), int(self.mtime[i])]
+
+
 def read_rows(results_dir: Path, *, jobs: int | None = None,
               use_cache: bool = True) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
     """(long-table rows of every record, failed included; budget name → seeds), as
@@ -663,7 +675,7 @@ def read_frame(results_dir: Path, *, jobs: int | None = None, use_cache: bool = 
     if not with_files:
         return frame, seeds
     frame["record"] = np.repeat(np.arange(len(files), dtype=np.int64), np.diff(start))
-    return frame, seeds, files
+    return frame, seeds, RecordFiles(files, table.size, table.mtime) if isinstance(table, _Cache) else files
 
 
 def _frame(cols: list[np.ndarray]) -> Any:

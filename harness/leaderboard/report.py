@@ -114,7 +114,7 @@ def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Pat
     is in are not tested), it never fails the board.
 
     ``cache_file`` (:func:`outcomes_cache_path`): the board's inline outcome blocks by record file, keyed
-    by its (size, mtime_ns), so that a board recomputed after a few new records parses those records
+    by its (size, mtime_ns) (as the record cache listed it, when ``files`` carries that), so that a board recomputed after a few new records parses those records
     and not the hundreds it already had. Blocks are decoded by the same :func:`read_outcomes` either
     way; a record with a sidecar (its bytes live in another file) is always read again."""
     import json as _json
@@ -129,10 +129,16 @@ def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Pat
     parsed: dict[int, dict[str, Any]] = {}
     out: dict[tuple[str, str, Any], Any] = {}
 
-    def one(name: str) -> dict[str, Any]:
+    stamp_of = getattr(files, "stamp", None)   # cache.RecordFiles: the stats of the listing
+
+    def one(i: int) -> dict[str, Any]:
+        name = files[i]
         try:
-            st = (records_dir / name).stat()
-            stamp = [st.st_size, st.st_mtime_ns]
+            if stamp_of is not None:
+                stamp = stamp_of(i)
+            else:
+                st = (records_dir / name).stat()
+                stamp = [st.st_size, st.st_mtime_ns]
             hit = cached.get(name)
             if hit is not None and hit[0] == stamp:
                 blocks = hit[1]
@@ -150,7 +156,7 @@ def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Pat
     for m, t, seed, rec_i in zip(want["method"], want["task"], want["seed"], want["record"]):
         rec_i = int(rec_i)
         if rec_i not in parsed:
-            parsed[rec_i] = one(files[rec_i])
+            parsed[rec_i] = one(rec_i)
         got = parsed[rec_i].get(t)
         if got is not None:
             out[m, t, seed] = got
