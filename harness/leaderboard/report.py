@@ -114,8 +114,8 @@ def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Pat
     is in are not tested), it never fails the board.
 
     ``cache_file`` (:func:`outcomes_cache_path`): the board's inline outcome blocks by record file, keyed
-    by its (size, mtime_ns) (as the record cache listed it, when ``files`` carries that), so that a board recomputed after a few new records parses those records
-    and not the hundreds it already had. Blocks are decoded by the same :func:`read_outcomes` either
+    by its (size, mtime_ns) (as the record cache listed it, when ``files`` carries that), so that a board
+    recomputed after a few new records parses those records and not the hundreds it already had. Blocks are decoded by the same :func:`read_outcomes` either
     way; a record with a sidecar (its bytes live in another file) is always read again."""
     import json as _json
 
