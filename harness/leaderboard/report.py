@@ -115,8 +115,9 @@ def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Pat
 
     ``cache_file`` (:func:`outcomes_cache_path`): the board's inline outcome blocks by record file, keyed
     by its (size, mtime_ns) (as the record cache listed it, when ``files`` carries that), so that a board
-    recomputed after a few new records parses those records and not the hundreds it already had. Blocks are decoded by the same :func:`read_outcomes` either
-    way; a record with a sidecar (its bytes live in another file) is always read again."""
+    recomputed after a few new records parses those records and not the hundreds it already had. Blocks
+    are decoded by the same :func:`read_outcomes` either way; a record with a sidecar (its bytes live in
+    another file) is always read again."""
     import json as _json
 
     from harness.outcomes import OutcomeError, read_outcomes, record_outcomes
@@ -635,7 +636,8 @@ def _board_job(args: tuple[Any, ...]) -> tuple[BoardReport, str, str, str, str |
 # Per-board output cache: <results>/leaderboards/.cache/boards/<sha256 of the board's inputs>.json
 # ------------------------------------------------------------------------------------------------
 
-BOARD_CACHE_VERSION = 3  # the cache layout (3: the verdict beside the files); the code that renders a board is keyed by its digest
+# the cache layout (3: the verdict beside the files); the code that renders a board is keyed by its digest
+BOARD_CACHE_VERSION = 3
 BOOTSTRAP_SEED = 0       # the rng_seed of every board's bootstrap (see _bootstrap)
 
 
