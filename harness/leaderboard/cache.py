@@ -18,7 +18,8 @@ included) and the budget's seed count — is cached per file under
   the whole cache, which is rewritten only when the delta outgrows 1/8 of the rows (a delta names the
   whole cache it applies to by a token, so a stale one is ignored). No pickle: the file sits
   in a shared results tree, and unpickling a file someone else can write is code execution; this file
-  can at worst hold wrong data, and it is rebuilt whole when it fails to load or is inconsistent. Written atomically (temp file + rename);
+  can at worst hold wrong data, and it is rebuilt whole when it fails to load or is inconsistent.
+  Written atomically (temp file + rename);
 * a cold read of many files is spread over a process pool (``jobs``), in sorted chunks, so the
   rows come back in the same order as ``iter_records`` yields records.
 
@@ -284,7 +285,8 @@ def _load(path: Path) -> _Cache | None:
             out = _Cache(names, size.astype(np.int64), mtime.astype(np.int64), start.astype(np.int64), seeds,
                          descs, arrays)
             token, base = meta.get("token"), meta.get("base")
-            if not isinstance(token, str | None) or not isinstance(base, str | None) or (token is None) == (base is None):
+            if (not isinstance(token, str | None) or not isinstance(base, str | None)
+                    or (token is None) == (base is None)):
                 return None
             out.token, out.base = token, base
             if base is not None:
@@ -381,9 +383,10 @@ def _load_state(cpath: Path) -> tuple[_Cache | None, _Cache | None]:
 
 def _save_state(cpath: Path, table: _Cache, base: _Cache | None) -> None:
     """Write ``table`` back: as a delta over ``base`` (the files whose rows are not ``base``'s as stored
-    there, ``table.from_base``; and the base files it drops) while that delta stays small, so that a regeneration after a
-    few new records writes those records' rows and not 100k records' again; else whole, with a new
-    token (an old delta then names a token that no longer exists: ignored, and removed)."""
+    there, ``table.from_base``; and the base files it drops) while that delta stays small, so that a
+    regeneration after a few new records writes those records' rows and not 100k records' again; else
+    whole, with a new token (an old delta then names a token that no longer exists: ignored, and
+    removed)."""
     import secrets
 
     if base is not None:
