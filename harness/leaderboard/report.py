@@ -105,33 +105,114 @@ def _oriented_samples(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Path) -> dict[tuple[str, str, Any], Any]:
+def board_outcomes(samples: pd.DataFrame, files: Sequence[str], records_dir: Path,
+                   cache_file: Path | None = None) -> dict[tuple[str, str, Any], Any]:
     """(method, task, seed) → the per-example outcomes of that run, read again from its record file (and
     sidecar) for the runs of ``samples`` whose row has an ``outcome_key``: what the paired tests of a
     board need. Called only for boards that are recomputed, so a regeneration that changes nothing
     reads no record file; a record that fails to decode leaves its run without outcomes (the pairs it
-    is in are not tested), it never fails the board."""
+    is in are not tested), it never fails the board.
+
+    ``cache_file`` (:func:`outcomes_cache_path`): the board's inline outcome blocks by record file, keyed
+    by its (size, mtime_ns) (as the record cache listed it, when ``files`` carries that), so that a board
+    recomputed after a few new records parses those records and not the hundreds it already had. Blocks
+    are decoded by the same :func:`read_outcomes` either way; a record with a sidecar (its bytes live in
+    another file) is always read again."""
     import json as _json
 
-    from harness.outcomes import OutcomeError, record_outcomes
+    from harness.outcomes import OutcomeError, read_outcomes, record_outcomes
 
     if "record" not in samples or "outcome_key" not in samples:
         return {}
     want = samples[np.isfinite(samples["outcome_key"].to_numpy(dtype=float))]
+    cached = _load_outcome_blocks(cache_file) if cache_file is not None else {}
+    keep: dict[str, list[Any]] = {}
     parsed: dict[int, dict[str, Any]] = {}
     out: dict[tuple[str, str, Any], Any] = {}
+
+    stamp_of = getattr(files, "stamp", None)   # cache.RecordFiles: the stats of the listing
+
+    def one(i: int) -> dict[str, Any]:
+        name = files[i]
+        try:
+            if stamp_of is not None:
+                stamp = stamp_of(i)
+            else:
+                st = (records_dir / name).stat()
+                stamp = [st.st_size, st.st_mtime_ns]
+            hit = cached.get(name)
+            if hit is not None and hit[0] == stamp:
+                blocks = hit[1]
+            else:
+                rec = _json.loads((records_dir / name).read_text(encoding="utf-8"))
+                blocks = _inline_outcome_blocks(rec)
+                if blocks is None:   # a sidecar: read as before, never cached
+                    return record_outcomes(rec, record_dir=records_dir)
+            decoded = {k: read_outcomes(b) for k, b in blocks.items()}
+            keep[name] = [stamp, blocks]
+            return {k: v for k, v in decoded.items() if v is not None}
+        except (OSError, ValueError, KeyError, TypeError, OutcomeError):
+            return {}
+
     for m, t, seed, rec_i in zip(want["method"], want["task"], want["seed"], want["record"]):
         rec_i = int(rec_i)
         if rec_i not in parsed:
-            try:
-                rec = _json.loads((records_dir / files[rec_i]).read_text(encoding="utf-8"))
-                parsed[rec_i] = record_outcomes(rec, record_dir=records_dir)
-            except (OSError, ValueError, KeyError, TypeError, OutcomeError):
-                parsed[rec_i] = {}
+            parsed[rec_i] = one(rec_i)
         got = parsed[rec_i].get(t)
         if got is not None:
             out[m, t, seed] = got
+    if cache_file is not None and keep != cached:
+        _save_outcome_blocks(cache_file, keep)
     return out
+
+
+OUTCOMES_CACHE_VERSION = 1
+
+
+def outcomes_cache_path(results_dir: Path, board: Board) -> Path:
+    """<results>/leaderboards/.cache/outcomes/<digest of the board's key>.json"""
+    key = hashlib.sha256(json.dumps([board.budget, board.model, board.suite]).encode("utf-8")).hexdigest()[:32]
+    return Path(results_dir) / "leaderboards" / ".cache" / "outcomes" / f"{key}.json"
+
+
+def _inline_outcome_blocks(rec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The outcome blocks :func:`record_outcomes` decodes, by task, when each is inline (its bytes in the
+    record itself, so the record's (size, mtime) covers them); None otherwise."""
+    ev = rec.get("eval") or {}
+    subtasks = ev.get("subtasks")
+    if subtasks:
+        found = {name: sub.get("outcomes") for name, sub in subtasks.items()}
+    else:
+        found = {rec["run"]["task"]: ev.get("outcomes")}
+    blocks = {k: b for k, b in found.items() if b}
+    if not all(isinstance(k, str) and isinstance(b, dict) and "data" in b for k, b in blocks.items()):
+        return None
+    return blocks
+
+
+def _load_outcome_blocks(path: Path) -> dict[str, list[Any]]:
+    """record file name → [[size, mtime_ns], {task: block}]; {} for a missing or unusable file."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or doc.get("version") != OUTCOMES_CACHE_VERSION:
+            return {}
+        entries = doc["records"]
+        if not isinstance(entries, dict) or not all(
+                isinstance(v, list) and len(v) == 2 and isinstance(v[0], list) and len(v[0]) == 2
+                and all(isinstance(x, int) for x in v[0]) and isinstance(v[1], dict) for v in entries.values()):
+            return {}
+        return entries
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+        return {}
+
+
+def _save_outcome_blocks(path: Path, entries: Mapping[str, list[Any]]) -> None:
+    """Atomic write; an unwritable results tree just goes uncached."""
+    payload = json.dumps({"version": OUTCOMES_CACHE_VERSION, "records": entries}, separators=(",", ":"))
+    try:
+        atomic_write(path, payload.encode("utf-8"))
+    except OSError:
+        pass
 
 
 def samples_by_board(long_ok: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -555,7 +636,8 @@ def _board_job(args: tuple[Any, ...]) -> tuple[BoardReport, str, str, str, str |
 # Per-board output cache: <results>/leaderboards/.cache/boards/<sha256 of the board's inputs>.json
 # ------------------------------------------------------------------------------------------------
 
-BOARD_CACHE_VERSION = 2  # the cache layout; the code that renders a board is keyed by its digest
+# the cache layout (3: the verdict beside the files); the code that renders a board is keyed by its digest
+BOARD_CACHE_VERSION = 3
 BOOTSTRAP_SEED = 0       # the rng_seed of every board's bootstrap (see _bootstrap)
 
 
@@ -615,21 +697,26 @@ def board_cache_key(board: Board, samples: pd.DataFrame, rules: Sequence[str], n
     return h.hexdigest()
 
 
-def _load_board(path: Path, html: bool) -> tuple[str, str, str, str | None] | None:
+def _load_board(path: Path, html: bool) -> tuple[str, str, str, str | None, list[str]] | None:
+    """(md, csv, json, HTML section, the verdict in the JSON) of a cached board; None: not usable."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        md, csv, js, section = doc["md"], doc["csv"], doc["json"], doc["section"]
+        md, csv, js, section, board_verdict = doc["md"], doc["csv"], doc["json"], doc["section"], doc["verdict"]
         if not all(isinstance(x, str) for x in (md, csv, js)) or not (isinstance(section, str) if html
                                                                         else section is None):
             return None
-        return md, csv, js, section
+        if not isinstance(board_verdict, list) or not all(isinstance(x, str) for x in board_verdict):
+            return None
+        return md, csv, js, section, board_verdict
     except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         return None
 
 
-def _save_board(path: Path, md: str, csv: str, js: str, section: str | None) -> None:
-    """Atomic write; an unwritable results tree just goes uncached."""
-    payload = json.dumps({"md": md, "csv": csv, "json": js, "section": section}, separators=(",", ":"))
+def _save_board(path: Path, md: str, csv: str, js: str, section: str | None, *, verdict: list[str]) -> None:
+    """Atomic write; an unwritable results tree just goes uncached. ``verdict``: the JSON document's, kept
+    apart so that a regeneration does not parse every board's document to list the verdicts."""
+    payload = json.dumps({"md": md, "csv": csv, "json": js, "section": section, "verdict": verdict},
+                         separators=(",", ":"))
     try:
         atomic_write(path, payload.encode("utf-8"))
     except OSError:
@@ -747,6 +834,7 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
                  failed.get((board.budget, board.model, board.suite), 0), html) for board in bs]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)
     cpaths: list[Path | None] = [None] * len(all_jobs)
+    verdict_of: list[list[str] | None] = [None] * len(all_jobs)   # each board's verdict (from its JSON)
     if use_cache:
         cdir = board_cache_dir(results_dir)
         versions = _versions(html)
@@ -754,15 +842,17 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
             cpaths[i] = cdir / f"{board_cache_key(*job, versions=versions)}.json"
             hit = _load_board(cpaths[i], html)
             if hit is not None:
-                results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit)
+                results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit[:4])
+                verdict_of[i] = hit[4]
     todo = [i for i, r in enumerate(results) if r is None]
     split = jobs > 1 and len(todo) == 1 and html and n_boot > 0
+    ocache = {i: outcomes_cache_path(results_dir, all_jobs[i][0]) if use_cache else None for i in todo}
     for i in todo:   # only the boards analysed again read their runs' per-example outcomes (paired tests)
         if split:    # the one board of an incremental regeneration: read while its bootstrap runs
             all_jobs[i] = (*all_jobs[i], functools.partial(board_outcomes, all_jobs[i][1], files,
-                                                           results_dir / "records"))
+                                                           results_dir / "records", ocache[i]))
         else:
-            all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records"))
+            all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records", ocache[i]))
     if jobs > 1 and len(todo) > 1:
         pool = _pool_context().Pool(min(jobs, len(todo)))
         fresh = pool.imap(_board_job, [all_jobs[i] for i in todo], chunksize=1)
@@ -775,30 +865,31 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     reports: list[Any] = []
     sections: list[str] = []
     # the cell table is written from a thread: it runs while this process waits on the pool (the bootstrap)
-    cells = threading.Thread(target=agg.to_csv, args=(out_dir / "cells.csv",), kwargs={"index": False},
+    cells = threading.Thread(target=lambda: _write_text(out_dir / "cells.csv", agg.to_csv(index=False), "utf-8"),
                              name="cells.csv") if not ok.empty else None
     if cells is not None:
         cells.start()
     try:
         for i, res in zip(todo, fresh):
             results[i] = res
+            verdict_of[i] = json.loads(res[3]).get("verdict") or []
             if cpaths[i] is not None:
-                _save_board(cpaths[i], *res[1:])
+                _save_board(cpaths[i], *res[1:], verdict=verdict_of[i])
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
     verdicts: list[str] = []
-    for res in results:
-        assert res is not None
+    for res, board_verdict in zip(results, verdict_of):
+        assert res is not None and board_verdict is not None
         rep, md, csv, js, section = res
         reports.append(rep)
         parts.append(md)
-        verdicts += _wrap(f"- **{board_title(rep.board)}**: " + " ".join(json.loads(js).get("verdict") or []), "  ")
+        verdicts += _wrap(f"- **{board_title(rep.board)}**: " + " ".join(board_verdict), "  ")
         paths = [out_dir / f"{rep.board.key}.{ext}" for ext in ("md", "csv", "json")]
-        paths[0].write_text(md)
-        paths[1].write_text(csv)
-        paths[2].write_text(js)
+        _write_text(paths[0], md)
+        _write_text(paths[1], csv)
+        _write_text(paths[2], js)
         written += paths
         if section is not None:
             sections.append(section)
@@ -808,16 +899,31 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     if verdicts:   # the conclusions first: what a reader of the printed summary sees before any table
         parts[2:2] = ["## Verdicts", "", *verdicts, ""]
     combined = "\n".join(parts)
-    (out_dir / "leaderboard.md").write_text(combined)
+    _write_text(out_dir / "leaderboard.md", combined)
     written.append(out_dir / "leaderboard.md")
     if html:
         from harness.leaderboard.html import render_index
 
         page = render_index(reports, n_runs=n_runs, n_failed=n_failed, records_dir=results_dir / "records",
                             sections=sections)
-        (out_dir / "index.html").write_text(page, encoding="utf-8")
+        _write_text(out_dir / "index.html", page, "utf-8")
         written.append(out_dir / "index.html")
     return combined, written, reports
+
+
+def _write_text(path: Path, text: str, encoding: str | None = None) -> None:
+    """``path.write_text(text, encoding)``, skipped when the file already holds exactly those bytes: a
+    regeneration rewrites hundreds of unchanged board files, and truncating and rewriting a file costs
+    far more than reading it back (its mtime then says when its content last changed)."""
+    import locale
+
+    data = text.encode(encoding or locale.getpreferredencoding(False))
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    path.write_bytes(data)
 
 
 def budget_seeds(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:

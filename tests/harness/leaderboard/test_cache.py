@@ -13,7 +13,7 @@ import pytest
 
 from harness.leaderboard import cache, report
 from harness.leaderboard.report import budget_seeds
-from harness.leaderboard.table import long_table
+from harness.leaderboard.table import LONG_COLUMNS, long_table
 from harness.records import iter_records, write_record
 from tests.harness.leaderboard.test_report import board_a_records, board_b_records, make_record, write_records
 
@@ -53,6 +53,9 @@ def check_same_as_uncached(results: Path, tmp: Path, tag: str, **kw: str) -> Non
     a, b = rows_frame(rows), long_table(recs, include_failed=True)
     assert a.equals(b)
     assert seeds == budget_seeds(recs)
+    # the long table the leaderboard reads: built from the cache's arrays, same values and dtypes
+    frame, seeds2 = cache.read_frame(results, jobs=1)
+    assert frame.equals(b) and list(frame.dtypes) == list(b.dtypes) and seeds2 == seeds
 
 
 def test_cache_invalidation(tmp_path: Path) -> None:
@@ -109,6 +112,72 @@ def test_cache_invalidation(tmp_path: Path) -> None:
     arrays["c2_code"] = arrays["c2_code"] + len(desc["strings"]) + 5  # codes out of the string table
     np.savez(cpath, **arrays)
     check_same_as_uncached(results, tmp_path, "codes")
+
+
+def test_merged_columns_change_kind_and_drop_strings(tmp_path: Path) -> None:
+    """A few files parsed into a warm cache are merged with its encoded columns, not re-encoded with them:
+    a column whose new rows are of another type (the first failed run: NaN beside ints; a first subtask
+    record) becomes mixed, strings of removed records leave the tables, and every step reads as a cold
+    parse of the same files does (rows, dtypes, seeds; the board files of a --no-cache run)."""
+    results = tmp_path / "results"
+    write_records(results, [r for r in board_a_records() if r["run"]["status"] == "success"])
+    check_same_as_uncached(results, tmp_path, "start")
+    state = cache._load_state(cache.cache_path(results))[0]
+    assert state.descs[LONG_COLUMNS.index("trainable_params")]["kind"] == "int"   # successful runs only
+    failed = make_record("vera", "glue/sst2", 0, None, status="failed", budget={"name": "other", "seeds": 2})
+    write_records(results, [failed])
+    check_same_as_uncached(results, tmp_path, "failed")
+    state = cache._load_state(cache.cache_path(results))[0]
+    assert state.descs[LONG_COLUMNS.index("trainable_params")]["kind"] == "mixed"   # ints and a NaN
+    assert "vera" in state.descs[LONG_COLUMNS.index("method")]["strings"]
+    rec = make_record("prompt", "glue/mnli", 0, 0.6, model="other-model")
+    rec["eval"]["subtasks"] = {name: {"metrics": {"accuracy": {"value": v, "direction": "max"}},
+                                      "primary_metric": "accuracy", "n_examples": 64, "split": "dev"}
+                               for name, v in (("glue/mnli_m", 0.6), ("glue/mnli_mm", 0.61))}
+    write_records(results, [rec])
+    check_same_as_uncached(results, tmp_path, "subtasks")
+    for r in (failed, rec):
+        (results / "records" / f"{r['run']['signature']}.json").unlink()
+    check_same_as_uncached(results, tmp_path, "removed")
+    now = cache._load_state(cache.cache_path(results))[0]
+    assert "vera" not in now.descs[LONG_COLUMNS.index("method")]["strings"]
+    assert now.names == sorted(p.name for p in (results / "records").glob("*.json"))
+
+
+def test_few_new_files_write_a_delta_not_the_whole_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few new, changed or removed files are written as a delta beside the whole cache (which is not
+    rewritten); a delta grown past its share is folded into a new whole cache; a delta that names
+    another whole cache, or does not load, is ignored. Every step reads as a cold parse does."""
+    results = tmp_path / "results"
+    write_records(results, board_a_records())
+    check_same_as_uncached(results, tmp_path, "start")
+    cpath = cache.cache_path(results)
+    dpath = cache.delta_path(cpath)
+    stamp = cpath.stat().st_mtime_ns
+    assert not dpath.exists()
+    write_records(results, [make_record("ia3", "gsm8k/gsm8k", 0, 0.02, model="smollm2-135m")])
+    check_same_as_uncached(results, tmp_path, "added")
+    assert dpath.is_file() and cpath.stat().st_mtime_ns == stamp
+    target = min((results / "records").glob("*.json"))
+    st = target.stat()
+    target.write_text(target.read_text().replace('"seed": ', '"seed":'))   # changed in place: same name
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    check_same_as_uncached(results, tmp_path, "changed")
+    max((results / "records").glob("*.json")).unlink()
+    check_same_as_uncached(results, tmp_path, "removed")
+    assert cpath.stat().st_mtime_ns == stamp
+    delta = cache._load(dpath)
+    assert delta is not None and delta.removed and target.name in delta.names
+    dpath.write_bytes(b"not a zip")                           # a delta that does not load: ignored
+    check_same_as_uncached(results, tmp_path, "corrupt-delta")
+    good = dpath.read_bytes()
+    monkeypatch.setattr(cache, "DELTA_SHARE", 10**9)          # any change now rewrites the whole cache
+    monkeypatch.setattr(cache, "DELTA_MIN_ROWS", 0)
+    write_records(results, [make_record("ia3", "gsm8k/gsm8k", 1, 0.03, model="smollm2-135m")])
+    check_same_as_uncached(results, tmp_path, "folded")
+    assert not dpath.exists() and cpath.stat().st_mtime_ns != stamp
+    dpath.write_bytes(good)                                   # a delta of the former whole cache: ignored
+    check_same_as_uncached(results, tmp_path, "stale-delta")
 
 
 def test_cache_is_not_pickle(tmp_path: Path) -> None:

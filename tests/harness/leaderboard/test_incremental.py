@@ -218,3 +218,65 @@ def test_one_board_with_outcomes_on_two_processes_gives_the_same_bytes(tmp_path:
     second = outputs(tmp_path / "second")
     assert second == outputs(tmp_path / "plain")
     assert "Paired tests on the same examples" in second["index.html"]
+
+
+def test_unchanged_output_files_are_left_alone_and_edited_ones_rewritten(tmp_path: Path) -> None:
+    """Regenerating into the same folder writes only the files whose bytes differ: an unchanged board's
+    files keep their mtime, and a file edited in between (same size, or another) gets its content back."""
+    results = tmp_path / "results"
+    write_records(results, board_a_records() + board_b_records())
+    out = tmp_path / "out"
+    assert run(results, out, "--jobs", "1")[0] == 0
+    first = outputs(out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name != "index.html"}
+    assert run(results, out, "--jobs", "1")[0] == 0
+    assert outputs(out) == first
+    assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps
+    md = next(p for p in sorted(out.glob("*.md")) if p.name != "leaderboard.md")
+    text = md.read_text()
+    assert "lora" in text
+    md.write_text(text.replace("lora", "LORA"))              # same size, other bytes
+    (out / "cells.csv").write_text("stale\n")               # another size
+    assert run(results, out, "--jobs", "1")[0] == 0
+    assert outputs(out) == first
+
+
+def test_recomputed_board_reads_only_new_or_changed_outcomes(tmp_path: Path, spy: list[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-board outcomes cache (record file → its inline outcome blocks, keyed by size and mtime): a
+    board recomputed later parses only the records added or changed since; a changed, an added and a
+    removed record give the files of a --no-cache run."""
+    from harness.outcomes import Outcomes, encode_outcomes, read_outcomes
+    from tests.harness.leaderboard.test_verdict import CLEAR, _board
+
+    fresh: list[str] = []
+    real = report._inline_outcome_blocks
+    monkeypatch.setattr(report, "_inline_outcome_blocks",
+                        lambda rec: fresh.append(rec["run"]["signature"]) or real(rec))
+    results = tmp_path / "results"
+    recs = _board("one", CLEAR, {}, seeds=2) + _board("two", CLEAR, {}, seeds=1)
+    write_records(results, recs)
+    assert run(results, tmp_path / "first", "--jobs", "1")[0] == 0
+    assert len(fresh) == len(recs) and len(list((results / "leaderboards" / ".cache" / "outcomes").glob("*.json"))) == 2
+    for f in report.board_cache_dir(results).glob("*.json"):   # every board recomputed: no record parsed again
+        f.unlink()
+    fresh.clear()
+    spy.clear()
+    assert run(results, tmp_path / "second", "--jobs", "1")[0] == 0
+    assert fresh == [] and len(spy) == 2
+    assert outputs(tmp_path / "second") == outputs(tmp_path / "first")
+
+    target = next(r for r in recs if r["run"]["model"] == "one" and r["run"]["method"] == "beta")
+    bits = read_outcomes(target["eval"]["outcomes"]).values
+    target["eval"]["outcomes"] = encode_outcomes(Outcomes("correct", "accuracy", bits[::-1].copy()))
+    added = _board("one", {"glue/t0": {"alpha": 0.9}}, {}, seeds=3)[-1]
+    write_records(results, [target, added])
+    gone = next(r for r in recs if r["run"]["model"] == "one" and r["run"]["method"] == "alpha")
+    (results / "records" / f"{gone['run']['signature']}.json").unlink()
+    fresh.clear()
+    spy.clear()
+    assert run(results, tmp_path / "third", "--jobs", "1")[0] == 0
+    assert sorted(fresh) == sorted([target["run"]["signature"], added["run"]["signature"]]) and len(spy) == 1
+    assert run(results, tmp_path / "plain", "--jobs", "1", "--no-cache")[0] == 0
+    assert outputs(tmp_path / "third") == outputs(tmp_path / "plain")
+    assert outputs(tmp_path / "third") != outputs(tmp_path / "second")
