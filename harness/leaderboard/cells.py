@@ -52,6 +52,7 @@ def board_title(board: Board) -> str:
 
 
 BELOW_MARK = "†"   # a cell whose interval does not clear its task's trivial baseline
+CAPACITY_MARK = "‡"   # a method whose adapter count is more than ±10% off budget.trainable_params
 
 PAIRED_ALPHA = 0.05
 

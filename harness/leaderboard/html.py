@@ -20,6 +20,7 @@ from harness.leaderboard import plots
 from harness.leaderboard.board_report import BoardReport
 from harness.leaderboard.cells import (
     BELOW_MARK,
+    CAPACITY_MARK,
     _baseline_cell,
     _fmt,
     _fmt_float,
@@ -30,6 +31,7 @@ from harness.leaderboard.cells import (
     board_title,
     paired_cell,
 )
+from harness.leaderboard.table import capacity_misses
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #1d2430;
@@ -122,6 +124,7 @@ def _scores_table(rep: BoardReport) -> str:
     mean, std, n = (_rows(b, f) for f in (b.scores, b.std, b.n_seeds))
     cost = b.cost.loc[order, ["trainable_params", "peak_memory_mb", "train_time_s"]].to_numpy(dtype=float)
     below = _rows(b, rep.below_baseline.astype(float)) if rep.below_baseline is not None else None
+    missed = capacity_misses(b.cost)
     rows = []
     for i, m in enumerate(order):
         params, mem, secs = cost[i].tolist()
@@ -134,7 +137,10 @@ def _scores_table(rep: BoardReport) -> str:
             else:
                 cells.append(text)
         rows.append([_e(m), *cells, *([_e(average_cell(avg, m))] if avg is not None else []),
-                     _e(_fmt_int(params)), _e(_fmt_float(mem, 0)), _e(_fmt_float(secs, 1))])
+                     _e(_fmt_int(params)) + (f" <span class='capacity' title='more than ±10% off the capacity "
+                                             f"target {missed[m][0]:,.0f}: ran at its closest setting'>"
+                                             f"{CAPACITY_MARK}</span>" if m in missed else ""),
+                     _e(_fmt_float(mem, 0)), _e(_fmt_float(secs, 1))])
     if b.baseline:
         rows.append(["<i>trivial baseline</i>", *[_e(_baseline_cell(b, t)) for t in tasks],
                      *[""] * (len(head) - 1 - len(tasks))])

@@ -28,6 +28,7 @@ import pandas as pd
 from harness.leaderboard.board_report import BoardReport, position_of
 from harness.leaderboard.cells import (
     BELOW_MARK,
+    CAPACITY_MARK,
     PAIRED_ALPHA,
     _baseline_cell,
     _fmt,
@@ -57,6 +58,7 @@ from harness.leaderboard.table import (
     Board,
     aggregate,
     boards,
+    capacity_misses,
     hardware_by_board,
     one_value_per_seed,
 )
@@ -398,6 +400,7 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     mean, std, n = (_rows(board, f) for f in (board.scores, board.std, board.n_seeds))
     marked = _rows(board, below.astype(float)) if below is not None else None
     short = short_task_names(tasks)
+    missed = capacity_misses(board.cost)
     head = ["method", *[short[t] for t in tasks], *(["avg"] if avg is not None else []), "params", "time s",
             "rank"]
     lines.append("| " + " | ".join(head) + " |")
@@ -409,7 +412,8 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
             v = float(avg.mean.get(m, np.nan))
             cells.append("—" if math.isnan(v) else f"{v:.3f}")
         cost = board.cost.loc[m]
-        cells += [_compact_number(cost["trainable_params"]), _fmt_float(cost["train_time_s"], 0),
+        cells += [_compact_number(cost["trainable_params"]) + (CAPACITY_MARK if m in missed else ""),
+                  _fmt_float(cost["train_time_s"], 0),
                   "—" if math.isnan(cons[m]) else f"{cons[m]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if board.baseline:
@@ -427,6 +431,10 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     if board.baseline and below is not None and below.to_numpy().any():
         legend += (f" {BELOW_MARK}: the cell's 95% interval (over examples where the runs kept per-example outcomes, "
                    "else over seeds; its mean with one seed) does not clear the task's trivial baseline.")
+    if missed:
+        target = next(iter(missed.values()))[0]
+        legend += (f" {CAPACITY_MARK}: the method's adapter count is more than ±10% off the capacity target of "
+                   f"{target:,.0f} (budget.trainable_params): it ran at its closest setting.")
     lines += [*_wrap(legend), ""]
     # the winners per rule, grouped: who wins under how many rules
     groups: dict[tuple[str, ...], list[str]] = {}
@@ -485,7 +493,8 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
               "|---|---|---|---|" + ("---|" if avg is not None else "")]
     for m in order:
         cost = board.cost.loc[m]
-        cells = [m, *([average_cell(avg, m)] if avg is not None else []), _fmt_int(cost["trainable_params"]),
+        cells = [m, *([average_cell(avg, m)] if avg is not None else []),
+                 _fmt_int(cost["trainable_params"]) + (CAPACITY_MARK if m in missed else ""),
                  _fmt_float(cost["peak_memory_mb"], 0), _fmt_float(cost["train_time_s"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     if ranked_rules:

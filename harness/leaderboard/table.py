@@ -408,7 +408,7 @@ def boards(agg: pd.DataFrame, *, min_seeds: Mapping[str, int] | None = None,
             target = next(iter(missed.values()))[0]
             board.notes.append(f"{len(missed)} of {len(methods)} methods ran off the capacity target of {target:,.0f} "
                                f"adapter parameters by more than ±{CAPACITY_TOLERANCE:.0%} (no capacity knob, or its "
-                               "closest setting; † in the tables): "
+                               "closest setting; ‡ in the tables): "
                                + ", ".join(f"{m} {c:,.0f}" for m, (_, c) in sorted(missed.items())))
         if board.min_seeds and (n.fillna(0) < board.min_seeds).any().any():
             board.notes.append(f"some cells have fewer than the {board.min_seeds} seeds budget {budget!r} asks for")

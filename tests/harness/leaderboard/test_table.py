@@ -88,3 +88,17 @@ def test_board_marks_methods_that_ran_off_the_capacity_target(tmp_path: Path):
     # without a target (any ordinary budget) there is nothing to mark
     (board,) = boards(aggregate(long_table(_capacity_records(dict.fromkeys(counts)))))
     assert not any("capacity" in n for n in board.notes)
+
+
+def test_markdown_and_page_mark_the_methods_off_the_capacity_target(tmp_path: Path):
+    results = tmp_path / "results"
+    write_records(results, _capacity_records({"lora": 73_728, "ia3": 16_128}))
+    assert report.main(["--results-dir", str(results), "--no-wandb", "--quiet", "--bootstrap", "0",
+                        "--jobs", "1"]) == 0
+    out = results / "leaderboards"
+    md = next(out.glob("smoke__minilm-l6__glue.md")).read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith(("| ia3 ", "| lora "))]
+    assert any(r.startswith("| ia3 ") and "‡" in r for r in rows)
+    assert all("‡" not in r for r in rows if r.startswith("| lora "))
+    assert "‡: the method's adapter count is more than ±10% off the capacity target of 73,728" in " ".join(md.split())
+    assert "class='capacity'" in (out / "index.html").read_text()
