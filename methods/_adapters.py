@@ -138,6 +138,18 @@ def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Genera
     return (torch.rand(shape, generator=generator, **factory) * 2 - 1) * bound
 
 
+def svd_form_factors(rank: int, in_features: int, out_features: int, index: int,
+                     **factory: Any) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
+    """AdaLoRA's SVD-form adapter at init (arXiv:2303.10512; ElaLoRA and IncreLoRA inherit it): Q = lora_A
+    (rank×in) and P = lora_B (out×rank) ~ N(0, 0.02²) from a generator seeded by the layer's index, Λ = lora_E
+    = 0, so ΔW = P·diag(Λ)·Q is 0 and the model is W0 at init."""
+    g = torch.Generator().manual_seed(index)
+    a = nn.Parameter((torch.randn(rank, in_features, generator=g) * 0.02).to(**factory))
+    e = nn.Parameter(torch.zeros(rank, **factory))
+    b = nn.Parameter((torch.randn(out_features, rank, generator=g) * 0.02).to(**factory))
+    return a, e, b
+
+
 # ------------------------------------------------------------------------------------ save / load
 def adapter_state(model: nn.Module, *, training_state: bool = False) -> dict[str, torch.Tensor]:
     """The live tensors `save` stores: each adapter layer's parameters and persistent buffers (its frozen base

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from methods import MethodImpl, register
-from methods._adapters import AdapterLinear, wrap
+from methods._adapters import AdapterLinear, svd_form_factors, wrap
 
 FACTORS = ("lora_A", "lora_E", "lora_B")   # Q (r×in), Λ (r), P (out×r); the rank is dim 0, 0, 1
 RANK_DIM = {"lora_A": 0, "lora_E": 0, "lora_B": 1}
@@ -31,10 +31,7 @@ class ElaLoraLinear(AdapterLinear):
         # with Q = lora_A (r×in), Λ = diag(lora_E), P = lora_B (out×r); A, B ~ N(0, 0.02²), Λ = 0 (the model is
         # W0 at init); scale α/r with r the initial rank, kept when the rank changes (their ranknum is never
         # updated). P, Q are kept near-orthogonal by a regulariser (`orth_gradient`).
-        g = torch.Generator().manual_seed(index)
-        self.lora_A = nn.Parameter((torch.randn(r, self.in_features, generator=g) * 0.02).to(**f))
-        self.lora_E = nn.Parameter(torch.zeros(r, **f))
-        self.lora_B = nn.Parameter((torch.randn(self.out_features, r, generator=g) * 0.02).to(**f))
+        self.lora_A, self.lora_E, self.lora_B = svd_form_factors(r, self.in_features, self.out_features, index, **f)
         self.scaling = alpha / r
         self.index = index
         for name in FACTORS:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from methods import MethodImpl, register
-from methods._adapters import AdapterLinear, wrap
+from methods._adapters import AdapterLinear, svd_form_factors, wrap
 from methods.elalora import _follow, _OrthPenalty
 
 FACTORS = ("lora_A", "lora_E", "lora_B")   # Q (cap×in), Λ (cap), P (out×cap); the slot index is dim 0, 0, 1
@@ -35,10 +35,7 @@ class IncreLoraLinear(AdapterLinear):
         # inert (outside the forward, no gradient): the layer's tensors, summed over layers, are the whole budget,
         # so the trainable-parameter count at apply is what the method ends with. A layer that grows past its
         # slots takes unallocated slots from another layer (rank is budget in the paper, not per layer).
-        g = torch.Generator().manual_seed(index)
-        self.lora_A = nn.Parameter((torch.randn(slots, self.in_features, generator=g) * 0.02).to(**f))
-        self.lora_E = nn.Parameter(torch.zeros(slots, **f))
-        self.lora_B = nn.Parameter((torch.randn(self.out_features, slots, generator=g) * 0.02).to(**f))
+        self.lora_A, self.lora_E, self.lora_B = svd_form_factors(slots, self.in_features, self.out_features, index, **f)
         self.alpha, self.index = alpha, index
         self.register_buffer("rank_active", torch.tensor(r_init, device=f["device"]))
         self.register_buffer("ipt", torch.zeros((), **f))
