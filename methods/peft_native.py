@@ -8,7 +8,9 @@ YAML itself, never from the method's name, so a new YAML with the same flag gets
   training batches before get_peft_model (peft's preprocess_corda / preprocess_loraga).
 - `optim.name: loraplus`          → an `optimizer` hook, peft's LoRA+ optimizer (2402.12354).
 - `optim.name: lorafa`            → peft's LoRA-FA optimizer (2308.03303), with lora_A frozen at apply.
-- `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512).
+- `peft_type: adalora`            → a `callback` driving AdaLoRA's rank budget (2303.10512), and a
+                                    `regularizer` with its orthogonality penalty where peft cannot add it
+                                    (an encoder under the harness's head).
 - `peft_type: poly`               → an `apply` that routes every example as task 0 (one job, one task).
 - `params.kasa_config`            → a `regularizer` adding KaSA's penalties to the loss (2412.06071).
 """
@@ -283,6 +285,31 @@ def kasa_regularizer(model: Any) -> Any:
     return peft_model_of(model).base_model._get_kasa_loss()
 
 
+def adalora_regularizer(model: Any) -> Any:
+    """AdaLoRA's orthogonality penalty (arXiv:2303.10512, Eq. 4): orth_reg_weight × the mean over factors of
+    ‖QQᵀ − I‖_F (Q = lora_A) and ‖PᵀP − I‖_F (P = lora_B). peft adds it inside AdaLoraModel.forward, but only
+    when the wrapped model returns a loss — a causal LM given labels. An encoder under the harness's
+    classification head returns none, so there the training loop adds it through this hook; where peft
+    already does (the model is the PeftModel itself), this returns 0, so it is never counted twice."""
+    import torch
+
+    pm = peft_model_of(model)
+    if pm is model:
+        return torch.zeros(())
+    name = pm.active_adapter
+    weight = float(pm.peft_config[name].orth_reg_weight)
+    terms = []
+    for module in pm.modules():
+        a, b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
+        if isinstance(a, torch.nn.ParameterDict) and name in a and isinstance(b, torch.nn.ParameterDict):
+            qa, pb = a[name], b[name]
+            terms.append(torch.linalg.matrix_norm(qa @ qa.T - torch.eye(qa.shape[0], device=qa.device,
+                                                                         dtype=qa.dtype)))
+            terms.append(torch.linalg.matrix_norm(pb.T @ pb - torch.eye(pb.shape[1], device=pb.device,
+                                                                         dtype=pb.dtype)))
+    return weight * torch.stack(terms).mean() if terms else torch.zeros(())
+
+
 OPTIMIZERS = {"loraplus": loraplus_optimizer, "lorafa": lorafa_optimizer}
 # an optimizer that also decides what trains builds on its own apply
 APPLIES = {"lorafa": apply_lora_frozen_a}
@@ -290,6 +317,7 @@ APPLIES = {"lorafa": apply_lora_frozen_a}
 PEFT_TYPE_APPLIES = {"poly": apply_single_task_poly}
 INITS = {"eva": init_eva}
 CALLBACKS = {"adalora": adalora_callback}
+REGULARIZERS = {"adalora": adalora_regularizer}
 
 
 def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
@@ -301,7 +329,8 @@ def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
              or PEFT_TYPE_APPLIES.get(method_cfg.get("peft_type"), apply_peft))
     params = method_cfg.get("params") or {}
     return MethodImpl(name="peft-native", apply=apply,
-                      regularizer=kasa_regularizer if params.get("kasa_config") is not None else None,
+                      regularizer=(kasa_regularizer if params.get("kasa_config") is not None
+                                   else REGULARIZERS.get(method_cfg.get("peft_type"))),
                       init=INITS.get(init) if isinstance(init, str) else None, prepare=prepare,
                       optimizer=OPTIMIZERS.get(optim_name) if optim_name else None,
                       callback=CALLBACKS.get(method_cfg.get("peft_type")))

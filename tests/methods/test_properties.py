@@ -255,6 +255,38 @@ def prop_adalora() -> None:
     assert live_rank() <= cfg["params"]["target_r"] * n_layers < cfg["params"]["init_r"] * n_layers
 
 
+def prop_adalora_orthogonality_penalty() -> None:
+    """AdaLoRA's orthogonality penalty reaches the loss exactly once: peft adds it in its forward for a causal
+    LM given labels (the regularizer hook then adds 0), the hook adds it for an encoder under the harness's
+    head (where peft cannot): orth_reg_weight × mean(‖QQᵀ − I‖_F, ‖PᵀP − I‖_F), as peft computes it."""
+    from harness.train import EncoderClassifier
+    from methods.peft_native import impl_for
+
+    enc, _, cfg = build("adalora")
+    reg = impl_for(cfg).regularizer
+    clf = EncoderClassifier(enc, 32, 2, "mean")
+    randomize(enc, 0.3)
+    norms = []
+    for m in enc.modules():
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+            q, pb = m.lora_A["default"], m.lora_B["default"]
+            norms += [torch.linalg.matrix_norm(q @ q.T - torch.eye(q.shape[0])),
+                      torch.linalg.matrix_norm(pb.T @ pb - torch.eye(pb.shape[1]))]
+    expected = cfg["params"]["orth_reg_weight"] * torch.stack(norms).mean()
+    got = reg(clf)
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in enc.named_parameters() if "lora_A" in n)
+
+    dec, _, _ = build("adalora", kind="decoder")
+    randomize(dec, 0.3)
+    assert float(reg(dec)) == 0.0   # peft's own forward adds it for the decoder
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    with_reg = dec(input_ids=ids, labels=ids).loss
+    plain = dec.base_model.model(input_ids=ids, labels=ids).loss
+    assert float(with_reg - plain) > 0
+
+
 def prop_lorafa() -> None:
     """LoRA-FA: A is frozen at its random init and never moves; B's first AdamW step follows the
     projected gradient ĝ_B = g_B·(AAᵀ)⁻¹/s² (not g_B itself); a classification head still trains."""
