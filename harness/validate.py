@@ -73,6 +73,9 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
 
     c.need(m, "method", "name")
     kind = c.choice(m, "method", "kind", METHOD_KINDS)
+    # a method's version enters the signature with the rest of its block: bumped when its implementation
+    # changes what it computes, so success records made by the old code are not skipped as current
+    c.number(m, "method", "version", integer=True, positive=True, optional=True)
     params = m.get("params") or {}
     if not isinstance(params, Mapping):
         c.add("method.params: must be a mapping")

@@ -64,6 +64,7 @@ BAD = [
     (["method=galore", "budget.trainable_params=1000"], "budget.trainable_params", ["galore", "capacity knob"]),
     (["method=adalora", "method.params.target_r=16"], "method.params.target_r", ["16 > init_r=12"]),
     (["+method.capacity_scales=[rank]"], "method.capacity_scales", ["keys of method.params"]),
+    (["+method.version=0"], "method.version", ["> 0"]),
     (["+budget.capacity_policy=nearest"], "budget.capacity_policy", ["'nearest'", "strict", "closest"]),
     (["method=galore", "method.name=nosuch"], "method.name", ["'nosuch'", "no implementation", "galore", "lisa"]),
     (["method=vera", "+method.optim.name=lorafa"], "method.optim.name", ["lorafa", "peft_type lora", "'vera'"]),
