@@ -68,7 +68,7 @@ class PeftbenchBasicLauncher(BasicLauncher):
 
 # Imported once by the fork server, so that every job process starts with them imported (seconds each).
 PRELOAD = ["torch", "transformers", "peft", "hydra", "omegaconf", "harness.dispatch", "harness.train",
-           "harness.evaluate", "tasks", "methods", "hydra_plugins.peftbench_sweeper.warm"]
+           "harness.evaluate", "tasks", "methods", "harness.warm"]
 KILL_AFTER_TERM_S = 60.0
 
 

@@ -10,7 +10,7 @@ from hydra_plugins.peftbench_sweeper.launchers import PRELOAD
 
 CHECK = """
 import sys
-import hydra_plugins.peftbench_sweeper.warm as warm
+import harness.warm as warm
 import methods
 from harness.provenance import git_info
 missing = sorted(n for n in methods.custom_names() if f"methods.{n}" not in sys.modules)
@@ -21,7 +21,7 @@ print("ok")
 
 
 def test_fork_server_preload_fixes_code_and_git_state_at_the_start() -> None:
-    assert "hydra_plugins.peftbench_sweeper.warm" in PRELOAD
+    assert "harness.warm" in PRELOAD
     proc = subprocess.run([sys.executable, "-c", CHECK], cwd=PROJECT_ROOT, capture_output=True, text=True,
                           check=False, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
