@@ -165,8 +165,13 @@ def verdict(rep: BoardReport, marks: pd.DataFrame | None = None) -> list[str]:
         pa, pb = (float(b.cost.loc[m, "trainable_params"]) for m in (first, second))
         if pa > 0 and pb > 0 and math.isfinite(pa) and math.isfinite(pb):
             rel = pa / pb - 1.0
-            s += (f", at {abs(rel):.0%} {'more' if rel > 0 else 'fewer'} trainable parameters"
-                  if abs(rel) >= 0.005 else ", at the same parameter count")
+            if abs(rel) < 0.005:
+                s += ", at the same parameter count"
+            elif rel <= -0.5:   # a share would round to "100% fewer": say how many times fewer
+                s += f", with {pb / pa:,.0f}× fewer trainable parameters" if pb / pa >= 10 else \
+                     f", with {pb / pa:.1f}× fewer trainable parameters"
+            else:
+                s += f", at {abs(rel):.0%} {'more' if rel > 0 else 'fewer'} trainable parameters"
         out.append(s + ".")
         # 5. the same pair on the same examples
         if rep.paired and rep.paired_reference == first:

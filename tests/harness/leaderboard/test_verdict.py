@@ -248,3 +248,15 @@ def test_a_matthews_primary_gets_an_interval_over_examples(tmp_path: Path) -> No
         assert 0.05 < cell["hi"] - cell["lo"] < 0.25   # ~±2 × 0.035 for 2 × 500 examples, plus the seeds
     assert doc["paired"]["tasks"]["glue/cola"]["beta"]["pvalue"] < 0.01
     assert doc["instance_level"]["winners"] == ["alpha"]
+
+
+@pytest.mark.parametrize(("alpha_params", "phrase"), [
+    (10_600, "at 6% more trainable parameters"),
+    (9_000, "at 10% fewer trainable parameters"),
+    (3_000, "with 3.3× fewer trainable parameters"),
+    (33, "with 303× fewer trainable parameters"),   # a share would read "100% fewer"
+])
+def test_the_winner_s_parameter_count_is_said_plainly(tmp_path: Path, alpha_params: int, phrase: str) -> None:
+    recs = _board("clear", CLEAR, {t: 0.5 for t in CLEAR}, params={"alpha": alpha_params, "beta": 10_000})
+    _, docs = _generate(tmp_path, recs, n_boot=0)
+    assert f"`alpha` beats the runner-up `beta` on 6 of 6 tasks, {phrase}." in " ".join(docs["clear"]["verdict"])
