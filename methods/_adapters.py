@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,17 @@ def svd_form_factors(rank: int, in_features: int, out_features: int, index: int,
     e = nn.Parameter(torch.zeros(rank, **factory))
     b = nn.Parameter((torch.randn(out_features, rank, generator=g) * 0.02).to(**factory))
     return a, e, b
+
+
+def adamw_known_to(model: nn.Module, method_cfg: Mapping[str, Any], found: Iterable[nn.Module]) -> torch.optim.Optimizer:
+    """The harness's AdamW on what trains, with a weak reference to it in each of `found`: layers whose
+    rank changes during training (ElaLoRA, IncreLoRA) carry the moments of the components they keep."""
+    optim_cfg = method_cfg.get("optim") or {}
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=float(optim_cfg["lr"]),
+                            weight_decay=float(optim_cfg.get("weight_decay") or 0.0))
+    for m in found:
+        m.optimizer_ref = weakref.ref(opt)
+    return opt
 
 
 # ------------------------------------------------------------------------------------ save / load

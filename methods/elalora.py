@@ -5,7 +5,6 @@ components are added to the layers whose components matter most, so the total ra
 average while it moves to where it helps."""
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from methods import MethodImpl, register
-from methods._adapters import AdapterLinear, svd_form_factors, wrap
+from methods._adapters import AdapterLinear, adamw_known_to, svd_form_factors, wrap
 
 FACTORS = ("lora_A", "lora_E", "lora_B")   # Q (r×in), Λ (r), P (out×r); the rank is dim 0, 0, 1
 RANK_DIM = {"lora_A": 0, "lora_E": 0, "lora_B": 1}
@@ -242,12 +241,7 @@ def make_optimizer(model: nn.Module, method_cfg: Mapping[str, Any]) -> torch.opt
     """The harness's AdamW on what trains, made known to the layers: a resize keeps each surviving component's
     moments and starts new components at zero (the authors rebuild the optimizer after each round, meaning to
     keep the unchanged tensors' state; a method-side optimizer is how a callback reaches that state here)."""
-    optim_cfg = method_cfg.get("optim") or {}
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=float(optim_cfg["lr"]),
-                            weight_decay=float(optim_cfg.get("weight_decay") or 0.0))
-    for m in layers(model):
-        m.optimizer_ref = weakref.ref(opt)
-    return opt
+    return adamw_known_to(model, method_cfg, layers(model))
 
 
 def apply(backbone: nn.Module, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> nn.Module:

@@ -6,7 +6,6 @@ not (AdaLoRA)."""
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from methods import MethodImpl, register
-from methods._adapters import AdapterLinear, svd_form_factors, wrap
+from methods._adapters import AdapterLinear, adamw_known_to, svd_form_factors, wrap
 from methods.elalora import _follow, _OrthPenalty
 
 FACTORS = ("lora_A", "lora_E", "lora_B")   # Q (cap×in), Λ (cap), P (out×cap); the slot index is dim 0, 0, 1
@@ -190,12 +189,7 @@ def increlora_callback(model: nn.Module, step: int, total_steps: int) -> None:
 
 def make_optimizer(model: nn.Module, method_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """AdamW on what trains, known to the layers so that moving slots carries their moments (ElaLoRA's)."""
-    optim_cfg = method_cfg.get("optim") or {}
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=float(optim_cfg["lr"]),
-                            weight_decay=float(optim_cfg.get("weight_decay") or 0.0))
-    for m in layers(model):
-        m.optimizer_ref = weakref.ref(opt)
-    return opt
+    return adamw_known_to(model, method_cfg, layers(model))
 
 
 def apply(backbone: nn.Module, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> nn.Module:
