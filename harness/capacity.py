@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -100,12 +98,10 @@ def _cached(path: Path | None) -> dict[str, Any] | None:
 def _keep(path: Path | None, block: dict[str, Any]) -> None:
     if path is None:
         return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(block, fh)
-        os.replace(tmp, path)   # atomic: two jobs solving at once both write the same block
+    from harness.records import atomic_write
+
+    try:   # atomic: two jobs solving at once both write the same block
+        atomic_write(path, json.dumps(block).encode("utf-8"))
     except OSError:
         pass   # a read-only cache only costs the next job the solve
 
