@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 ALPHA = 0.05
 
 
+
+def _times(ratio: float) -> str:
+    """A parameter ratio as a multiple: whole above 10×, one decimal below."""
+    return f"{ratio:,.0f}×" if ratio >= 10 else f"{ratio:.1f}×"
+
 def cell_bounds(board: Board, example_ci: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(lo, hi, source) per method × task, in each metric's own scale. The interval of a cell is its
     example(+seed) bootstrap interval when every run of it kept per-example outcomes; else the 95%
@@ -168,8 +173,9 @@ def verdict(rep: BoardReport, marks: pd.DataFrame | None = None) -> list[str]:
             if abs(rel) < 0.005:
                 s += ", at the same parameter count"
             elif rel <= -0.5:   # a share would round to "100% fewer": say how many times fewer
-                s += f", with {pb / pa:,.0f}× fewer trainable parameters" if pb / pa >= 10 else \
-                     f", with {pb / pa:.1f}× fewer trainable parameters"
+                s += f", with {_times(pb / pa)} fewer trainable parameters"
+            elif rel >= 1.0:    # "30269% more" reads worse than "304× more"
+                s += f", with {_times(pa / pb)} more trainable parameters"
             else:
                 s += f", at {abs(rel):.0%} {'more' if rel > 0 else 'fewer'} trainable parameters"
         out.append(s + ".")

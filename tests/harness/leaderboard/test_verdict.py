@@ -255,6 +255,9 @@ def test_a_matthews_primary_gets_an_interval_over_examples(tmp_path: Path) -> No
     (9_000, "at 10% fewer trainable parameters"),
     (3_000, "with 3.3× fewer trainable parameters"),
     (33, "with 303× fewer trainable parameters"),   # a share would read "100% fewer"
+    (19_000, "at 90% more trainable parameters"),
+    (25_000, "with 2.5× more trainable parameters"),
+    (3_030_000, "with 303× more trainable parameters"),   # a share would read "30200% more"
 ])
 def test_the_winner_s_parameter_count_is_said_plainly(tmp_path: Path, alpha_params: int, phrase: str) -> None:
     recs = _board("clear", CLEAR, {t: 0.5 for t in CLEAR}, params={"alpha": alpha_params, "beta": 10_000})
