@@ -47,7 +47,6 @@ def _with_knob(method: Mapping[str, Any], knob: str, value: int) -> dict[str, An
 
 
 TOLERANCE = 0.10   # a count further than this from the target has not met it (the leaderboard marks it)
-POLICIES = ("strict", "closest")   # budget.capacity_policy: fail, or run at the closest setting and say so
 
 
 def _block(target: int, knob: str | None, value: Any, achieved: int, configured: Any,

@@ -10,7 +10,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.capacity import POLICIES as CAPACITY_POLICIES
 from harness.preempt import parse_interval
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -19,6 +18,7 @@ MODEL_SOURCES = ("auto", "local", "hub")
 POOLINGS = ("mean", "cls")
 PROTOCOL_MODEL_KIND = {"classify": "encoder", "generate": "decoder", "loglik": "decoder"}
 SCHEDULES = ("linear", "cosine", "constant")
+CAPACITY_POLICIES = ("strict", "closest")   # harness.capacity: fail, or run at the closest setting and say so
 DIRECTIONS = ("max", "min")
 METHOD_KINDS = ("peft", "full", "custom")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -211,7 +211,7 @@ def _check_budget(c: _Checker, b: Mapping[str, Any]) -> None:
     c.number(b, "budget", "max_new_tokens", integer=True, positive=True, optional=True)
     c.number(b, "budget", "seeds", integer=True, positive=True)
     c.number(b, "budget", "trainable_params", integer=True, positive=True, optional=True)
-    c.choice(b, "budget", "capacity_policy", CAPACITY_POLICIES, optional=True)   # fail, or run at the closest setting
+    c.choice(b, "budget", "capacity_policy", CAPACITY_POLICIES, optional=True)
     c.number(b, "budget", "memory_cap_mb", positive=True, optional=True)
     try:
         parse_interval(b.get("checkpoint_every"))

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 ALPHA = 0.05
 
 
-
 def _times(ratio: float) -> str:
     """A parameter ratio as a multiple: whole above 10×, one decimal below."""
     return f"{ratio:,.0f}×" if ratio >= 10 else f"{ratio:.1f}×"
+
 
 def cell_bounds(board: Board, example_ci: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(lo, hi, source) per method × task, in each metric's own scale. The interval of a cell is its
