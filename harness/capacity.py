@@ -2,7 +2,7 @@
 
 Fair comparison means equal capacity. When `budget.trainable_params` is set, the method's
 `capacity_knob` (usually the rank r) is chosen as the largest value whose adapter stays within the
-target. The count is measured by actually building the adapter on the real backbone (no formula to
+target, or, when that one is more than TOLERANCE short, the next value up if it is within TOLERANCE above. The count is measured by actually building the adapter on the real backbone (no formula to
 drift out of date); it is monotone in the knob, so a bisection from the configured value needs a few
 builds. Each build copies the backbone (a method may rewrite W0 at init), seconds per build for some
 methods (NOLA's random bases), so the solved block is kept in the model cache keyed by everything it
@@ -76,12 +76,12 @@ def _cache_file(spec: Any, policy: str) -> Path | None:
 
 @cache
 def _methods_code() -> str:
-    """A digest of the method implementations (methods/*.py): a custom method whose code changes its
-    parameter count must not reuse a solve made by the old code."""
+    """A digest of the method implementations (methods/*.py) and of this solver: a custom method whose code
+    changes its parameter count, or a change of the solving rule, must not reuse a solve made by the old code."""
     import methods
 
     h = hashlib.sha256()
-    for f in sorted(Path(methods.__file__).parent.glob("*.py")):
+    for f in [*sorted(Path(methods.__file__).parent.glob("*.py")), Path(__file__)]:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
@@ -174,6 +174,13 @@ def _solve(spec: Any, loaded: Any, target: int, knob: str | None, closest: bool)
         else:
             hi = mid
     block = _block(target, knob, lo, count(lo), configured)
+    if not block["met"] and count(hi) != UNBUILDABLE:
+        # the largest value within the target misses ±TOLERANCE (coarse steps, or r=8 a few parameters over
+        # LoRA's count): the next value up is taken when it is within the tolerance above, so a method is never
+        # held an eighth short of a target it can meet
+        above = _block(target, knob, hi, count(hi), configured)
+        if above["met"]:
+            return above
     if not block["met"]:
         block["reason"] = (f"the largest {knob} within the target reaches {count(lo)}" if hi not in unbuildable
                            else f"the largest {knob} the method can build reaches {count(lo)} ({knob}={hi}: "

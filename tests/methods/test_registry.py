@@ -207,14 +207,29 @@ def test_closest_policy_takes_knob_1_when_even_that_exceeds_the_target() -> None
 
 
 def test_closest_policy_marks_a_solved_count_short_of_the_target() -> None:
-    """lora's counts come in steps of one rank: a target just under r=2 solves to r=1, ~50% short."""
+    """lora's counts come in steps of one rank (r=2 is twice r=1): a target midway solves to r=1, a third
+    short, because r=2 is as far above; the block says so."""
     spec, loaded = _setup("lora", None)
     r1, r2 = (_trainable_for(spec, loaded, _with_knob(spec.method, "r", v)) for v in (1, 2))
-    spec.budget.update(trainable_params=r2 - 1, capacity_policy="closest")
+    spec.budget.update(trainable_params=(r1 + r2) // 2, capacity_policy="closest")
     _, info = solve_capacity(spec, loaded)
     assert info["value"] == 1 and info["adapter_params"] == r1 and info["met"] is False
+    assert info["reason"].startswith("the largest r within the target")
     spec.budget["trainable_params"] = r1
     assert solve_capacity(spec, loaded)[1]["met"] is True and "reason" not in solve_capacity(spec, loaded)[1]
+
+
+@pytest.mark.parametrize("policy", ["strict", "closest"])
+def test_a_value_just_over_the_target_is_taken_when_the_one_within_falls_short(policy: str) -> None:
+    """A target one parameter under r=2's count: r=1 is half of it, r=2 a hair over, so the solve takes r=2
+    (met) rather than hold the method at half the target. (AdaLoRA, SoRA, KaSA, … at LoRA r=8's count: their
+    r=8 is a few parameters over, and r=7 is 12% short.)"""
+    spec, loaded = _setup("lora", None)
+    r2 = _trainable_for(spec, loaded, _with_knob(spec.method, "r", 2))
+    spec.budget.update(trainable_params=r2 - 1, capacity_policy=policy)
+    solved, info = solve_capacity(spec, loaded)
+    assert solved["params"]["r"] == 2 and info["value"] == 2 and info["adapter_params"] == r2
+    assert info["met"] is True and 0 < info["deviation"] <= 0.10 and "reason" not in info
 
 
 @pytest.mark.parametrize("peft_type", sorted(__import__("methods").PEFT_CONFIGS))
