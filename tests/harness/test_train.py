@@ -152,6 +152,34 @@ def test_build_model_prepares_the_backbone_under_the_classify_head():
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)   # gradient-derived B, not LoRA's zeros
 
 
+@pytest.mark.parametrize("method", ["lora", "lora_ga"])
+def test_a_regression_head_starts_at_the_mean_target(method: str) -> None:
+    """STS-B's head starts at the mean training score, not 0 (EncoderClassifier says why), on both
+    build paths: a prepare-hook method (LoRA-GA) calibrates under that head too."""
+    import types
+
+    from harness.train import build_model, loss_of
+    from tests.methods.test_registry import TINY_ENCODER_CFG, method_cfg, tiny_bert
+
+    cfg = method_cfg(method)
+    cfg["calibration"] = {"batches": 1}
+    g = torch.Generator().manual_seed(0)
+    batches = iter([{"input_ids": torch.randint(0, 100, (4, 8), generator=g),
+                     "attention_mask": torch.ones(4, 8, dtype=torch.long),
+                     "labels": torch.tensor([2.0, 3.5, 1.0, 4.5])} for _ in range(2)])
+    spec = types.SimpleNamespace(method=cfg, model=TINY_ENCODER_CFG, task={"protocol": "classify"})
+    model = build_model(spec, types.SimpleNamespace(backbone=tiny_bert()), 1, batches=batches, target_mean=2.75)
+    assert model.classifier.bias.tolist() == [2.75]
+    batch = next(batches)
+    model.eval()
+    with torch.no_grad():   # the starting loss is about the targets' variance, not their mean square
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).squeeze(-1)
+        assert abs(out.mean().item() - 2.75) < 1.0
+        assert loss_of(model, batch, "classify").item() < (batch["labels"] ** 2).mean().item() / 2
+    unset = build_model(spec, types.SimpleNamespace(backbone=tiny_bert()), 1, batches=iter([batch]))
+    assert unset.classifier.bias.abs().max().item() < 1.0   # a classification head keeps nn.Linear's init
+
+
 def test_train_step_adds_the_method_regularizer_but_logs_the_task_loss():
     """StepState.regularizer (KaSA's penalties) is optimised with the loss; the logged loss is the task's."""
     import types
