@@ -1,6 +1,7 @@
 """ALLoRA (arXiv:2410.09692, "ALLoRA: Adaptive Learning Rate Mitigates LoRA Fatal Flaws"): LoRA without
-dropout and without the α/r scaling, ΔW = B·A, whose gradients are rescaled per parameter by a coefficient
-inversely proportional to the parameter's ℓ2 norm, so B escapes its zero init fast and slows as it grows."""
+dropout and without the α/r scaling, ΔW = B·A, whose gradients are rescaled, per output unit of ΔW, by a
+coefficient inversely proportional to that unit's update norm, so B escapes its zero init fast and slows as it
+grows."""
 from __future__ import annotations
 
 import math
@@ -26,25 +27,28 @@ class AlloraLinear(AdapterLinear):
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.lora_A, self.lora_B
-        if self.rescale:
-            a, b = rescale_grad(a, allora_coefficient(a.detach(), self.eta)), rescale_grad(
-                b, allora_coefficient(b.detach(), self.eta))
-        return x @ a.T @ b.T
+        if not self.rescale:
+            return x @ a.T @ b.T
+        # Two paths with one forward value x·Aᵀ·Bᵀ: the input's gradient goes through detached factors,
+        # unscaled (earlier layers see plain LoRA's gradient); A's and B's go through a detached input, with
+        # the output gradient of unit i multiplied by s_i first.
+        to_input = x @ a.detach().T @ b.detach().T
+        to_factors = x.detach() @ a.T @ b.T
+        s = allora_coefficient(b.detach() @ a.detach(), self.eta)
+        return to_input + s * (to_factors - to_factors.detach())
 
 
-def rescale_grad(param: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """`param` in the forward pass; its gradient multiplied by `coef` in the backward pass (coef is computed
-    from the parameter as it is in this step: nothing changes it between the forward and the backward)."""
-    return param.detach() + coef * (param - param.detach())
-
-
-def allora_coefficient(param: torch.Tensor, eta: float) -> torch.Tensor:
-    """Defining rule (arXiv:2410.09692): each row θ_i of A and B gets its gradient multiplied by
-    1/√(‖θ_i‖² + 1/η²): inversely proportional to the row's ℓ2 norm, capped at η where the row is zero (B's
-    init), so the effective learning rate adapts to the parameter's size. Checked against the abstract only
-    ("scaling the per sample and per parameter gradients with a coefficient inversely proportional to
-    parameters' ℓ2 norm"); the row-wise norm and the cap η are our reading, to confirm against the paper."""
-    return 1.0 / torch.sqrt(param.pow(2).sum(dim=1, keepdim=True) + 1.0 / eta**2)
+def allora_coefficient(delta_w: torch.Tensor, eta: float) -> torch.Tensor:
+    """Defining rule (arXiv:2410.09692, "scaling the per sample and per parameter gradients with a coefficient
+    inversely proportional to parameters' ℓ2 norm"): output unit i of ΔW = B·A has the gradient that reaches
+    A and B through it multiplied by s_i = 1/√(‖ΔW_i,:‖² + 1/η²). B = 0 at init gives every unit the cap η,
+    so B escapes zero fast; a unit slows as its update grows. Per output row of B·A, applied to the output
+    gradient feeding A and B and not to the input's, is a reading of the paper's Sec. 4.2 by a third-party
+    implementation (we could reach the abstract only); the squared norm is the abstract's "inversely
+    proportional". Per row of ΔW rather than per row of A and of B matters under Adam: a positive factor on
+    one parameter row's own gradient is nearly cancelled by Adam's normalisation, while s mixes the rows of
+    A's gradient (∂L/∂A = Bᵀ·diag(s)·δᵀ·x)."""
+    return 1.0 / torch.sqrt(delta_w.pow(2).sum(dim=1) + 1.0 / eta**2)
 
 
 def apply(backbone: nn.Module, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> nn.Module:
