@@ -2,7 +2,8 @@
 
 Fair comparison means equal capacity. When `budget.trainable_params` is set, the method's
 `capacity_knob` (usually the rank r) is chosen as the largest value whose adapter stays within the
-target, or, when that one is more than TOLERANCE short, the next value up if it is within TOLERANCE above. The count is measured by actually building the adapter on the real backbone (no formula to
+target, or, when that one is more than TOLERANCE short, the next value up if it is within TOLERANCE
+above. The count is measured by actually building the adapter on the real backbone (no formula to
 drift out of date); it is monotone in the knob, so a bisection from the configured value needs a few
 builds. Each build copies the backbone (a method may rewrite W0 at init), seconds per build for some
 methods (NOLA's random bases), so the solved block is kept in the model cache keyed by everything it
@@ -174,7 +175,7 @@ def _solve(spec: Any, loaded: Any, target: int, knob: str | None, closest: bool)
         else:
             hi = mid
     block = _block(target, knob, lo, count(lo), configured)
-    if not block["met"] and count(hi) != UNBUILDABLE:
+    if not block["met"] and hi not in unbuildable:
         # the largest value within the target misses ±TOLERANCE (coarse steps, or r=8 a few parameters over
         # LoRA's count): the next value up is taken when it is within the tolerance above, so a method is never
         # held an eighth short of a target it can meet
