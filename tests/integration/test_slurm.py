@@ -321,8 +321,20 @@ def test_cancelling_one_task_or_the_sweep(tmp_path: Path) -> None:
     `peftbench cancel NAME` then stops the others, running or pending, and the driver ends with a summary."""
     if (why := _no_cluster()) is not None:
         pytest.skip(why)
-    drv = Driver(tmp_path, *LONG[:1], "seed=0,1,2", *LONG[2:], name="cancels")
+    # a budget no task can finish before the test cancels it (~15 min of training each): only the
+    # cancels end these tasks, however slow the CLI calls in between are on a loaded machine
+    drv = Driver(tmp_path, "method=lora", "seed=0,1,2", "budget.tokens=400000", "budget.checkpoint_every=null",
+                 name="cancels")
     array_id = drv.job_id()
+    try:
+        _cancel_one_then_the_sweep(drv, array_id, tmp_path)
+    finally:   # a failed assertion must not leave the long tasks holding the node for later tests
+        subprocess.run(["scancel", array_id], check=False)
+        if drv.proc.poll() is None:
+            drv.proc.kill()
+
+
+def _cancel_one_then_the_sweep(drv: Driver, array_id: str, tmp_path: Path) -> None:
     drv.wait_training(1)
     time.sleep(1.0)
     subprocess.run(["scancel", f"{array_id}_0"], check=True)
