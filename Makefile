@@ -6,6 +6,8 @@ PY         ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (0: one process, no xdist); shared resources: tests/conftest.py
+PYTEST_WORKERS ?= 2
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.peftbench-installed
 TEST_STAMP := $(VENV)/.peftbench-test-installed
@@ -55,7 +57,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/python -m ruff check harness methods tasks hydra_plugins tests benchmarks
 
 test: models browser slurm $(TEST_STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p xdist -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 leaderboard: setup
 	$(BIN)/peftbench leaderboard
