@@ -36,3 +36,15 @@ def test_campaign_runs_every_applicable_method(name: str, kind: str, tasks: set[
     assert {j[2] for j in jobs} == tasks and {j[3] for j in jobs} == {budget}
     assert {int(j[4]) for j in jobs} == seeds
     assert len(jobs) == len(applies) * len(tasks) * len(seeds)
+
+
+def test_demo_sweep_is_four_methods_by_two_tasks_by_three_seeds(tmp_path) -> None:
+    """`make demo`'s sweep: every job validates, on its own budget (never mixed with a campaign's board),
+    4 methods × the two GLUE tasks that learn at that budget × 3 seeds."""
+    out = _plan("demo", tmp_path)
+    jobs = re.findall(r"^\s*\d+ run\s+(\S+)\|(\S+)\|(\S+)\|(\S+)\|s(\d+)", out, flags=re.MULTILINE)
+    assert len(jobs) == 24
+    assert {j[0] for j in jobs} == {"lora", "dora", "pissa", "ia3"}
+    assert {j[1] for j in jobs} == {"minilm-l6"} and {j[3] for j in jobs} == {"demo"}
+    assert {j[2] for j in jobs} == {"glue/sst2", "glue/stsb"}
+    assert {int(j[4]) for j in jobs} == {0, 1, 2}
