@@ -15,18 +15,16 @@ from harness.spec import CONF_DIR
 # `make test` runs the suite on every core: `pytest -n $(PYTEST_WORKERS)` with `--dist loadgroup
 # --no-loadscope-reorder` (pyproject addopts). Tests that share something outside their tmp_path run in
 # one xdist group, i.e. one after another on one worker:
-#   slurm       the live local SLURM cluster (1 node, 2 CPUs): every test marked `slurm`, and every
-#               test in a module that submits to it (SLURM_MODULES). Their jobs compete for the node's
-#               CPUs, the preemption test needs the whole node, and the cluster fixture's jobs run
-#               in the background while the module's later tests run.
+#   slurm       the live local SLURM cluster (1 node, 2 CPUs): every test marked `slurm`. Their jobs
+#               compete for the node's CPUs, the preemption test needs the whole node, and the cluster
+#               fixture's jobs run in the background while the module's later tests run. (The dispatch
+#               benchmark also calls sbatch, but only for held arrays it cancels at once: they never
+#               claim a CPU, and it asserts no timing, so it needs no group.)
 #   <module>    the tests of a module that use one of its module-scoped fixtures (a sweep, a study, a
 #               loaded model): in one group the fixture is built once, not once per worker.
 # Everything else is balanced test by test. The model cache is filled before pytest starts (`make
 # models`) and harness.models.fetch holds a file lock anyway; records and caches go to tmp dirs.
 SLURM_GROUP = "slurm"
-SLURM_MODULES = {   # not marked `slurm` (they run without a cluster too) but submit to it when it is up
-    "tests/benchmarks/test_dispatch_benchmark.py",   # sbatch --hold arrays, timed
-}
 
 
 def _module_scoped(item: pytest.Item) -> bool:
@@ -39,11 +37,10 @@ def _module_scoped(item: pytest.Item) -> bool:
 
 
 def xdist_group(item: pytest.Item) -> str | None:
-    path = item.nodeid.split("::", 1)[0]
-    if item.get_closest_marker("slurm") is not None or path in SLURM_MODULES:
+    if item.get_closest_marker("slurm") is not None:
         return SLURM_GROUP
     if _module_scoped(item):
-        return path
+        return item.nodeid.split("::", 1)[0]   # the module's path
     return None
 
 
