@@ -170,7 +170,8 @@ def _winners(rep: BoardReport) -> str:
         if rk.skipped:
             items.append(f"<li><b>{_e(r)}</b>: <span class='muted'>skipped — {_e(rk.skipped)}</span></li>")
         else:
-            items.append(f"<li><b>{_e(r)}</b>: {_e(', '.join(rk.winners))}</li>")
+            approx = f" <span class='muted'>(not exact: {_e(rk.fallback)})</span>" if rk.fallback else ""
+            items.append(f"<li><b>{_e(r)}</b>: {_e(', '.join(rk.winners))}{approx}</li>")
     if rep.instance is not None:
         ins = rep.instance
         what = (_e(", ".join(ins.winners)) if not ins.skipped

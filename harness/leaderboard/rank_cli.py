@@ -286,6 +286,8 @@ def ranking_document(
                 "scores": {s: _clean(v) for s, v in rk.scores.items()},
                 "winners": list(rk.winners),
                 "skipped": rk.skipped,
+                # only where a searching rule ran out of time: what it returned instead of the exact result
+                **({"fallback": rk.fallback} if rk.fallback else {}),
             }
             for r, rk in results.items()
         },
@@ -375,7 +377,8 @@ def to_markdown(inp: RankInput, results: dict[str, Ranking], agreement: pd.DataF
     lines += ["", "## Winners", ""]
     for r, rk in results.items():
         if rk.skipped is None:
-            lines.append(f"- **{r}**: {', '.join(_md_cell(w) for w in rk.winners)}")
+            lines.append(f"- **{r}**: {', '.join(_md_cell(w) for w in rk.winners)}"
+                         + (f" (not exact: {_md_cell(rk.fallback)})" if rk.fallback else ""))
         else:
             lines.append(f"- **{r}**: skipped - {rk.skipped}")
     if len(agreement):
