@@ -10,6 +10,7 @@ static HTML page with plots (index.html), and mirrored to one W&B run (offline b
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import functools
 import hashlib
 import json
@@ -17,6 +18,7 @@ import math
 import os
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +59,7 @@ from harness.leaderboard.suites import attach_averages, known_suites
 from harness.leaderboard.table import (
     Board,
     aggregate,
+    board_key,
     boards,
     capacity_misses,
     hardware_by_board,
@@ -446,6 +449,8 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
     for r, rk in rankings.items():
         if rk.skipped:
             lines += _wrap(f"- **{r}**: skipped — {rk.skipped}", "  ")
+        elif rk.fallback:
+            lines += _wrap(f"- **{r}**: not exact — {rk.fallback}", "  ")
     if report is not None and report.instance is not None:
         ins = report.instance
         what = (f"{', '.join(ins.winners)}; order: " + " > ".join(" = ".join(g) for g in ins.groups)
@@ -556,6 +561,9 @@ def board_document(rep: BoardReport) -> dict[str, Any]:
                                  "ranking": [list(g) for g in ins.groups], "scores": dict(ins.scores),
                                  "winners": list(ins.winners), "skipped": ins.skipped,
                                  "task_borda": rep.instance_counts}
+    # the rules that did not compute their exact definition (a search past its time budget), and how the
+    # bootstrap treated the searching rules: the same words as the rules' blocks and the Markdown
+    doc["fallbacks"] = {r: rk.fallback for r, rk in rep.rankings.items() if rk.fallback}
     doc["friedman"] = rep.friedman if rep.friedman is not None else {"skipped": rep.friedman_note}
     doc["bootstrap"] = {"n_boot": rep.n_boot if rep.bootstrap else 0, "note": rep.bootstrap_note,
                         "rules": {r: br.as_dict() for r, br in (rep.bootstrap or {}).items()}}
@@ -639,6 +647,19 @@ def render_board_split(board: Board, samples: pd.DataFrame, rules: Sequence[str]
 
 def _board_job(args: tuple[Any, ...]) -> tuple[BoardReport, str, str, str, str | None]:
     return render_board_files(*args)
+
+
+def _timed_board_job(args: tuple[Any, ...]) -> tuple[tuple[BoardReport, str, str, str, str | None], float]:
+    """`_board_job` and its wall-clock seconds in the process that ran it (for the progress lines)."""
+    t = time.perf_counter()
+    res = render_board_files(*args)
+    return res, time.perf_counter() - t
+
+
+def _timed_split(job: tuple[Any, ...], pool: Any) -> tuple[tuple[BoardReport, str, str, str, str | None], float]:
+    t = time.perf_counter()
+    res = render_board_split(*job, pool=pool)
+    return res, time.perf_counter() - t
 
 
 # ------------------------------------------------------------------------------------------------
@@ -742,7 +763,8 @@ def report_from_document(board: Board, js: str) -> BoardReport:
     doc = json.loads(js)
     rankings = {r: Ranking(groups=[list(g) for g in d["ranking"]],
                            scores={k: _nan(v) for k, v in d["scores"].items()},
-                           winners=list(d["winners"]), skipped=d["skipped"]) for r, d in doc["rules"].items()}
+                           winners=list(d["winners"]), skipped=d["skipped"], fallback=d.get("fallback"))
+                for r, d in doc["rules"].items()}
     agreement = pd.DataFrame({b: {a: _nan(row[b]) for a, row in doc["agreement"].items()}
                               for b in next(iter(doc["agreement"].values()), {})},
                              index=list(doc["agreement"]), dtype=float)
@@ -752,7 +774,8 @@ def report_from_document(board: Board, js: str) -> BoardReport:
     bootstrap = {r: BootstrapRule(rank_interval={m: (_nan(v[0]), _nan(v[1])) for m, v in d["rank_interval"].items()},
                                   p_win={m: _nan(v) for m, v in d["p_win"].items()}, winners=list(d["winners"]),
                                   winner_prob=_nan(d["winner_prob"]), winner_may_change=d["winner_may_change"],
-                                  summary=d["summary"], n_valid=d["n_valid"]) for r, d in rules_b.items()}
+                                  summary=d["summary"], n_valid=d["n_valid"], note=d.get("note"))
+                 for r, d in rules_b.items()}
     skipped_fr = isinstance(fr, dict) and set(fr) == {"skipped"}
     rep = BoardReport(board=board, rankings=rankings, agreement=agreement, condorcet=doc["condorcet_winner"],
                       n_failed=int(doc["board"]["n_failed"]), friedman=None if skipped_fr else fr,
@@ -808,8 +831,13 @@ class CachedBoardReport:
 
 def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RULES, *,
              n_boot: int = DEFAULT_BOOTSTRAP, html: bool = True, jobs: int | None = None,
-             use_cache: bool = True) -> tuple[str, list[Path], list[BoardReport]]:
+             use_cache: bool = True, progress: Callable[[str], None] | None = None
+             ) -> tuple[str, list[Path], list[BoardReport]]:
     """Write every board; return (the combined Markdown, files written, the board reports).
+
+    ``progress``, when given, gets one line per board as it is analysed (``[n/N] <board key> 1.2 s``,
+    the seconds spent on that board) and one for the boards the cache already had: a cold build of
+    many boards takes minutes, and a silent one looks hung.
 
     Records are read through the per-file cache (:mod:`harness.leaderboard.cache`); a board whose
     inputs hash to a key already in the board cache reuses its stored Markdown/CSV/JSON/HTML (its
@@ -854,6 +882,8 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
                 results[i] = (CachedBoardReport(*job[:5], js=hit[2]), *hit[:4])
                 verdict_of[i] = hit[4]
     todo = [i for i, r in enumerate(results) if r is None]
+    if progress is not None and len(todo) < len(all_jobs):
+        progress(f"{len(all_jobs) - len(todo)} of {len(all_jobs)} board(s) unchanged (board cache)")
     split = jobs > 1 and len(todo) == 1 and html and n_boot > 0
     ocache = {i: outcomes_cache_path(results_dir, all_jobs[i][0]) if use_cache else None for i in todo}
     for i in todo:   # only the boards analysed again read their runs' per-example outcomes (paired tests)
@@ -864,13 +894,13 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
             all_jobs[i] = (*all_jobs[i], board_outcomes(all_jobs[i][1], files, results_dir / "records", ocache[i]))
     if jobs > 1 and len(todo) > 1:
         pool = _pool_context().Pool(min(jobs, len(todo)))
-        fresh = pool.imap(_board_job, [all_jobs[i] for i in todo], chunksize=1)
+        fresh = pool.imap(_timed_board_job, [all_jobs[i] for i in todo], chunksize=1)
     elif split:
         # one board to redo (the usual incremental case): its bootstrap and its figures in parallel
         pool = _pool_context().Pool(1)
-        fresh = (render_board_split(*all_jobs[i], pool=pool) for i in todo)
+        fresh = (_timed_split(all_jobs[i], pool) for i in todo)
     else:
-        pool, fresh = None, map(_board_job, [all_jobs[i] for i in todo])
+        pool, fresh = None, map(_timed_board_job, [all_jobs[i] for i in todo])
     reports: list[Any] = []
     sections: list[str] = []
     # the cell table is written from a thread: it runs while this process waits on the pool (the bootstrap)
@@ -879,7 +909,9 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     if cells is not None:
         cells.start()
     try:
-        for i, res in zip(todo, fresh):
+        for k, (i, (res, sec)) in enumerate(zip(todo, fresh), 1):
+            if progress is not None:
+                progress(f"[{k}/{len(todo)}] {all_jobs[i][0].key} {sec:.1f} s")
             results[i] = res
             verdict_of[i] = json.loads(res[3]).get("verdict") or []
             if cpaths[i] is not None:
@@ -998,6 +1030,36 @@ def log_to_wandb(reports: Sequence[BoardReport], *, rules: Sequence[str], n_boot
         return None
 
 
+def sweep_board_keys(records_dir: Path, sweep: str) -> set[str]:
+    """Keys of the boards holding a successful record of the sweep named ``sweep`` (the record's
+    ``run.sweep``, the sweep file's ``sweep_name``): what ``--show sweep:NAME`` selects. Reads the record
+    files, parsing only those whose text contains the name (an opt-in look-up, not on the default path)."""
+    needle = json.dumps(sweep)
+    keys: set[str] = set()
+    for path in sorted(records_dir.glob("*.json")):
+        try:
+            raw = path.read_text(encoding="utf-8")
+            if needle not in raw:
+                continue
+            run = json.loads(raw)["run"]
+            if run.get("sweep") == sweep and run.get("status") == "success":
+                keys.add(board_key(str(run["budget"]), str(run["model"]), str(run.get("suite") or "")))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            continue  # an unreadable record is the leaderboard's to report, not the selection's
+    return keys
+
+
+def select_boards(keys: Sequence[str], patterns: Sequence[str], records_dir: Path) -> list[str]:
+    """The board keys matching any of ``patterns``: a shell-style pattern on the key, or ``sweep:NAME``."""
+    chosen: set[str] = set()
+    for pat in patterns:
+        if pat.startswith("sweep:"):
+            chosen |= sweep_board_keys(records_dir, pat.removeprefix("sweep:"))
+        else:
+            chosen |= {k for k in keys if fnmatch.fnmatchcase(k, pat)}
+    return [k for k in keys if k in chosen]
+
+
 def parse_rules(arg: str | None) -> list[str]:
     """'all' (or nothing) → every registered rule; else the comma-separated names, in order."""
     if arg is None or arg.strip() in ("", "all"):
@@ -1015,7 +1077,13 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"bootstrap resamples over seeds per board (default {DEFAULT_BOOTSTRAP}; 0 disables)")
     ap.add_argument("--no-wandb", action="store_true", help="do not mirror the tables to a W&B run")
     ap.add_argument("--wandb-project", default=None, help="default: the project of conf/logger/wandb.yaml")
-    ap.add_argument("--quiet", action="store_true", help="write files, print only their paths")
+    ap.add_argument("--quiet", action="store_true",
+                    help="write files, print only their paths (and no progress lines)")
+    ap.add_argument("--show", action="append", default=None, metavar="BOARD",
+                    help="print only the boards whose key (<budget>__<model>__<suite>, as their files are named) "
+                         "matches this shell-style pattern, e.g. smoke__minilm-l6__glue or 'smoke__*', or that hold "
+                         "a record of a sweep: sweep:NAME (its sweep_name, e.g. sweep:demo); repeatable. Every "
+                         "board is still written")
     ap.add_argument("--jobs", type=int, default=None, metavar="N",
                     help="processes for reading records and for the per-board work (default: every CPU)")
     ap.add_argument("--no-cache", action="store_true",
@@ -1040,9 +1108,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (results / "records").is_dir():
         print(f"peftbench leaderboard: no records directory at {results / 'records'}", file=sys.stderr)
         return 2
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     try:
         text, written, reports = generate(results, out, rules, n_boot=args.bootstrap, jobs=args.jobs,
-                                          use_cache=not args.no_cache)
+                                          use_cache=not args.no_cache, progress=None if args.quiet else progress)
     except RecordError as exc:
         print(f"peftbench leaderboard: {exc}", file=sys.stderr)
         return 2
@@ -1050,7 +1121,22 @@ def main(argv: list[str] | None = None) -> int:
         # next to the training runs' W&B files: $PEFTBENCH_RUNS, else <results-dir>/../runs
         runs_dir = Path(os.environ["PEFTBENCH_RUNS"]) if os.environ.get("PEFTBENCH_RUNS") else results.parent / "runs"
         log_to_wandb(reports, rules=rules, n_boot=args.bootstrap, runs_dir=runs_dir, project=args.wandb_project)
-    print("\n".join(str(p) for p in written) if args.quiet else text)
+    if args.quiet:
+        print("\n".join(str(p) for p in written))
+        return 0
+    where = f"{len(reports)} board(s) written to {out} (leaderboard.md, index.html, <board key>.md/.csv/.json)"
+    if args.show:
+        keys = [r.board.key for r in reports]
+        shown = select_boards(keys, args.show, results / "records")
+        if not shown:
+            print(f"peftbench leaderboard: no board matches --show {' '.join(args.show)}; boards: "
+                  f"{', '.join(keys) or 'none'}. {where}", file=sys.stderr)
+            return 1
+        print("\n".join((out / f"{k}.md").read_text() for k in shown))
+        print(f"Shown: {', '.join(shown)}. All {where}.")
+        return 0
+    print(text)
+    print(f"peftbench leaderboard: {where}", file=sys.stderr)
     return 0
 
 

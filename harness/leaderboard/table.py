@@ -277,6 +277,11 @@ class SuiteAverage:
                 {m: list(u) for m, u in self.lacking.items()}]
 
 
+def board_key(budget: str, model: str, suite: str) -> str:
+    """The name of a board's files (``<budget>__<model>__<suite>``) and of its ``--show`` selection."""
+    return f"{budget}__{model}__{suite}".replace("/", "-")
+
+
 @dataclass
 class Board:
     """One leaderboard: a (budget, model, suite) slice, primary metric per task."""
@@ -300,7 +305,7 @@ class Board:
 
     @property
     def key(self) -> str:
-        return f"{self.budget}__{self.model}__{self.suite}".replace("/", "-")
+        return board_key(self.budget, self.model, self.suite)
 
     def oriented(self) -> pd.DataFrame:
         """Higher-is-better view for the ranking rules (lower-is-better columns negated)."""
