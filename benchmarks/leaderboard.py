@@ -29,7 +29,19 @@ dir (setup, not timed), then `peftbench leaderboard --results-dir TMP --no-wandb
   board-cache key, record cache warm).
 
 Each line shows the ratio to the pandas baseline and the number of boards recomputed (board-cache
-misses). The exit code is 0 when every bar passes (in-memory regeneration, (a), (b), Kemeny).
+misses).
+
+At leaderboard scale (issue #18), each with its bar beside it:
+
+* (e) a 70-method board, 2 tasks × 2 seeds, and (f) a 70-method board, 1 task × 1 seed, 32 methods tied at
+  exactly 0.700 (the committed zoo_decoder board's shape): each analysed cold by the real command on a
+  results dir holding only it (every rule, the 200-resample bootstrap, paired tests, Markdown/CSV/JSON/HTML),
+  <= 5 s; for (f) also the bootstrap itself on its samples (every resample is the point table: one
+  distinct table ranked), under the same bar;
+* (g) a cold build of the committed records (results/records copied to a temporary results dir, no cache):
+  `peftbench leaderboard` in a fresh process, imports included, <= 30 s.
+
+The exit code is 0 when every bar passes (in-memory regeneration, (a), (b), (e), (f), (g), Kemeny).
 """
 
 from __future__ import annotations
@@ -50,6 +62,8 @@ from harness.leaderboard.table import aggregate, boards, long_table
 from harness.records import iter_records
 
 TARGET_S = 5.0
+SCALE_TARGET_S = 5.0       # one 70-method board analysed cold
+COMMITTED_TARGET_S = 30.0  # every committed record, cold, in a fresh process
 METHODS = [f"method{i:02d}" for i in range(20)]
 TASKS = [f"task{j}" for j in range(8)]
 
@@ -253,6 +267,122 @@ def end_to_end(recs: list[dict[str, Any]], n: int, base: float, *, jobs: int | N
     return ok
 
 
+def scale_records(*, tasks: int, seeds: int, tie: int, outcomes: int, seed: int = 0) -> list[dict[str, Any]]:
+    """One board (budget "scale") of 70 methods × `tasks` × `seeds`; the first `tie` methods score exactly
+    0.700 on every task and seed, above all the others (0.45-0.69), as 32 methods do on the committed
+    zoo_decoder board. The others: a per-method effect, task and seed noise."""
+    rng = np.random.default_rng(seed)
+    methods = [f"m{i:02d}" for i in range(70)]
+    effect = rng.normal(0.0, 0.04, len(methods))
+    params = np.round(10 ** rng.uniform(4, 7.5, len(methods))).astype(int)
+    out: list[dict[str, Any]] = []
+    for j in range(tasks):
+        base = rng.uniform(0.5, 0.64)
+        for i, m in enumerate(methods):
+            for s in range(seeds):
+                acc = 0.7 if i < tie else float(np.clip(base + effect[i] + rng.normal(0, 0.01), 0.45, 0.69))
+                out.append(_record(f"{len(out):040x}", m, "model0", f"suite0/task{j}", "suite0", "scale", s, acc,
+                                   int(params[i]), failed=False, outcomes=outcomes))
+    return out
+
+
+def _verdict(sec: float, target: float, rc: int = 0) -> tuple[bool, str]:
+    passed = rc == 0 and sec <= target
+    return passed, f"target <= {target:g} s   {'PASS' if passed else 'FAIL'}" + ("" if rc == 0 else f"  rc={rc}")
+
+
+def _board_notes(root: Path) -> str:
+    """What the board's JSON says about the searching rules: any fallback, and their bootstrap resamples."""
+    import json
+
+    doc = next((root / "leaderboards").glob("scale__*.json"), None)
+    if doc is None:
+        return "(no board written)"
+    d = json.loads(doc.read_text())
+    boot = d["bootstrap"]
+    used = ", ".join(f"{r} {b['n_valid']}/{boot['n_boot']}" for r, b in boot["rules"].items()
+                     if r in ("kemeny", "ranked_pairs"))
+    return (f"fallbacks: {', '.join(sorted(d.get('fallbacks', {}))) or 'none'}; bootstrap resamples ranked: "
+            f"{used or 'none (' + str(boot['note']).split(':')[0] + ')'}")
+
+
+def scale_boards(*, n_boot: int, jobs: int | None, outcomes: int) -> bool:
+    """(e), (f): a 70-method board analysed cold by the real command, each on a results dir of its own."""
+    import contextlib
+    import io
+
+    import pandas as pd
+
+    from harness.leaderboard import report
+    from harness.leaderboard.stats import bootstrap_ranks
+
+    ok = True
+    print(f"\nat leaderboard scale (issue #18): every rule, {n_boot}-resample bootstrap, report, cold")
+    cases = [("(e) 70 methods × 2 tasks × 2 seeds", {"tasks": 2, "seeds": 2, "tie": 0}),
+             ("(f) 70 methods × 1 task × 1 seed, 32-way tie", {"tasks": 1, "seeds": 1, "tie": 32})]
+    for label, kw in cases:
+        recs = scale_records(outcomes=outcomes, **kw)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            _write_files(root, recs)
+            args = ["--results-dir", str(root), "--no-wandb", "--quiet", "--bootstrap", str(n_boot)]
+            if jobs:
+                args += ["--jobs", str(jobs)]
+            t = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                rc = report.main(args)
+            sec = time.perf_counter() - t
+            passed, verdict = _verdict(sec, SCALE_TARGET_S, rc)
+            ok = ok and passed
+            print(f"  {label:<46} {sec:8.2f} s   {verdict}   {_board_notes(root)}")
+        if kw["seeds"] == 1:
+            # the command skips the bootstrap of a one-seed board; bootstrap_ranks itself ranks each distinct
+            # resample table once: here all are the point table
+            long = long_table(recs)
+            samples = pd.DataFrame({"method": long["method"], "task": long["task"], "seed": long["seed"],
+                                    "value": long["value"]})[long["metric"] == "accuracy"]
+            t = time.perf_counter()
+            res = bootstrap_ranks(samples, system_col="method", task_col="task", seed_col="seed", value_col="value",
+                                  rules=list(RULES), n_boot=max(n_boot, 1))
+            sec = time.perf_counter() - t
+            passed, verdict = _verdict(sec, SCALE_TARGET_S)
+            ok = ok and passed
+            print(f"  {'    its bootstrap_ranks, all rules':<46} {sec:8.2f} s   {verdict}   kemeny: "
+                  f"{res['kemeny'].note}")
+    return ok
+
+
+def committed_cold(*, jobs: int | None) -> bool:
+    """(g): `peftbench leaderboard` on a copy of results/records, no cache, in a fresh process."""
+    import shutil
+    import subprocess
+
+    src = Path(__file__).resolve().parents[1] / "results" / "records"
+    files = sorted(src.glob("*.json"))
+    if not files:
+        print("\n(g) no committed records: skipped")
+        return True
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(src, root / "records")
+        # not --quiet: its progress lines (stderr) give each board's seconds
+        cmd = [sys.executable, "-m", "harness.cli", "leaderboard", "--results-dir", str(root), "--no-wandb",
+               *(["--jobs", str(jobs)] if jobs else [])]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                              check=False)
+        sec = time.perf_counter() - t
+        passed, verdict = _verdict(sec, COMMITTED_TARGET_S, proc.returncode)
+        boards = [ln for ln in proc.stderr.splitlines() if ln.startswith("[")]
+        print(f"\n(g) cold build of the {len(files)} committed records (fresh process, no cache) {sec:8.2f} s   "
+              f"{verdict}")
+        for ln in boards:
+            print(f"      {ln}")
+        if proc.returncode:
+            print(proc.stderr[-2000:])
+    return passed
+
+
 def best(fn: Any, reps: int) -> float:
     times = []
     for _ in range(reps):
@@ -274,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outcomes", type=int, default=1000,
                    help="per-example outcomes in every synthetic record (issue 11's bar: 1000; 0 = none, as before)")
     p.add_argument("--no-kemeny", action="store_true", help="skip the exact-Kemeny timings (12 and 30 systems)")
+    p.add_argument("--no-scale", action="store_true",
+                   help="skip the 70-method boards (e, f) and the committed records' cold build (g)")
     args = p.parse_args(argv)
 
     t = time.perf_counter()
@@ -305,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     extras(recs, bs, args.bootstrap)
     if args.disk > 0:
         ok = end_to_end(recs, args.disk, base, jobs=args.jobs, n_boot=args.bootstrap, outcomes=args.outcomes) and ok
+    if not args.no_scale:
+        ok = scale_boards(n_boot=args.bootstrap, jobs=args.jobs, outcomes=args.outcomes) and ok
+        ok = committed_cold(jobs=args.jobs) and ok
     if not args.no_kemeny:
         # Issue #3 asks for all leaderboard timings in one run: exact Kemeny for 12 and 30 systems.
         sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,6 +1,7 @@
 """Smoke test: benchmarks/leaderboard.py runs end to end on a small record set and prints every line
 the issue asks for (in-memory regeneration, the real command's regenerations and rebuilds, exact
-Kemeny at 12 and 30 systems). Timings are never asserted here; the script's own verdicts are its job.
+Kemeny at 12 and 30 systems, the 70-method boards and the committed records' cold build of issue #18).
+Timings are never asserted here; the script's own verdicts are its job.
 """
 from __future__ import annotations
 
@@ -31,3 +32,12 @@ def test_leaderboard_benchmark_prints_every_timing() -> None:
     assert re.search(r"\(a\) regeneration, records unchanged .* boards recomputed: 0$", out, re.MULTILINE), out
     assert re.search(r"\(b\) regeneration after 10 new records, 1 board .* boards recomputed: 1$", out, re.MULTILINE), out
     assert re.search(r"^\s+12\s+9\s+\S+s\s+\S+s", out, re.MULTILINE) and re.search(r"^\s+30\s+9\s+\S+s", out, re.MULTILINE), out
+    # issue #18: the 70-method boards (one with a 32-way exact tie) and the committed records' cold build,
+    # each printed with its bar; the command itself succeeded on each
+    for label, bar in (("(e) 70 methods × 2 tasks × 2 seeds", 5), ("(f) 70 methods × 1 task × 1 seed, 32-way tie", 5),
+                       ("its bootstrap_ranks, all rules", 5), ("(g) cold build of the ", 30)):
+        line = next((ln for ln in out.splitlines() if label in ln), None)
+        assert line is not None, out
+        assert re.search(rf"\d+\.\d+ s\s+target <= {bar} s\s+(PASS|FAIL)", line) and "rc=" not in line, line
+    assert re.search(r"^\s+\[1/\d+\] \S+__\S+ \d+\.\d+ s$", out, re.MULTILINE), out  # (g)'s progress lines
+    assert "1 distinct table(s) among 10 resample(s)" in out, out   # one seed: every resample is the point table
