@@ -1,5 +1,5 @@
 # peftbench — the two commands: `make demo` and `make test`. Both set everything up themselves.
-#   make demo          venv + packages + embedded models, the demo sweep, the leaderboard
+#   make demo          venv + packages + embedded models, the demo sweep, its board (every board is written)
 #   make test          the same set-up, then the whole test suite (what CI runs)
 # GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 PY         ?= python3
@@ -40,7 +40,7 @@ models: setup
 demo: setup
 	$(BIN)/peftbench fetch-models minilm-l6
 	$(BIN)/peftbench sweep demo
-	$(BIN)/peftbench leaderboard
+	$(BIN)/peftbench leaderboard --show sweep:demo
 
 # Headless Chromium renders the HTML leaderboard in a test (Debian's package; root installs it).
 browser:
