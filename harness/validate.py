@@ -157,30 +157,65 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
 
 
 def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
+    from harness.hfmodel import HUB_ID_RE, is_open
+
     c.need(m, "model", "name")
     c.choice(m, "model", "kind", MODEL_KINDS)
-    c.need(m, "model", "hub_id")
+    open_block = is_open(m)   # conf/model/hf.yaml: any model by hub id or folder (harness.hfmodel)
+    if not open_block:
+        c.need(m, "model", "hub_id")
     source = c.choice(m, "model", "source", MODEL_SOURCES)
     c.choice(m, "model", "dtype", DTYPES)
     pkg = m.get("package")
-    if source == "local" and not pkg:
+    if open_block:
+        _check_open_model(c, m, source)
+    elif source == "local" and not pkg:
         c.add("model.package: source=local needs a package block (spec, wheel_sha256, member, format)")
     if pkg:
         for key in ("spec", "wheel_sha256", "member", "format"):
             c.need(pkg, "model.package", key)
         c.choice(pkg, "model.package", "format", ("zip", "gguf", "dir"))
+    hub_id = m.get("hub_id")
+    if hub_id is not None and (not isinstance(hub_id, str) or not HUB_ID_RE.match(hub_id)):
+        c.add(f"model.hub_id: {hub_id!r} is not a hub id (owner/name, e.g. Qwen/Qwen2.5-0.5B)")
     if m.get("kind") == "encoder":
         c.choice(m, "model", "pooling", POOLINGS)
+    # an open block derives what is left null from the model's config (harness.hfmodel.resolve_block):
+    # when that could not happen, the reason is already a problem of its own
     tm = m.get("target_modules")
-    if not isinstance(tm, list) or not tm or not all(isinstance(t, str) for t in tm):
+    if not (open_block and tm is None) and (not isinstance(tm, list) or not tm
+                                            or not all(isinstance(t, str) for t in tm)):
         c.add(f"model.target_modules: {tm!r} must be a non-empty list of module names")
-    c.number(m, "model", "max_seq_len", integer=True, positive=True)
+    if not (open_block and m.get("max_seq_len") is None):
+        c.number(m, "model", "max_seq_len", integer=True, positive=True)
     widths = m.get("target_widths")
     if widths is not None and (not isinstance(widths, Mapping) or not all(
             isinstance(w, list) and len(w) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
                                                         for x in w) for w in widths.values())):
         c.add(f"model.target_widths: {widths!r} must map module names to [in_features, out_features] "
               "(positive integers)")
+
+
+def _check_open_model(c: _Checker, m: Mapping[str, Any], source: str | None) -> None:
+    """conf/model/hf.yaml's fields: a hub id or a folder (or both), what `source` may use, remote code."""
+    path, hub_id = m.get("path"), m.get("hub_id")
+    if not path and not hub_id:
+        c.add("model.hub_id / model.path: set one: a hub id (model.hub_id=Qwen/Qwen2.5-0.5B) or a local folder "
+              "holding config.json, tokenizer and safetensors (model.path=/models/llama-3.2-3b)")
+    if path is not None and not isinstance(path, str):
+        c.add(f"model.path: {path!r} must be a folder path")
+    if source == "local" and not path:
+        c.add("model.path: source=local loads from a folder: set model.path")
+    if source == "hub" and not hub_id:
+        c.add("model.hub_id: source=hub loads from the hub: set model.hub_id")
+    if m.get("package"):
+        c.add("model.package: a model by hub id or folder has no package block (null)")
+    if not isinstance(m.get("trust_remote_code", False), bool):
+        c.add(f"model.trust_remote_code: {m.get('trust_remote_code')!r} must be true or false (default false: "
+              "a model whose config needs custom code fails unless set)")
+    revision = m.get("revision")
+    if revision is not None and (not isinstance(revision, str) or not revision):
+        c.add(f"model.revision: {revision!r} must be a branch, tag or commit of model.hub_id")
 
 
 def _check_task(c: _Checker, t: Mapping[str, Any]) -> None:
@@ -282,7 +317,8 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
     if ok["model"] and ok["task"]:
         protocol = cfg["task"].get("protocol")
         need = PROTOCOL_MODEL_KIND.get(protocol) if protocol in (cfg["task"].get("protocols") or []) else None
-        if need and cfg["model"].get("kind") != need:
+        kind = cfg["model"].get("kind")
+        if need and kind in MODEL_KINDS and kind != need:   # a missing or unknown kind is its own problem
             c.add(f"model: task {cfg['task'].get('name')!r} has protocol {protocol!r}, which needs an "
                   f"{need} model; model {cfg['model'].get('name')!r} is a {cfg['model'].get('kind')}")
     if ok["method"] and ok["model"]:

@@ -213,8 +213,14 @@ def test_int_and_float_spelling_of_one_value_share_a_signature() -> None:
 
 
 # ----------------------------------------------------------------- every combination in conf/
+# conf/model/hf.yaml (any model by hub id or folder) names no model until given one: here the Llama-3.2-3B
+# config fixture, a decoder (harness.hfmodel resolves it from its config.json alone)
+OPEN_MODEL = ("model.kind=decoder", f"model.path={Path(__file__).resolve().parent / 'fixtures' / 'llama-3.2-3b'}")
+
+
 def _blocks(group: str, name: str) -> dict:
-    return compose_dict((*BASE, f"{group}={name}"))[group]
+    extra = OPEN_MODEL if (group, name) == ("model", "hf") else ()
+    return compose_dict((*BASE, f"{group}={name}", *extra))[group]
 
 
 def _combo(method: str, model: str, task: str) -> dict:
