@@ -24,13 +24,136 @@ UNBUILDABLE = 1 << 62   # the count of a knob value the method cannot build: bey
 
 
 def _trainable_for(spec: Any, loaded: Any, method: Mapping[str, Any]) -> int:
+    return count_trainable(loaded.backbone, method, spec.model)[0]
+
+
+def _build_count(backbone: Any, method: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> int:
     import methods
 
-    backbone = copy.deepcopy(loaded.backbone)
     for p in backbone.parameters():
         p.requires_grad_(False)
-    model = methods.resolve(method).apply(backbone, method, spec.model)
+    model = methods.resolve(method).apply(backbone, method, model_cfg)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_trainable(backbone: Any, method: Mapping[str, Any], model_cfg: Mapping[str, Any], *,
+                    extrapolate: bool = True) -> tuple[int, str]:
+    """(trainable parameters `method` puts on a frozen copy of `backbone`, how they were counted).
+
+    A backbone with weights is adapted and counted ("weights"). A backbone on the meta device (built from a
+    config alone: harness.hfmodel.meta_backbone) is counted from shapes:
+      "meta"        the adapter built on the meta device too: no storage, no arithmetic;
+      "random weights on <targets>"   when that fails (a method that reads a value at init: LoLDU's LU pivots,
+                    DyLoRA's sampled rank, SHiRA's mask), the targeted layers get random values, one tensor per
+                    distinct shape shared by all its layers, and the adapter is built off the meta device: its
+                    count is the same for any values. The method's own init then runs on every targeted layer
+                    (on Llama-3.2-3B, SHiRA's 56 permutations of 9.4M indices and LoLDU's 56 LU factorisations:
+                    40 s of CPU, 10 minutes for a capacity solve on Llama-3-8B), so when the targets all sit in
+                    a stack of identical blocks (same types, same parameter shapes) it is built on the first 1, 2
+                    and 3 blocks only, and when those three counts grow by the same amount per block the count is
+                    the 1-block count plus that amount per further block; otherwise on every block.
+    A ValueError is the method refusing the setting from shapes alone (a rank beyond the layer's): raised at
+    once, as the solver's unbuildable rule expects. Otherwise a RuntimeError says what each way ran into."""
+    import torch
+
+    if not any(p.is_meta for p in backbone.parameters()):
+        return _build_count(copy.deepcopy(backbone), method, model_cfg), "weights"
+    try:
+        with torch.device("meta"):
+            return _build_count(copy.deepcopy(backbone), method, model_cfg), "meta"
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a method that reads values: give its targets some
+        on_meta = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+    hit = _target_matcher(method, model_cfg)
+    try:
+        stack = _identical_stack(backbone, hit) if extrapolate else None
+        if stack is not None:
+            name, depth = stack
+            try:
+                built = [_materialized_count(_truncated(backbone, name, k), method, model_cfg, hit) for k in (1, 2, 3)]
+            except ValueError:   # refused at a depth the model does not have: the whole model decides
+                built = []
+            counts = [c for c, _ in built]
+            if built and counts[2] - counts[1] == counts[1] - counts[0]:
+                step = counts[1] - counts[0]
+                return counts[0] + (depth - 1) * step, (f"random weights on {', '.join(built[0][1])}; built on 1-3 "
+                                                        f"of {depth} identical blocks, +{step:,} per block")
+        count, names = _materialized_count(copy.deepcopy(backbone), method, model_cfg, hit)
+        return count, f"random weights on {', '.join(names)}"
+    except ValueError:
+        raise
+    except Exception as exc:   # reported with the meta failure: the method says why it has no count
+        raise RuntimeError(f"cannot count it without the real weights (meta device: {on_meta}; random weights on "
+                           f"its targets: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]})") from exc
+
+
+def _target_matcher(method: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """name → does the method target this module (its target_modules, else the model's; peft's matching rule)."""
+    import re
+
+    targets = (method.get("params") or {}).get("target_modules")
+    if targets is None:
+        targets = list(model_cfg.get("target_modules") or [])
+    if isinstance(targets, str):
+        return lambda name: re.fullmatch(targets, name) is not None
+    return lambda name: any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _identical_stack(backbone: Any, hit: Any) -> tuple[str, int] | None:
+    """(path, depth) of the longest ModuleList of at least 4 blocks of one type and identical parameter shapes
+    that holds every targeted module, or None."""
+    import torch
+
+    lists = [(n, m) for n, m in backbone.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) >= 4]
+    if not lists:
+        return None
+    name, stack = max(lists, key=lambda nm: len(nm[1]))
+
+    def shape(block: Any) -> tuple[Any, ...]:
+        return (type(block), tuple((n, tuple(p.shape), p.dtype) for n, p in block.named_parameters()))
+
+    first = shape(stack[0])
+    if any(shape(b) != first for b in stack[1:]):
+        return None
+    targeted = [n for n, _ in backbone.named_modules() if hit(n)]
+    if not targeted or any(not n.startswith(name + ".") for n in targeted):
+        return None
+    return name, len(stack)
+
+
+def _truncated(backbone: Any, stack: str, depth: int) -> Any:
+    """A copy of the backbone keeping the first `depth` blocks of `stack` (its config says so too)."""
+    copied = copy.deepcopy(backbone)
+    del copied.get_submodule(stack)[depth:]
+    config = getattr(copied, "config", None)
+    if config is not None and isinstance(getattr(config, "num_hidden_layers", None), int):
+        config.num_hidden_layers = depth
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[:depth]
+    return copied
+
+
+def _materialized_count(backbone: Any, method: Mapping[str, Any], model_cfg: Mapping[str, Any],
+                        hit: Any) -> tuple[int, list[str]]:
+    """Give the targeted layers of `backbone` (a copy) random values, then build and count; their target names."""
+    import torch
+
+    layers = [(n, m) for n, m in backbone.named_modules()
+              if hit(n) and any(p.is_meta for p in m.parameters(recurse=False))]
+    if not layers:
+        raise RuntimeError("no targeted layer to give values to")
+    # one random tensor per distinct shape, shared by every layer of that shape (a frozen base weight is only
+    # read): Llama-3-8B's 64 targets cost two matrices, not 2.7 GB
+    gen = torch.Generator().manual_seed(0)
+    values: dict[tuple[Any, ...], torch.Tensor] = {}
+    for _, module in layers:
+        for name, p in list(module.named_parameters(recurse=False)):
+            key = (tuple(p.shape), p.dtype)
+            if key not in values:
+                values[key] = torch.randn(p.shape, generator=gen).mul_(0.02).to(p.dtype)
+            setattr(module, name, torch.nn.Parameter(values[key], requires_grad=p.requires_grad))
+    return _build_count(backbone, method, model_cfg), sorted({n.rsplit(".", 1)[-1] for n, _ in layers})
 
 
 def _with_knob(method: Mapping[str, Any], knob: str, value: int) -> dict[str, Any]:

@@ -33,9 +33,30 @@ def test_markdown_has_one_row_per_method(capsys: pytest.CaptureFixture[str]) -> 
     assert [r.split("|")[1].strip() for r in rows] == ["lora", "vera"]
 
 
-def test_unknown_method_or_half_a_solve_request_is_an_error() -> None:
+def test_unknown_method_or_a_target_without_a_model_is_an_error() -> None:
     assert main(["nosuch"]) == 2
-    assert main(["--model", "minilm-l6"]) == 2
+    assert main(["--trainable-params", "1000"]) == 2
+
+
+def test_model_alone_counts_each_method_at_its_configured_values(capsys: pytest.CaptureFixture[str]) -> None:
+    """--model without a target: the count of every named method on it, and how it was counted (a folder with only
+    config.json: on the meta device; LoLDU reads its weights' LU pivots, so its targets get random values)."""
+    from tests.methods.test_counts_meta import LLAMA_3B
+
+    assert main(["--model", str(LLAMA_3B), "lora", "loldu", "ia3"]) == 0
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[7:9]]
+            for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "arXiv" in r}
+    assert rows["lora"] == ["2,293,760", "meta"]
+    assert rows["ia3"] == ["286,720", "meta"]   # k_proj, v_proj (3072 → 1024) and down_proj's input (8192), 28 layers
+    assert rows["loldu"][0] == "504" and rows["loldu"][1].startswith("random weights on q_proj, v_proj")
+
+
+def test_a_model_that_cannot_be_had_is_one_clear_error(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert main(["--model", "nobody/no-such-model", "lora"]) == 2
+    err = capsys.readouterr().err
+    assert "hub nobody/no-such-model@main: offline" in err and "is not cached" in err
 
 
 def test_solve_entry_meets_the_target_or_says_why() -> None:
