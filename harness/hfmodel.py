@@ -38,8 +38,6 @@ MODEL_KINDS = ("encoder", "decoder")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 DIGESTS = "model-digests"   # under the peftbench cache dir
-# ModelUnavailableError's lines; harness.spec turns them into ConfigError problems
-_HEAD = "cannot be had; tried"
 
 
 class ModelUnavailableError(RuntimeError):
@@ -214,7 +212,9 @@ def locate(model_cfg: Mapping[str, Any], cache_dir: Path | None = None) -> Locat
     if not tried:
         tried.append("nothing to try: set model.path (a folder with config.json) or model.hub_id"
                      + (f" (model.source={source})" if source != "auto" else ""))
-    raise ModelUnavailableError(f"model {model_cfg.get('name')!r} {_HEAD}:\n  - " + "\n  - ".join(tried))
+    # the places indented under the head line: in a ConfigError they nest under its own "  - " items
+    raise ModelUnavailableError(f"model {model_cfg.get('name')!r} cannot be had; tried:\n    - "
+                                + "\n    - ".join(tried))
 
 
 # ------------------------------------------------------------------------------------------ config

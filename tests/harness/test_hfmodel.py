@@ -191,7 +191,7 @@ def test_without_the_offline_flag_the_hub_says_why(tmp_path: Path, tmp_overrides
         spec_from_config(_cfg(tmp_overrides, "model.hub_id=peftbench-tests/no-such-model-3f9a"))
     (problem,) = err.value.problems
     hub_line = problem.splitlines()[1]
-    assert hub_line.startswith("  - hub peftbench-tests/no-such-model-3f9a@main: ")
+    assert hub_line.startswith("    - hub peftbench-tests/no-such-model-3f9a@main: ")
     assert "offline" in hub_line or "not found" in hub_line, hub_line
 
 
