@@ -6,6 +6,11 @@ ranking of every social-choice rule (all registered rules by default), the Condo
 rules' Kendall agreement, a Friedman/Nemenyi test and a bootstrap over seeds of every rule (rank
 intervals, P(win), would the winner change?). Written as Markdown, CSV and JSON per board, one
 static HTML page with plots (index.html), and mirrored to one W&B run (offline by default).
+
+Every board costs seconds at most: the searching rules stop at their time budgets and say so (a
+``fallback`` per rule in the JSON, a "not exact" line in the Markdown), and the bootstrap gives each a
+share of time (its ``n_valid`` and note say how many resamples it ranked). A line per board goes to
+stderr as it is analysed; ``--show`` prints chosen boards only (by key, glob or ``sweep:NAME``).
 """
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ class Rule:
     description: str
     batch: Callable[[BatchProfile], BatchRanks] | None = None
     """Optional vectorised form over many replicate tables at once (see :func:`batch_form`)."""
-    cost: str = "polynomial: O(n^2 t) array operations, n systems, t tasks"
+    cost: str = "polynomial: at most O(n^3 + n^2 t) array operations (n systems, t tasks), no search"
     """The bound on one call's cost, in words."""
     timed: bool = False
     """True for a rule whose exact form is a search: past its time budget it returns a fallback
