@@ -32,8 +32,16 @@ _OPEN_MODEL_LOCATION_KEYS = ("path", "revision")
 # method's one-line description must not re-run its experiments.
 _METHOD_INFO_KEYS = ("info",)
 # Budget fields that steer reporting or plumbing, not training: how many seeds a fair comparison
-# needs; how often to checkpoint (resuming is bit-identical, so the result does not depend on it).
-_BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every")
+# needs; how often to checkpoint (resuming is bit-identical, so the result does not depend on it);
+# how an effective batch is split into micro-batches and whether activations are recomputed (equal
+# results within float tolerance: tests/harness/test_accumulation.py; the record's meta says which ran).
+_BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every", "micro_batch_size", "gradient_checkpointing")
+# Semantic budget fields added after records existed, left out of the signature at their default: a
+# budget that does not use them is the experiment it was before, and its records keep their signature.
+_BUDGET_NEW_DEFAULTS: dict[str, Any] = {"amp": None}
+# Precision names: the long ones (torch's) are canonical; the short ones are accepted and normalised
+# before the signature, so `bf16` and `bfloat16` are one experiment.
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Fields that are floats by meaning: `weight_decay=0` on the command line must hash like the YAML's
 # 0.0, or a sweep re-runs the default experiment under a new signature.
 FLOAT_FIELDS = {
@@ -104,7 +112,8 @@ class JobSpec:
 
     def semantic(self) -> dict[str, Any]:
         model = model_semantic(self.model)
-        budget = {k: v for k, v in self.budget.items() if k not in _BUDGET_REPORTING_KEYS}
+        budget = {k: v for k, v in self.budget.items() if k not in _BUDGET_REPORTING_KEYS
+                  and not (k in _BUDGET_NEW_DEFAULTS and v == _BUDGET_NEW_DEFAULTS[k])}
         method = {k: v for k, v in self.method.items() if k not in _METHOD_INFO_KEYS}
         return {"method": method, "model": model, "task": self.task, "budget": budget,
                 "seed": self.seed}
@@ -186,6 +195,14 @@ def _normalize_floats(cfg: dict[str, Any]) -> None:
                 block[key] = float(value)
 
 
+def _normalize_dtypes(cfg: dict[str, Any]) -> None:
+    """model.dtype and budget.amp by their canonical (long) names; the blocks are copied, not edited."""
+    for block, key in (("model", "dtype"), ("budget", "amp")):
+        value = cfg.get(block).get(key) if isinstance(cfg.get(block), Mapping) else None
+        if isinstance(value, str) and value in DTYPE_ALIASES:
+            cfg[block] = {**cfg[block], key: DTYPE_ALIASES[value]}
+
+
 def spec_from_config(cfg: Any) -> JobSpec:
     """Validate a composed config (DictConfig or plain mapping) and freeze it into a JobSpec.
 
@@ -203,6 +220,7 @@ def spec_from_config(cfg: Any) -> JobSpec:
         raise ConfigError([f"config: expected a mapping, got {type(cfg).__name__}"])
     cfg = dict(cfg)
     cfg.pop("hydra", None)
+    _normalize_dtypes(cfg)   # before an open model block is resolved: it builds the model in that dtype
     cache_dir = _path_or(cfg.get("cache_dir"), "PEFTBENCH_CACHE", PROJECT_ROOT / ".cache")
     problems: list[str] = []
     if isinstance(cfg.get("model"), Mapping) and is_open(cfg["model"]):

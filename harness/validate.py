@@ -13,6 +13,8 @@ from typing import Any
 from harness.preempt import parse_interval
 
 DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_SHORT = ("fp32", "bf16", "fp16")   # accepted too; harness.spec normalises them to DTYPES
+AMP_DTYPES = ("bfloat16", "float16", "bf16", "fp16")   # budget.amp: autocast's dtype, or null (none)
 MODEL_KINDS = ("encoder", "decoder")
 MODEL_SOURCES = ("auto", "local", "hub")
 POOLINGS = ("mean", "cls")
@@ -165,7 +167,7 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
     if not open_block:
         c.need(m, "model", "hub_id")
     source = c.choice(m, "model", "source", MODEL_SOURCES)
-    c.choice(m, "model", "dtype", DTYPES)
+    c.choice(m, "model", "dtype", DTYPES + DTYPE_SHORT)
     pkg = m.get("package")
     if open_block:
         _check_open_model(c, m, source)
@@ -248,10 +250,66 @@ def _check_budget(c: _Checker, b: Mapping[str, Any]) -> None:
     c.number(b, "budget", "trainable_params", integer=True, positive=True, optional=True)
     c.choice(b, "budget", "capacity_policy", CAPACITY_POLICIES, optional=True)
     c.number(b, "budget", "memory_cap_mb", positive=True, optional=True)
+    _check_scale(c, b)
     try:
         parse_interval(b.get("checkpoint_every"))
     except ValueError as exc:
         c.add(str(exc))
+
+
+def _check_scale(c: _Checker, b: Mapping[str, Any]) -> None:
+    """Micro-batches, activation checkpointing and autocast (harness.train.train_step)."""
+    micro, batch = b.get("micro_batch_size"), b.get("batch_size")
+    if micro is not None and micro != "auto":
+        if isinstance(micro, bool) or not isinstance(micro, int) or micro <= 0:
+            c.add(f"budget.micro_batch_size: {micro!r} must be a positive integer, auto (the largest that fits in "
+                  "memory) or null (the whole batch_size at once)")
+        elif isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+            if micro > batch:
+                c.add(f"budget.micro_batch_size: {micro} > batch_size={batch}; batch_size is the effective batch "
+                      "of one optimizer step, split into micro-batches of at most that size")
+            elif batch % micro:
+                c.add(f"budget.micro_batch_size: {micro} does not divide batch_size={batch}; use a divisor "
+                      f"({', '.join(str(d) for d in range(1, batch + 1) if batch % d == 0)}) or auto")
+    checkpointing = b.get("gradient_checkpointing", False)
+    if not isinstance(checkpointing, bool):
+        c.add(f"budget.gradient_checkpointing: {checkpointing!r} must be true or false")
+    c.choice(b, "budget", "amp", AMP_DTYPES, optional=True)
+
+
+# peft methods whose trainable tensors peft keeps in the base's dtype (not tuner layers, so autocast_adapter_dtype
+# does not upcast them): adaption_prompt's prompts and gates, ln_tuning's LayerNorm copies.
+PEFT_BASE_DTYPE_TRAINABLES = ("adaption_prompt", "ln_tuning")
+
+
+def _check_float16_trainables(c: _Checker, method: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """A float16 base needs a loss scaler, and a scaler cannot unscale float16 gradients: a method that
+    trains tensors in the base's dtype cannot run on it."""
+    if model.get("dtype") not in ("float16", "fp16"):
+        return
+    info = method.get("info") if isinstance(method.get("info"), Mapping) else {}
+    if method.get("kind") == "full" or info.get("trains_base") is True:
+        why = "trains the base weights, in the base's dtype"
+    elif method.get("kind") == "peft" and method.get("peft_type") in PEFT_BASE_DTYPE_TRAINABLES:
+        why = f"trains {method.get('peft_type')} tensors peft keeps in the base's dtype"
+    else:
+        return
+    c.add(f"model.dtype: {model['dtype']!r} with method {method.get('name')!r}, which {why}: float16 needs a loss "
+          "scaler, which cannot unscale float16 gradients; use bfloat16 (or float32 with budget.amp=fp16)")
+
+
+def _check_half_on_cpu(c: _Checker, cfg: Mapping[str, Any]) -> None:
+    """float16 needs a loss scaler and fast half kernels, which a CPU lacks: say so before any compute."""
+    device = str(cfg.get("device") or "auto")
+    if device != "cpu":   # auto on a machine without a GPU: harness.train says so at the start of the job
+        return
+    budget, model = cfg.get("budget"), cfg.get("model")
+    if isinstance(budget, Mapping) and budget.get("amp") in ("float16", "fp16"):
+        c.add(f"budget.amp: {budget['amp']!r} on device=cpu: float16 autocast needs a CUDA device; on a CPU use "
+              "bf16 (or null)")
+    if isinstance(model, Mapping) and model.get("dtype") in ("float16", "fp16"):
+        c.add(f"model.dtype: {model['dtype']!r} on device=cpu: a float16 base needs a CUDA device; on a CPU use "
+              "bfloat16 or float32")
 
 
 # Block sizes that must divide a target layer's width, by peft_type: (param, widths it must divide, why).
@@ -333,6 +391,7 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
                      if ok["task"] and PROTOCOL_MODEL_KIND.get(cfg["task"].get("protocol")) == kind else ""))
     if ok["method"] and ok["model"]:
         _check_block_sizes(c, cfg["method"], cfg["model"])
+        _check_float16_trainables(c, cfg["method"], cfg["model"])
     if ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params"):
         info = cfg["method"].get("info") if isinstance(cfg["method"].get("info"), Mapping) else {}
         strict = cfg["budget"].get("capacity_policy", "strict") == "strict"
@@ -340,6 +399,7 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
             c.add(f"budget.trainable_params: method {cfg['method'].get('name')!r} trains every weight and has "
                   "no capacity knob; use a budget without a trainable-parameter target (or "
                   "budget.capacity_policy=closest, which runs it as it is and says so)")
+    _check_half_on_cpu(c, cfg)
     device = str(cfg.get("device") or "auto")
     if not _DEVICE_RE.match(device):
         c.add(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")

@@ -1,0 +1,103 @@
+"""Config of issue #19's knobs: budget.micro_batch_size and budget.gradient_checkpointing are plumbing (out
+of the signature), budget.amp and model.dtype are semantic (in it, by one name for each precision), existing
+budgets keep their signatures, and every bad value is reported before any compute, all at once."""
+from __future__ import annotations
+
+import pytest
+
+from harness.spec import ConfigError, spec_from_config
+from harness.validate import validate_config
+from tests.conftest import compose_dict, conf_names
+
+BASE = ("logger=none", "method=lora", "model=minilm-l6", "task=glue/sst2", "budget=smoke", "seed=0")
+
+
+def _spec(*overrides: str):
+    return spec_from_config(compose_dict((*BASE, *overrides)))
+
+
+def _problems(*overrides: str) -> list[str]:
+    return validate_config(compose_dict((*BASE, *overrides)))
+
+
+# ------------------------------------------------------------------------------------- signature
+@pytest.mark.parametrize("overrides", [["budget.micro_batch_size=2"], ["budget.micro_batch_size=auto"],
+                                       ["budget.micro_batch_size=4"], ["budget.gradient_checkpointing=true"],
+                                       ["budget.micro_batch_size=1", "budget.gradient_checkpointing=true"]])
+def test_plumbing_fields_stay_out_of_the_signature(overrides: list[str]) -> None:
+    assert _spec(*overrides).signature == _spec().signature
+    assert _spec(*overrides).semantic() == _spec().semantic()
+
+
+def test_short_and_long_dtype_names_are_one_experiment() -> None:
+    assert _spec("model.dtype=bf16").signature == _spec("model.dtype=bfloat16").signature != _spec().signature
+    assert _spec("model.dtype=fp32").signature == _spec("model.dtype=float32").signature == _spec().signature
+    assert _spec("budget.amp=bf16").signature == _spec("budget.amp=bfloat16").signature
+
+
+def test_amp_is_semantic_and_its_default_keeps_old_signatures() -> None:
+    base = _spec().signature
+    assert _spec("budget.amp=null").signature == base
+    assert "amp" not in _spec().semantic()["budget"]
+    assert _spec("budget.amp=bf16").signature != base
+    assert _spec("budget.amp=bf16").signature != _spec("model.dtype=bf16").signature
+
+
+def test_dtype_normalisation_leaves_the_callers_config_alone() -> None:
+    cfg = compose_dict((*BASE, "model.dtype=bf16", "budget.amp=bf16"))
+    spec = spec_from_config(cfg)
+    assert (spec.model["dtype"], spec.budget["amp"]) == ("bfloat16", "bfloat16")
+    assert (cfg["model"]["dtype"], cfg["budget"]["amp"]) == ("bf16", "bf16")
+
+
+@pytest.mark.parametrize("budget", conf_names("budget"))
+def test_every_budget_states_the_new_fields_at_their_defaults(budget: str) -> None:
+    """Each conf/budget/*.yaml carries the fields (with a comment), at values that leave its signature as it
+    was before they existed: the semantic block holds none of them."""
+    b = compose_dict(("logger=none", f"budget={budget}"))["budget"]
+    assert (b["micro_batch_size"], b["gradient_checkpointing"], b["amp"]) == (None, False, None)
+    assert not {"micro_batch_size", "gradient_checkpointing", "amp"} & set(_spec(f"budget={budget}").semantic()["budget"])
+
+
+# ------------------------------------------------------------------------------------ validation
+BAD = [
+    (["budget.micro_batch_size=8"], "budget.micro_batch_size", ["8 > batch_size=4", "effective batch"]),
+    (["budget.batch_size=6", "budget.micro_batch_size=4"], "budget.micro_batch_size",
+     ["4 does not divide batch_size=6", "1, 2, 3, 6", "auto"]),
+    (["budget.micro_batch_size=0"], "budget.micro_batch_size", ["0", "positive integer", "auto", "null"]),
+    (["budget.micro_batch_size=most"], "budget.micro_batch_size", ["'most'", "auto"]),
+    (["budget.gradient_checkpointing=maybe"], "budget.gradient_checkpointing", ["'maybe'", "true or false"]),
+    (["budget.amp=fp8"], "budget.amp", ["'fp8'", "bfloat16", "float16", "bf16", "fp16"]),
+    (["budget.amp=fp16", "device=cpu"], "budget.amp", ["'fp16'", "device=cpu", "CUDA", "bf16"]),
+    (["model.dtype=fp16", "device=cpu"], "model.dtype", ["'fp16'", "device=cpu", "CUDA", "bfloat16"]),
+    (["model.dtype=int8"], "model.dtype", ["'int8'", "float32", "bfloat16", "float16", "bf16"]),
+    (["model.dtype=float16", "method=full"], "model.dtype", ["'float16'", "'full'", "base weights", "bfloat16"]),
+    (["model.dtype=fp16", "method=galore"], "model.dtype", ["'galore'", "base weights"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "field", "fragments"), BAD, ids=lambda x: x if isinstance(x, str) else None)
+def test_a_bad_scale_field_is_named_with_what_is_allowed(overrides: list[str], field: str,
+                                                          fragments: list[str]) -> None:
+    problems = _problems(*overrides)
+    mine = [p for p in problems if p.startswith(field + ":")]
+    assert len(mine) == 1, problems
+    for frag in fragments:
+        assert frag in mine[0], (frag, mine[0])
+
+
+def test_float16_is_fine_on_a_gpu_and_for_adapters() -> None:
+    assert _problems("budget.amp=fp16", "device=cuda") == []
+    assert _problems("model.dtype=fp16", "device=auto") == []   # auto: train() checks where it runs
+    assert _problems("model.dtype=float32", "method=full", "budget.amp=float16", "device=cuda") == []
+
+
+def test_every_bad_scale_field_at_once() -> None:
+    overrides = ("budget.micro_batch_size=3", "budget.gradient_checkpointing=2", "budget.amp=fp8",
+                 "model.dtype=half", "budget.warmup_ratio=2.0")
+    with pytest.raises(ConfigError) as info:
+        _spec(*overrides)
+    fields = [p.split(":")[0] for p in info.value.problems]
+    for field in ("budget.micro_batch_size", "budget.gradient_checkpointing", "budget.amp", "model.dtype",
+                  "budget.warmup_ratio"):
+        assert field in fields, info.value.problems
