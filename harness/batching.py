@@ -3,7 +3,7 @@ neither, so there is no import circle)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -43,6 +43,21 @@ def causal_lm_batch(tokenizer: Any, examples: Sequence[Any], max_len: int) -> di
         labels_t[i, : len(labels)] = torch.tensor(labels)
         attn[i, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": attn, "labels": labels_t}
+
+
+def split_batch(batch: Mapping[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:
+    """Rows [i, i + size) of a collated batch, each part cut to the columns its own rows use: what
+    collating those examples alone gives (padding=longest), so a micro-batch pads no more than it needs.
+    The last part is smaller when size does not divide the batch."""
+    mask = batch["attention_mask"]
+    n, width = mask.shape
+    parts = []
+    for i in range(0, n, size):
+        used = mask[i: i + size].any(0).nonzero()
+        lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, width)
+        parts.append({k: (v[i: i + size, lo:hi] if v.dim() == 2 and v.shape[1] == width else v[i: i + size]).contiguous()
+                      for k, v in batch.items()})
+    return parts
 
 
 def example_length(e: Any) -> int:

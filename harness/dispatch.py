@@ -63,6 +63,8 @@ def meta_block(spec: JobSpec, result: Any | None) -> dict[str, Any]:
                         "files": {split: {"path": p, "sha256": file_sha256(p)} for split, p in data.files.items()},
                         "notes": list(data.notes)}
         meta["device"] = result.device
+        if result.execution:   # plumbing that does not change the result: micro-batches, checkpointing, kernel
+            meta["execution"] = result.execution
         if result.capacity:
             meta["capacity"] = result.capacity
     else:   # a failed or cancelled job: still say where it was meant to run

@@ -5,6 +5,7 @@ Own loop, no HF Trainer (as peft's method_comparison does): every step is visibl
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -21,15 +22,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.batching import batch_stream, causal_lm_batch, classify_batch
+from harness.batching import batch_stream, causal_lm_batch, classify_batch, split_batch
 from harness.evaluate import evaluate
 from harness.models import LoadedModel, load
 from harness.preempt import CheckpointClock, Interrupted, SignalGuard, slurm_job
-from harness.spec import JobSpec
+from harness.spec import ConfigError, JobSpec
 from harness.trial_report import report_trial
 
 LogFn = Callable[[Mapping[str, float], int], None]
 LOSS_CURVE_POINTS = 200
+OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)   # torch.OutOfMemoryError: 2.5+
+HALF = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 class BudgetExceeded(RuntimeError):
@@ -64,6 +67,8 @@ class EncoderClassifier(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        if hidden.dtype != self.classifier.weight.dtype:   # a half-precision base: pool and classify in float32
+            hidden = hidden.to(self.classifier.weight.dtype)
         if self.pooling == "mean":
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -95,6 +100,7 @@ class TrainResult:
     started_at: str | None = None       # the first attempt's start
     attempts: list[dict[str, Any]] = field(default_factory=list)   # one entry per attempt, costs included
     model_source: dict[str, Any] = field(default_factory=dict)
+    execution: dict[str, Any] = field(default_factory=dict)   # plumbing that ran: the record's meta.execution
     data: Any = None
     device: str = "cpu"
 
@@ -242,7 +248,12 @@ def loss_of(model: nn.Module, batch: Mapping[str, torch.Tensor], protocol: str) 
 # ------------------------------------------------------------------------------------------ step
 @dataclass
 class StepState:
-    """What one optimizer step needs and updates; train() owns one, the overhead benchmark too."""
+    """What one optimizer step needs and updates; train() owns one, the overhead benchmark too.
+
+    `micro_batch_size` splits the effective batch (budget.batch_size) into micro-batches whose gradients
+    add up to the whole batch's (None: one pass); `auto_micro` halves it after an out-of-memory error
+    and retries the same step. `amp_dtype` runs the forward under torch.autocast; `scaler` (a
+    torch.amp.GradScaler) scales the loss when float16 is involved."""
 
     model: nn.Module
     optimizer: Any
@@ -256,23 +267,104 @@ class StepState:
     regularizer: Callable[[Any], torch.Tensor] | None = None
     mem_cap_mb: float | None = None
     log: LogFn = field(default=lambda metrics, step: None)
+    micro_batch_size: int | None = None
+    auto_micro: bool = False
+    amp_dtype: torch.dtype | None = None
+    scaler: Any = None
     step: int = 0
     tokens: int = 0
     examples: int = 0
     losses: list[list[float]] = field(default_factory=list)
+    micro_changes: list[list[int]] = field(default_factory=list)   # [step, size]: each halving by auto
+
+
+def loss_shares(parts: Sequence[Mapping[str, torch.Tensor]], protocol: str) -> list[float]:
+    """Each micro-batch's share of the effective batch's loss denominator: its examples (classify), or
+    its predicted target tokens (a causal LM's mean is over those, labels shifted by one).
+
+    A micro-batch's mean loss times its share, summed, is the whole batch's mean: the mean of
+    micro-batch means would weight a token of a short micro-batch more (the Hugging Face gradient
+    accumulation bug of 2024)."""
+    if protocol == "classify":
+        counts = [int(p["input_ids"].shape[0]) for p in parts]
+    else:
+        counts = [int((p["labels"][:, 1:] != -100).sum()) for p in parts]
+    total = sum(counts)
+    if total == 0:   # nothing to predict anywhere: the loss is NaN either way and the step says so
+        return [1.0 / len(parts)] * len(parts)
+    return [c / total for c in counts]
+
+
+def _backward(st: StepState, loss: torch.Tensor) -> None:
+    (st.scaler.scale(loss) if st.scaler is not None else loss).backward()
+
+
+def _autocast(st: StepState) -> contextlib.AbstractContextManager:
+    if st.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=st.device.type, dtype=st.amp_dtype)
+
+
+def accumulate(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Forward and backward over the effective batch, in micro-batches; returns the batch's loss (detached).
+
+    A method's own penalty (KaSA) is added once per step, to the last micro-batch: the task loss alone
+    is returned (and logged)."""
+    n_ex = int(cpu_batch["input_ids"].shape[0])
+    size = st.micro_batch_size
+    parts = split_batch(cpu_batch, size) if size and size < n_ex else [cpu_batch]
+    shares = loss_shares(parts, st.protocol) if len(parts) > 1 else [1.0]
+    total: torch.Tensor | None = None
+    for i, (part, share) in enumerate(zip(parts, shares)):
+        batch = {k: v.to(st.device) for k, v in part.items()}
+        with _autocast(st):
+            loss = loss_of(st.model, batch, st.protocol)
+        if share != 1.0:
+            loss = loss * share
+        last = i == len(parts) - 1
+        _backward(st, loss + st.regularizer(st.model) if last and st.regularizer is not None else loss)
+        total = loss.detach() if total is None else total + loss.detach()
+    return total
+
+
+def _halve_micro_batch(st: StepState, n_ex: int) -> None:
+    """After an out-of-memory error: drop the step's partial gradients, free the cache, halve."""
+    st.optimizer.zero_grad(set_to_none=True)
+    for p in st.trainable:
+        p.grad = None
+    if st.device.type == "cuda":
+        torch.cuda.empty_cache()
+    st.micro_batch_size = max(1, (st.micro_batch_size or n_ex) // 2)
+    st.micro_changes.append([st.step, st.micro_batch_size])
+    print(f"[peftbench] out of memory at step {st.step}: micro-batch {st.micro_batch_size}, retrying the step",
+          file=sys.stderr, flush=True)
 
 
 def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
-    """One optimizer step on one batch; returns the loss. The harness's whole per-step cost."""
+    """One optimizer step on one (effective) batch; returns the loss. The harness's whole per-step cost."""
     n_tok = int(cpu_batch["attention_mask"].sum())   # counted on the CPU copy: no device sync
     n_ex = int(cpu_batch["input_ids"].shape[0])
-    batch = {k: v.to(st.device) for k, v in cpu_batch.items()}
     t0 = time.perf_counter()
-    loss = loss_of(st.model, batch, st.protocol)
-    # a method's own penalty (KaSA) is optimised with the task loss; the task loss alone is logged
-    (loss + st.regularizer(st.model) if st.regularizer is not None else loss).backward()
+    rng = _rng_snapshot(st.device) if st.auto_micro else None
+    while True:
+        try:
+            loss = accumulate(st, cpu_batch)
+            break
+        except OutOfMemory:
+            if not st.auto_micro or (st.micro_batch_size or n_ex) <= 1:
+                raise
+        # outside the except block, so the failed pass's activations (held by its traceback) are freed;
+        # the retry draws the same dropout masks the failed pass did
+        _halve_micro_batch(st, n_ex)
+        _rng_restore(rng, st.device)
+    if st.scaler is not None:
+        st.scaler.unscale_(st.optimizer)   # clipping and a method's callback see the true gradients
     grad_norm = torch.nn.utils.clip_grad_norm_(st.trainable, st.grad_clip) if st.grad_clip else None
-    st.optimizer.step()
+    if st.scaler is not None:
+        st.scaler.step(st.optimizer)   # skipped when the scaled gradients overflowed
+        st.scaler.update()
+    else:
+        st.optimizer.step()
     st.scheduler.step()
     if st.callback is not None:   # before zero_grad: AdaLoRA's importance scores read this step's gradients
         st.callback(st.model, st.step, st.total_steps)
@@ -280,7 +372,7 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
     st.step += 1
     st.tokens += n_tok
     st.examples += n_ex
-    loss_v = float(loss.detach())   # the one sync per step: the finite check and the log need it
+    loss_v = float(loss)   # the one sync per step: the finite check and the log need it
     dt = time.perf_counter() - t0
     if not math.isfinite(loss_v):
         raise FloatingPointError(f"loss is {loss_v} at step {st.step}")
@@ -293,6 +385,16 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
     if st.mem_cap_mb and _peak_mb(st.device) > float(st.mem_cap_mb):
         raise BudgetExceeded(f"peak memory {_peak_mb(st.device):.0f} MB > budget.memory_cap_mb={st.mem_cap_mb}")
     return loss_v
+
+
+def _rng_snapshot(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _rng_restore(state: Any, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 # ------------------------------------------------------------------------------------ checkpoint
@@ -358,6 +460,10 @@ def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], atte
              "scheduler": st.scheduler.state_dict(), "step": st.step, "tokens": st.tokens,
              "examples": st.examples, "loss_curve": st.losses, "eval_history": eval_history,
              "rng": rng_state(), "attempts": attempts}
+    if st.scaler is not None:   # float16's loss scale: a resumed run scales as the uninterrupted one would
+        state["scaler"] = st.scaler.state_dict()
+    if st.auto_micro:   # the micro-batch auto found: a resumed attempt does not run out of memory again
+        state["micro_batch"] = {"size": st.micro_batch_size, "changes": st.micro_changes}
     atomic_write(path, lambda fh: torch.save(state, fh), fsync=True)
 
 
@@ -375,6 +481,11 @@ def load_checkpoint(path: Path, st: StepState) -> dict[str, Any]:
     st.scheduler.load_state_dict(state["scheduler"])
     st.step, st.tokens, st.examples = int(state["step"]), int(state["tokens"]), int(state.get("examples", 0))
     st.losses = [list(p) for p in state["loss_curve"]]
+    if st.scaler is not None and "scaler" in state:
+        st.scaler.load_state_dict(state["scaler"])
+    if st.auto_micro and state.get("micro_batch"):
+        st.micro_batch_size = int(state["micro_batch"]["size"])
+        st.micro_changes = [list(c) for c in state["micro_batch"]["changes"]]
     if "rng" in state:
         set_rng_state(state["rng"])
     else:   # checkpoints written before every RNG was saved
@@ -416,6 +527,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         torch.set_num_threads(int(threads))   # never oversubscribe the cores the launcher gave us
     set_seed(spec.seed)
     device = pick_device(spec.device)
+    amp_dtype, scaler = precision(spec, device)   # before any compute: float16 off a GPU is a config error
     # peaks are per process, and launcher=debug runs a whole sweep in one: count this job's alone
     reset_peak_rss()
     if device.type == "cuda":
@@ -464,9 +576,14 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         impl.init(model, ({k: v.to(device) for k, v in make_batch(tokenizer, b, max_len).items()}
                           for b in batch_stream(train_examples, batch_size, spec.seed)))
         res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
+    if budget.get("gradient_checkpointing"):
+        enable_gradient_checkpointing(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, trainable, spec.method, impl)
     trainable = optimizer_params(optimizer)   # a method's own optimizer may own more (LISA's frozen-for-now layers)
+    if scaler is not None and any(p.dtype == torch.float16 for p in trainable):
+        raise ConfigError([(f"model.dtype: float16 with method {spec.method['name']!r}, which trains float16 "
+                            "tensors: the loss scaler float16 needs cannot unscale their gradients; use bfloat16")])
     total_steps = _planned_steps(budget, train_examples, tokenizer, make_batch, max_len, batch_size)
     scheduler = make_scheduler(optimizer, budget, total_steps)
 
@@ -475,7 +592,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                    protocol=protocol, device=device, total_steps=total_steps,
                    grad_clip=float(budget["grad_clip"]) if budget.get("grad_clip") else None,
                    callback=impl.callback, regularizer=impl.regularizer, mem_cap_mb=budget.get("memory_cap_mb"),
-                   log=log)
+                   log=log, micro_batch_size=micro_batch(budget), auto_micro=budget.get("micro_batch_size") == "auto",
+                   amp_dtype=amp_dtype, scaler=scaler)
     ckpt = spec.run_dir / "checkpoint.pt"
     attempt: dict[str, Any] = {"started_at": started_at, "host": socket.gethostname(),
                                "slurm_job": slurm_job(), "resumed_from_step": None}
@@ -521,7 +639,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.3f}")
         if eval_every and st.step % eval_every == 0:
-            ev = evaluate(model, tokenizer, data.evals[:1], spec, device)   # primary set: cheap, for curves
+            with _autocast(st):   # evaluated as it trains: budget.amp is part of the experiment
+                ev = evaluate(model, tokenizer, data.evals[:1], spec, device)   # primary set: cheap, for curves
             res.eval_history.append({"step": st.step, **ev.metrics})
             log({f"eval/{k}": v for k, v in ev.metrics.items()}, st.step)
             checkpoint("running")
@@ -536,6 +655,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     train_s = time.perf_counter() - t_train
     res.steps, res.tokens, res.examples = st.step, st.tokens, st.examples
     res.loss_curve = subsample(st.losses, LOSS_CURVE_POINTS)
+    res.execution = execution_info(st, model, budget)
     step = st.step
 
     # a signal caught during the last step: checkpoint at the end of training and stop, as at any step
@@ -549,14 +669,16 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
 
     # 6. evaluate (a signal caught from here on waits: the evaluation finishes and the record is written;
     # if the cluster kills the job first, the requeued attempt resumes from the checkpoint above)
-    ev = evaluate(model, tokenizer, data.evals, spec, device)
+    with _autocast(st):
+        ev = evaluate(model, tokenizer, data.evals, spec, device)
     res.final_eval = {"metrics": ev.metrics, "n_examples": ev.n_examples, "samples": ev.samples,
                       "eval_time_s": ev.seconds, "sets": ev.sets}
     res.eval_history.append({"step": step, **ev.metrics})
     log({f"eval/{k}": v for k, v in ev.metrics.items()}, step)
     if impl.eval_variants is not None:   # the same trained model in other forms (DyLoRA: at every rank < r)
-        res.final_eval["variants"] = evaluate_variants(impl.eval_variants(model, spec.method), model, tokenizer,
-                                                       data.evals, spec, device, log=log, step=step)
+        with _autocast(st):
+            res.final_eval["variants"] = evaluate_variants(impl.eval_variants(model, spec.method), model,
+                                                           tokenizer, data.evals, spec, device, log=log, step=step)
 
     # 7. adapter: save what the method trained (small for PEFT), so results can be reused
     res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes, method=spec.method,
@@ -589,6 +711,79 @@ def evaluate_variants(variants: Sequence[tuple[str, Any]], model: nn.Module, tok
             out[name]["subtasks"] = {s.name: s.metrics for s in ev.sets}
         log({f"eval/{name}/{k}": v for k, v in ev.metrics.items()}, step)
     return out
+
+
+def precision(spec: JobSpec, device: torch.device) -> tuple[torch.dtype | None, Any]:
+    """(autocast dtype, loss scaler) for budget.amp and model.dtype.
+
+    The frozen base is loaded in model.dtype (harness.models); what trains stays float32: peft's
+    autocast_adapter_dtype upcasts its tuner layers, methods/_adapters.py builds custom adapters in float32
+    on a half base, and the classify head is float32. Full-parameter methods (full, GaLore, FRUGAL, FLoRA,
+    LISA) train the base weights themselves, so they train in model.dtype; peft's adaption_prompt gates and
+    ln_tuning's LayerNorm copies are not tuner layers and keep it too (the record's meta.execution lists
+    the trainable dtypes). float16 anywhere needs a loss scaler, and a GPU."""
+    amp = spec.budget.get("amp")
+    half16 = [f for f, v in (("budget.amp", amp), ("model.dtype", spec.model.get("dtype"))) if v in ("float16", "fp16")]
+    if half16 and device.type != "cuda":
+        raise ConfigError([f"{f}: float16 on device {device}: it needs a CUDA device; on a CPU use bfloat16"
+                           for f in half16])
+    scaler = torch.amp.GradScaler(device.type) if half16 else None
+    return (HALF[amp] if amp else None), scaler
+
+
+def micro_batch(budget: Mapping[str, Any]) -> int | None:
+    """The micro-batch a step starts with: budget.micro_batch_size, the whole batch for auto (halved on
+    out-of-memory errors), None (one pass) when unset or equal to the batch."""
+    micro = budget.get("micro_batch_size")
+    batch = int(budget["batch_size"])
+    if micro in (None, "auto") or int(micro) >= batch:
+        return None
+    return int(micro)
+
+
+def _hf_model(model: nn.Module) -> Any:
+    """The outermost transformers model inside `model` (under a peft wrapper or the classify head)."""
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each transformer block's activations in the backward pass instead of keeping them.
+
+    Non-reentrant checkpointing (use_reentrant=False): gradients reach adapters inside a block even when
+    the block's input does not require grad (a frozen embedding), and the recomputation replays the
+    same dropout masks, so results equal a run without it (tests/harness/test_accumulation.py).
+    transformers also hooks the input embeddings to require grad, as peft models need with the
+    reentrant variant."""
+    hf = _hf_model(model)
+    if hf is None or not getattr(hf, "supports_gradient_checkpointing", False):
+        raise ValueError(f"budget.gradient_checkpointing: {type(hf or model).__name__} does not support it")
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf, "activation_checkpointing_enable"):   # transformers 5's name
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def execution_info(st: StepState, model: nn.Module, budget: Mapping[str, Any]) -> dict[str, Any]:
+    """How the job ran where that does not change the result: the record's meta.execution."""
+    batch = int(budget["batch_size"])
+    used = st.micro_batch_size or batch
+    hf = _hf_model(model)
+    dtypes: dict[str, int] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            key = str(p.dtype).removeprefix("torch.")
+            dtypes[key] = dtypes.get(key, 0) + p.numel()
+    info = {"batch_size": batch, "micro_batch_size": used, "accumulation_steps": -(-batch // used),
+            "micro_batch_requested": budget.get("micro_batch_size"),
+            "gradient_checkpointing": bool(budget.get("gradient_checkpointing")),
+            "attn_implementation": getattr(getattr(hf, "config", None), "_attn_implementation", None),
+            "loss_scaler": st.scaler is not None, "trainable_dtypes": dtypes}
+    if st.auto_micro:
+        info["micro_batch_changes"] = st.micro_changes
+    return info
 
 
 def _peak_mb(device: torch.device) -> float:
