@@ -23,7 +23,7 @@ from methods import PEFT_CONFIGS, MethodImpl
 
 # LoraConfig fields whose value is itself a peft dataclass: YAML gives a mapping, peft wants the object.
 SUB_CONFIGS = {"eva_config": "EvaConfig", "corda_config": "CordaConfig", "lora_ga_config": "LoraGAConfig",
-               "velora_config": "VeloraConfig", "kasa_config": "KasaConfig"}
+               "velora_config": "VeloraConfig", "kasa_config": "KasaConfig", "loftq_config": "LoftQConfig"}
 # AdaLoRA needs total_step > 0 when its config is built, before the job's step count is known here;
 # the callback sets the real value on its first call.
 _ADALORA_PLACEHOLDER_STEPS = 10**9
@@ -310,6 +310,61 @@ def adalora_regularizer(model: Any) -> Any:
     return weight * torch.stack(terms).mean() if terms else torch.zeros(())
 
 
+def _loftq_init_here(weight: Any, num_bits: int, reduced_rank: int, num_iter: int = 1) -> Any:
+    """peft's LoftQ init (arXiv:2310.08659) computed on the weight's own device. peft's loftq_init moves every
+    weight to cuda (or xpu) unconditionally; bitsandbytes >= 0.47 quantizes nf4 and int8 on a CPU as well, so
+    on a machine without either this is the same alternation: quantize the residual, dequantize it, take the
+    rank-r SVD of what quantization lost, repeat."""
+    import bitsandbytes as bnb
+    import torch
+    from peft.utils.loftq_utils import _low_rank_decomposition
+
+    if num_bits not in (4, 8):
+        raise ValueError(f"LoftQ quantizes to 4 (nf4) or 8 (int8) bits, not {num_bits}")
+    dtype = weight.dtype
+    weight = weight.detach().to(torch.float32)
+    res = weight.clone()
+    dequantized = lora_a = lora_b = None
+    for i in range(num_iter):
+        if num_bits == 4:
+            q = bnb.nn.Params4bit(res, requires_grad=False, compress_statistics=False, quant_type="nf4")
+            q = q.to(weight.device)   # Params4bit quantizes when it is moved to a device
+            dequantized = bnb.functional.dequantize_4bit(q.data, q.quant_state).to(torch.float32)
+        else:
+            q = bnb.nn.Int8Params(res, requires_grad=False).to(weight.device)
+            dequantized = bnb.functional.int8_vectorwise_dequant(q.data, q.SCB).to(torch.float32)
+        res = weight - dequantized
+        out = _low_rank_decomposition(res, reduced_rank=reduced_rank)
+        lora_b, lora_a = out["L"], out["R"]
+        if i + 1 < num_iter:
+            res = weight - lora_b @ lora_a
+    return dequantized.to(dtype), lora_a, lora_b
+
+
+def apply_loftq(backbone: Any, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> Any:
+    """LoRA with LoftQ's init on a full-precision base: peft replaces each targeted W0 by its nf4 (or int8)
+    round trip and starts A, B at the rank-r SVD of what quantization lost, so training starts where the
+    quantized model is closest to the original. Off a GPU, peft's init runs on the weight's device
+    (_loftq_init_here)."""
+    import torch
+
+    if any(p.is_meta for p in backbone.parameters()):
+        # counted from shapes (harness.capacity): LoftQ sets values only, so LoRA's own init builds the same
+        # parameters without quantizing values that do not exist
+        params = {k: v for k, v in (method_cfg.get("params") or {}).items() if k != "loftq_config"}
+        return apply_peft(backbone, {**method_cfg, "params": {**params, "init_lora_weights": True}}, model_cfg)
+    if torch.cuda.is_available():
+        return apply_peft(backbone, method_cfg, model_cfg)
+    import peft.tuners.lora.layer as lora_layer
+
+    original = lora_layer.loftq_init
+    lora_layer.loftq_init = _loftq_init_here
+    try:
+        return apply_peft(backbone, method_cfg, model_cfg)
+    finally:
+        lora_layer.loftq_init = original
+
+
 OPTIMIZERS = {"loraplus": loraplus_optimizer, "lorafa": lorafa_optimizer}
 # an optimizer that also decides what trains builds on its own apply
 APPLIES = {"lorafa": apply_lora_frozen_a}
@@ -325,7 +380,7 @@ def impl_for(method_cfg: Mapping[str, Any]) -> MethodImpl:
     init = (method_cfg.get("params") or {}).get("init_lora_weights")
     optim_name = (method_cfg.get("optim") or {}).get("name")
     prepare = PREPARES.get(init) if isinstance(init, str) else None
-    apply = (apply_prepared if prepare else APPLIES.get(optim_name)
+    apply = (apply_prepared if prepare else apply_loftq if init == "loftq" else APPLIES.get(optim_name)
              or PEFT_TYPE_APPLIES.get(method_cfg.get("peft_type"), apply_peft))
     params = method_cfg.get("params") or {}
     return MethodImpl(name="peft-native", apply=apply,
