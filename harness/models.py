@@ -141,6 +141,67 @@ def _dtype(name: str) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+# model.quantization: the base's weights stored by bitsandbytes at load (QLoRA, arXiv:2305.14314). Every
+# loader here ends in from_pretrained on a safetensors folder (the GGUF package is dequantized to one at
+# fetch time), so any model block can be quantized at load.
+QUANTIZATIONS = ("nf4", "fp4", "int8")
+QUANT_EXTRA = "quant"   # pyproject's optional extra that installs bitsandbytes
+
+
+def quant_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The resolved quantization of a model block, or None for a full-precision base.
+
+    double_quant (quantize the 4-bit scales too) defaults to true for nf4/fp4 and does not apply to int8;
+    compute_dtype (the dtype a 4-bit layer dequantizes to for its matmul) defaults to the base's dtype, so
+    a float32 base on a CPU computes in float32 as it did unquantized."""
+    q = model_cfg.get("quantization")
+    if q is None:
+        return None
+    out: dict[str, Any] = {"quantization": q}
+    if q in ("nf4", "fp4"):
+        dq = model_cfg.get("double_quant")
+        out["double_quant"] = True if dq is None else bool(dq)
+        out["compute_dtype"] = model_cfg.get("compute_dtype") or model_cfg.get("dtype") or "float32"
+    return out
+
+
+def bitsandbytes_config(model_cfg: Mapping[str, Any]) -> Any:
+    """transformers' BitsAndBytesConfig for the block's quantization (None when it has none)."""
+    q = quant_settings(model_cfg)
+    if q is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if q["quantization"] == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q["quantization"],
+                              bnb_4bit_use_double_quant=q["double_quant"],
+                              bnb_4bit_compute_dtype=_dtype(q["compute_dtype"]))
+
+
+def logical_numel(p: Any) -> int:
+    """A parameter's number of values as the model sees them: a 4-bit Params4bit stores two values per
+    byte (its numel is the packed count); its quant_state keeps the logical shape."""
+    qs = getattr(p, "quant_state", None)
+    shape = getattr(qs, "shape", None)
+    if shape is not None:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+    return int(p.numel())
+
+
+def quantization_info(backbone: Any, model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What was quantized, for the record's meta.model: the settings, how many linear layers bitsandbytes
+    holds, and the base's bytes in memory (parameters and buffers, packed weights as stored)."""
+    import bitsandbytes as bnb
+
+    layers = sum(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in backbone.modules())
+    nbytes = sum(t.numel() * t.element_size() for t in (*backbone.parameters(), *backbone.buffers()))
+    return {**(quant_settings(model_cfg) or {}), "quantized_linear_layers": int(layers), "base_bytes": int(nbytes)}
+
+
 def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
     """Load tokenizer + backbone (AutoModel for encoders, AutoModelForCausalLM for decoders)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -157,6 +218,8 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
                 raise ModelUnavailableError("\n".join(tried)) from exc
     auto_cls = AutoModel if model_cfg["kind"] == "encoder" else AutoModelForCausalLM
     kwargs: dict[str, Any] = {"dtype": _dtype(model_cfg.get("dtype", "float32"))}
+    if quant_settings(model_cfg) is not None:
+        kwargs["quantization_config"] = bitsandbytes_config(model_cfg)
     extra: dict[str, Any] = {}
     if is_open(model_cfg):
         # an open block (conf/model/hf.yaml): the folder or hub commit its signature names, checked again
@@ -189,6 +252,8 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
     dropped = drop_unused(backbone, model_cfg["kind"])   # BERT's pooler: the task head pools by itself
     if dropped:
         info["dropped"] = dropped
+    if quant_settings(model_cfg) is not None:
+        info["quantization"] = quantization_info(backbone, model_cfg)
     if tokenizer.pad_token is None:
         # Decoders often ship without a pad token; EOS is the usual stand-in (masked out of the loss).
         tokenizer.pad_token = tokenizer.eos_token

@@ -28,6 +28,10 @@ _MODEL_LOCATION_KEYS = ("source", "package", "target_widths")
 # An open block (conf/model/hf.yaml: any model by hub id or folder) is named by what it resolved to:
 # see model_semantic.
 _OPEN_MODEL_LOCATION_KEYS = ("path", "revision")
+# Quantization of the base (nf4 | fp4 | int8, with its double_quant and compute_dtype) is semantic, but these
+# fields came after records existed: a full-precision block (quantization null) leaves all three out, so it
+# keeps its signature; a quantized one carries them resolved (harness.models.quant_settings).
+_MODEL_QUANT_KEYS = ("quantization", "double_quant", "compute_dtype")
 # Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
 # method's one-line description must not re-run its experiments.
 _METHOD_INFO_KEYS = ("info",)
@@ -78,6 +82,8 @@ def model_semantic(model: Mapping[str, Any]) -> dict[str, Any]:
     trust_remote_code, name) chooses what is computed and stays in, derived values included.
     """
     drop = set(_MODEL_LOCATION_KEYS)
+    if model.get("quantization") is None:
+        drop |= set(_MODEL_QUANT_KEYS)
     if "path" in model:
         drop |= set(_OPEN_MODEL_LOCATION_KEYS)
         if model.get("content_sha256"):
@@ -197,10 +203,21 @@ def _normalize_floats(cfg: dict[str, Any]) -> None:
 
 def _normalize_dtypes(cfg: dict[str, Any]) -> None:
     """model.dtype and budget.amp by their canonical (long) names; the blocks are copied, not edited."""
-    for block, key in (("model", "dtype"), ("budget", "amp")):
+    for block, key in (("model", "dtype"), ("model", "compute_dtype"), ("budget", "amp")):
         value = cfg.get(block).get(key) if isinstance(cfg.get(block), Mapping) else None
         if isinstance(value, str) and value in DTYPE_ALIASES:
             cfg[block] = {**cfg[block], key: DTYPE_ALIASES[value]}
+
+
+def _resolve_quantization(cfg: dict[str, Any]) -> None:
+    """A quantized model block carries its settings resolved (double_quant, compute_dtype defaults), so the
+    signature and the record name what ran; a full-precision block is left as it is."""
+    from harness.models import quant_settings
+
+    q = quant_settings(cfg["model"])
+    if q is not None:
+        model = {k: v for k, v in cfg["model"].items() if k not in ("double_quant", "compute_dtype")}
+        cfg["model"] = {**model, **q}
 
 
 def spec_from_config(cfg: Any) -> JobSpec:
@@ -234,6 +251,7 @@ def spec_from_config(cfg: Any) -> JobSpec:
     if problems:
         raise ConfigError(problems)
     _normalize_floats(cfg)
+    _resolve_quantization(cfg)
     from tasks import resolve_task
 
     return JobSpec(

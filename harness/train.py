@@ -24,7 +24,7 @@ from torch import nn
 
 from harness.batching import batch_stream, causal_lm_batch, classify_batch, split_batch
 from harness.evaluate import evaluate
-from harness.models import LoadedModel, load
+from harness.models import LoadedModel, load, logical_numel
 from harness.preempt import CheckpointClock, Interrupted, SignalGuard, slurm_job
 from harness.spec import ConfigError, JobSpec
 from harness.trial_report import report_trial
@@ -158,7 +158,7 @@ def count_params(model: nn.Module) -> tuple[int, int, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
+        total += logical_numel(p)   # a 4-bit weight's numel counts packed bytes, not its values
         if p.requires_grad:
             trainable += p.numel()
             nbytes += p.numel() * p.element_size()

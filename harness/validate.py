@@ -137,6 +137,10 @@ def _check_method(c: _Checker, m: Mapping[str, Any]) -> None:
         if applies is not None and (not isinstance(applies, list) or not applies
                                     or any(a not in MODEL_KINDS for a in applies)):
             c.add(f"method.info.applies_to: {applies!r} must be a non-empty list of {', '.join(MODEL_KINDS)}")
+        qb = info.get("quantized_base")
+        if qb is not None and not isinstance(qb, bool):
+            c.add(f"method.info.quantized_base: {qb!r} must be true or false (can the method run on a "
+                  "quantized base? false for one that rewrites the base weights)")
         trains_base = info.get("trains_base")
         if trains_base is not None and not isinstance(trains_base, bool):
             c.add(f"method.info.trains_base: {trains_base!r} must be true or false (does the method train "
@@ -182,6 +186,7 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
         c.add(f"model.hub_id: {hub_id!r} is not a hub id (owner/name, e.g. Qwen/Qwen2.5-0.5B)")
     if m.get("kind") == "encoder":
         c.choice(m, "model", "pooling", POOLINGS)
+    _check_quantization(c, m)
     # an open block derives what is left null from the model's config (harness.hfmodel.resolve_block):
     # when that could not happen, the reason is already a problem of its own
     tm = m.get("target_modules")
@@ -196,6 +201,46 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
                                                         for x in w) for w in widths.values())):
         c.add(f"model.target_widths: {widths!r} must map module names to [in_features, out_features] "
               "(positive integers)")
+
+
+def _check_quantization(c: _Checker, m: Mapping[str, Any]) -> None:
+    """model.quantization (null | nf4 | fp4 | int8), double_quant, compute_dtype; bitsandbytes installed."""
+    from harness.models import QUANT_EXTRA, QUANTIZATIONS
+
+    q = c.choice(m, "model", "quantization", QUANTIZATIONS, optional=True)
+    dq = m.get("double_quant")
+    if dq is not None and not isinstance(dq, bool):
+        c.add(f"model.double_quant: {dq!r} must be true, false or null (default: true for nf4 and fp4)")
+    c.choice(m, "model", "compute_dtype", DTYPES + DTYPE_SHORT, optional=True)
+    if m.get("quantization") is None:
+        for key in ("double_quant", "compute_dtype"):
+            if m.get(key) is not None:
+                c.add(f"model.{key}: {m[key]!r} applies to a quantized base only; set model.quantization "
+                      f"({', '.join(QUANTIZATIONS)}) or leave it null")
+    elif q == "int8":
+        for key in ("double_quant", "compute_dtype"):
+            if m.get(key) is not None:
+                c.add(f"model.{key}: {m[key]!r} applies to 4-bit bases (nf4, fp4) only, not int8; leave it null")
+    if q is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            c.add(f"model.quantization: {q!r} needs bitsandbytes, which is not installed: "
+                  f"pip install 'peftbench[{QUANT_EXTRA}]' (or bitsandbytes>=0.47)")
+
+
+def quantized_base_refusal(method: Mapping[str, Any]) -> str | None:
+    """Why `method` cannot run on a quantized base, or None when it can. The one rule: a method that trains
+    the base weights (kind full, info.trains_base: full fine-tuning, GaLore, LISA, ...) needs them in float;
+    one that rewrites them at init (info.quantized_base: false: PiSSA's and OLoRA's residual W0 - BA, LoftQ,
+    which quantizes a full-precision base itself) cannot write into bitsandbytes' packed weights."""
+    info = method.get("info") if isinstance(method.get("info"), Mapping) else {}
+    if method.get("kind") == "full" or info.get("trains_base") is True:
+        return "trains the base weights, which a quantized base stores frozen in packed 4/8-bit form"
+    if info.get("quantized_base") is False:
+        return ("rewrites the base weights at init (method.info.quantized_base: false), which a quantized base "
+                "stores in packed 4/8-bit form")
+    return None
 
 
 def _check_open_model(c: _Checker, m: Mapping[str, Any], source: str | None) -> None:
@@ -392,6 +437,11 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
     if ok["method"] and ok["model"]:
         _check_block_sizes(c, cfg["method"], cfg["model"])
         _check_float16_trainables(c, cfg["method"], cfg["model"])
+        q = cfg["model"].get("quantization")
+        why = quantized_base_refusal(cfg["method"]) if q is not None else None
+        if why:
+            c.add(f"model.quantization: {q!r} with method {cfg['method'].get('name')!r}, which {why}; use a "
+                  "method that trains an adapter on a frozen base (lora: QLoRA), or model.quantization=null")
     if ok["method"] and ok["budget"] and cfg["budget"].get("trainable_params"):
         info = cfg["method"].get("info") if isinstance(cfg["method"].get("info"), Mapping) else {}
         strict = cfg["budget"].get("capacity_policy", "strict") == "strict"
