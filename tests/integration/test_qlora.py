@@ -1,0 +1,75 @@
+"""QLoRA (arXiv:2305.14314) and LoftQ (arXiv:2310.08659) through whole jobs on the real embedded models, on a
+CPU (bitsandbytes >= 0.47 quantizes nf4 there): the nf4 base learns, the record says what was quantized, and a
+method that trains the base is refused before any compute.
+
+No prepare_model_for_kbit_training: it upcasts every non-quantized tensor to float32 (the base's dtype is
+model.dtype, semantic, so the harness keeps it as configured) and turns on gradient checkpointing (plumbing:
+budget.gradient_checkpointing), so each of its effects is already a field of the job."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.dispatch import execute
+from harness.spec import ConfigError, spec_from_config
+from tests.conftest import compose_dict
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("bitsandbytes")
+
+
+def _run(tmp_path: Path, *overrides: str) -> dict:
+    spec = spec_from_config(compose_dict(("logger=none", "budget=smoke", "seed=0", "threads=2", "device=cpu",
+                                          "budget.tokens=null", f"results_dir={tmp_path / 'results'}",
+                                          f"runs_dir={tmp_path / 'runs'}", *overrides)))
+    out = execute(spec)
+    rec = json.loads(Path(out["record"]).read_text())
+    assert rec["run"]["status"] == "success", rec["run"]["error"]
+    return rec
+
+
+def _falls(rec: dict) -> None:
+    losses = [point[-1] if isinstance(point, list) else point for point in rec["train"]["loss_curve"]]
+    k = max(1, len(losses) // 4)
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    assert last < first, (first, last)
+
+
+def _quantized(rec: dict, layers: int, base_params: int) -> None:
+    assert rec["run"]["spec"]["model"]["quantization"] == "nf4"
+    assert rec["run"]["spec"]["model"]["double_quant"] is True
+    q = rec["meta"]["model"]["quantization"]
+    assert q["quantization"] == "nf4" and q["quantized_linear_layers"] == layers and q["base_bytes"] > 0
+    # the total is the logical parameter count (a 4-bit weight's numel counts packed bytes: half its values)
+    assert rec["train"]["total_params"] > base_params > rec["train"]["trainable_params"]
+    assert q["base_bytes"] < 4 * base_params * 0.8   # smaller than the float32 base
+
+
+def test_qlora_on_minilm_learns(tmp_path: Path) -> None:
+    rec = _run(tmp_path, "method=lora", "model=minilm-l6", "task=glue/sst2", "model.quantization=nf4",
+               "budget.steps=40", "budget.eval_size=32", "method.optim.lr=5e-3")
+    _quantized(rec, 6 * 6, 22_500_000)   # 6 linear layers in each of 6 blocks (the pooler is dropped)
+    _falls(rec)
+
+
+def test_qlora_on_smollm2_learns(tmp_path: Path) -> None:
+    rec = _run(tmp_path, "method=lora", "model=smollm2-135m", "task=gsm8k/gsm8k", "model.quantization=nf4",
+               "budget.steps=16", "budget.max_seq_len=48", "budget.eval_size_generate=1", "budget.max_new_tokens=4")
+    _quantized(rec, 30 * 7, 134_000_000)   # q, k, v, o, gate, up, down in each of 30 blocks (lm_head stays float)
+    _falls(rec)
+
+
+def test_loftq_runs(tmp_path: Path) -> None:
+    rec = _run(tmp_path, "method=loftq", "model=minilm-l6", "task=glue/sst2", "budget.steps=3",
+               "budget.eval_size=16")
+    assert rec["run"]["spec"]["method"]["params"]["loftq_config"] == {"loftq_bits": 4, "loftq_iter": 1}
+    assert rec["train"]["steps"] == 3
+
+
+def test_a_quantized_full_fine_tune_is_refused_before_compute(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _run(tmp_path, "method=full", "model=minilm-l6", "task=glue/sst2", "model.quantization=nf4")
+    assert "model.quantization: 'nf4' with method 'full', which trains the base weights" in str(exc.value)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
