@@ -24,6 +24,7 @@ from typing import Any
 
 from harness.hfmodel import ModelUnavailableError, drop_unused, is_open, locate_resolved, source_info
 from harness.provenance import sha256_file
+from harness.quantization import quant_settings
 
 MANIFEST = "peftbench-manifest.json"
 
@@ -139,30 +140,6 @@ def _dtype(name: str) -> Any:
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-# model.quantization: the base's weights stored by bitsandbytes at load (QLoRA, arXiv:2305.14314). Every
-# loader here ends in from_pretrained on a safetensors folder (the GGUF package is dequantized to one at
-# fetch time), so any model block can be quantized at load.
-QUANTIZATIONS = ("nf4", "fp4", "int8")
-QUANT_EXTRA = "quant"   # pyproject's optional extra that installs bitsandbytes
-
-
-def quant_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The resolved quantization of a model block, or None for a full-precision base.
-
-    double_quant (quantize the 4-bit scales too) defaults to true for nf4/fp4 and does not apply to int8;
-    compute_dtype (the dtype a 4-bit layer dequantizes to for its matmul) defaults to the base's dtype, so
-    a float32 base on a CPU computes in float32 as it did unquantized."""
-    q = model_cfg.get("quantization")
-    if q is None:
-        return None
-    out: dict[str, Any] = {"quantization": q}
-    if q in ("nf4", "fp4"):
-        dq = model_cfg.get("double_quant")
-        out["double_quant"] = True if dq is None else bool(dq)
-        out["compute_dtype"] = model_cfg.get("compute_dtype") or model_cfg.get("dtype") or "float32"
-    return out
 
 
 def bitsandbytes_config(model_cfg: Mapping[str, Any]) -> Any:

@@ -30,7 +30,7 @@ _MODEL_LOCATION_KEYS = ("source", "package", "target_widths")
 _OPEN_MODEL_LOCATION_KEYS = ("path", "revision")
 # Quantization of the base (nf4 | fp4 | int8, with its double_quant and compute_dtype) is semantic, but these
 # fields came after records existed: a full-precision block (quantization null) leaves all three out, so it
-# keeps its signature; a quantized one carries them resolved (harness.models.quant_settings).
+# keeps its signature; a quantized one carries them resolved (harness.quantization.quant_settings).
 _MODEL_QUANT_KEYS = ("quantization", "double_quant", "compute_dtype")
 # Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
 # method's one-line description must not re-run its experiments.
@@ -212,7 +212,7 @@ def _normalize_dtypes(cfg: dict[str, Any]) -> None:
 def _resolve_quantization(cfg: dict[str, Any]) -> None:
     """A quantized model block carries its settings resolved (double_quant, compute_dtype defaults), so the
     signature and the record name what ran; a full-precision block is left as it is."""
-    from harness.models import quant_settings
+    from harness.quantization import quant_settings
 
     q = quant_settings(cfg["model"])
     if q is not None:

@@ -718,10 +718,10 @@ def precision(spec: JobSpec, device: torch.device) -> tuple[torch.dtype | None, 
 
     The frozen base is loaded in model.dtype (harness.models); what trains stays float32: peft's
     autocast_adapter_dtype upcasts its tuner layers, methods/_adapters.py builds custom adapters in float32
-    on a half base, and the classify head is float32. Full-parameter methods (full, GaLore, FRUGAL, FLoRA,
-    LISA) train the base weights themselves, so they train in model.dtype; peft's adaption_prompt gates and
-    ln_tuning's LayerNorm copies are not tuner layers and keep it too (the record's meta.execution lists
-    the trainable dtypes). float16 anywhere needs a loss scaler, and a GPU."""
+    on a half base, and the classify head is float32. Full-parameter methods (those whose catalog entry
+    says they train the base) train the base weights themselves, so they train in model.dtype; peft's
+    modules that are not tuner layers (prompt gates, LayerNorm copies) keep it too (the record's
+    meta.execution lists the trainable dtypes). float16 anywhere needs a loss scaler, and a GPU."""
     amp = spec.budget.get("amp")
     half16 = [f for f, v in (("budget.amp", amp), ("model.dtype", spec.model.get("dtype"))) if v in ("float16", "fp16")]
     if half16 and device.type != "cuda":

@@ -205,7 +205,7 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
 
 def _check_quantization(c: _Checker, m: Mapping[str, Any]) -> None:
     """model.quantization (null | nf4 | fp4 | int8), double_quant, compute_dtype; bitsandbytes installed."""
-    from harness.models import QUANT_EXTRA, QUANTIZATIONS
+    from harness.quantization import QUANT_EXTRA, QUANTIZATIONS
 
     q = c.choice(m, "model", "quantization", QUANTIZATIONS, optional=True)
     dq = m.get("double_quant")
