@@ -191,6 +191,7 @@ class HarnessLoop:
     # hoisted out of the loop, as train() does before `while True:`
     time_limit: float = math.inf
     t_train: float = field(default_factory=time.perf_counter)
+    losses: list[float] = field(default_factory=list)   # every step's loss, in order (the bf16 gap)
 
     @property
     def model(self) -> Any:
@@ -256,7 +257,7 @@ class HarnessLoop:
         _stop = ((budget.get("steps") and st.step >= int(budget["steps"]))
                  or (budget.get("tokens") and st.tokens >= int(budget["tokens"]))
                  or time.perf_counter() - self.t_train > self.time_limit)
-        train_step(st, cpu_batch)
+        self.losses.append(train_step(st, cpu_batch))
 
 
 # ------------------------------------------------------------------------------------ set-up
@@ -536,6 +537,7 @@ def run_case(name: str, job: Job, job_file: Path, args: argparse.Namespace, trai
     res = measure_steps(h, b, batches, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
     res["t_steps"] = time.perf_counter() - t0
     res["start"] = (loss_h, loss_b)
+    res["losses"] = list(h.losses)
     from harness.batching import split_batch
     from harness.train import loss_of
 
@@ -584,6 +586,19 @@ def report_case(name: str, job: Job, res: dict[str, Any], args: argparse.Namespa
               f"{verdict(rss_ratio, PEAK_RSS_TARGET)}")
     print()
     return step_ratio, rss_ratio
+
+
+def report_bf16_gap(results: dict[str, dict[str, Any]]) -> None:
+    """The harness's training losses with a bf16 base against float32's: both cases run the same batches in
+    the same order from the same start, so the gap is what bf16 changes (tests/harness/test_precision.py
+    takes its tolerance from it)."""
+    if "fp32" not in results or "bf16" not in results:
+        return
+    gaps = [abs(a - b) for a, b in zip(results["fp32"]["losses"], results["bf16"]["losses"])]
+    print(f"bf16 base vs fp32, harness training loss over the same {len(gaps)} steps: largest gap "
+          f"{max(gaps):.4f}, mean {sum(gaps) / len(gaps):.4f} (fp32 losses "
+          f"{min(results['fp32']['losses']):.2f}..{max(results['fp32']['losses']):.2f})")
+    print()
 
 
 def report_checkpointing_memory(results: dict[str, dict[str, Any]]) -> None:
@@ -660,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{min(tok)}..{max(tok)} (mean {sum(tok) / len(tok):.0f})")
     print()
     ratios = {name: report_case(name, jobs[name], res, args) for name, res in results.items()}
+    report_bf16_gap(results)
     report_checkpointing_memory(results)
     worst_step = max(ratios, key=lambda n: ratios[n][0])
     measured = {n: r[1] for n, r in ratios.items() if r[1] is not None}

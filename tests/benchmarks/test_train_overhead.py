@@ -32,6 +32,8 @@ def test_train_overhead_runs_and_reports_both_ratios() -> None:
                          re.MULTILINE), case
     # Both sides of every case really did the same work from the same start (a wiring check, not a timing one).
     assert proc.stdout.count("(identical)") == 4, proc.stdout
+    assert re.search(r"^bf16 base vs fp32, harness training loss over the same 4 steps: largest gap 0\.\d+", proc.stdout,
+                     re.MULTILINE), proc.stdout
     assert re.search(r"^  harness +saved for backward [\d.]+ -> [\d.]+ MB .*; peak RSS", proc.stdout, re.MULTILINE)
 
 

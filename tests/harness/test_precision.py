@@ -1,13 +1,12 @@
 """Precision: model.dtype (the frozen base's) and budget.amp (autocast) are semantic; what trains stays
 float32 on a half-precision base, and a bf16 base trains on a CPU with losses close to float32's.
 
-Tolerance of the bf16-vs-fp32 loss test (BF16_LOSS_TOL = 0.02, absolute, per step): measured on the real
-models first (benchmarks/train_overhead.py --precision prints it): LoRA on MiniLM-L6, SST-2 batches of 4,
-40 steps: largest gap 0.0025, mean 0.0007 (losses 0.26..1.32); LoRA on SmolLM2-135M, BoolQ batches of 4,
-10 steps: see the README's scale section. The tiny random models below drift further apart (their logits
-are larger relative to their width), largest gap under 0.006 over 10 steps. 0.02 is several times every
-measured gap and still an order of magnitude below what a broken path gives (a bf16 head or adapter, an
-unscaled sum: losses off by 0.1 and more within a few steps).
+Tolerance of the bf16-vs-fp32 loss tests, BF16_LOSS_TOL = 0.01 absolute per step, from measurements on this
+CPU (torch 2.13): LoRA on the real MiniLM-L6, SST-2 batches of 4, 40 steps, bf16 base vs float32: largest gap
+0.0025, mean 0.0007 (losses 0.26..1.32). The tiny models below over their 10 steps: bf16 base 0.0009
+(encoder) and 0.0002 (decoder), bf16 autocast 0.0005 and 0.0001. 0.01 is 4x the real model's largest gap
+and 10x the tiny models'. The loss gap alone cannot tell a float32 adapter from a bf16 one over 10 steps
+(a whole-bf16 model stays within 0.003 here): the dtype assertions do that.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from tests.conftest import conf_names
 from tests.harness.test_accumulation import batches, tiny_bert, tiny_llama
 from tests.methods.test_registry import TINY_DECODER_CFG, TINY_ENCODER_CFG, method_cfg
 
-BF16_LOSS_TOL = 0.02
+BF16_LOSS_TOL = 0.01
 STEPS = 10
 # Methods whose trainable tensors are in the base's dtype, and why (harness.train.precision says the same):
 BASE_DTYPE_TRAINABLES = {
