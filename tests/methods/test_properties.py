@@ -114,6 +114,18 @@ def prop_pissa() -> None:
     torch.testing.assert_close(torch.linalg.svdvals(ba)[:r], s[:r], atol=0.05, rtol=0.1)
 
 
+def prop_loftq() -> None:
+    """LoftQ (arXiv:2310.08659): W0 is replaced by its 4-bit round trip Q, and B·A starts at the low-rank
+    part of what quantization lost, so Q + (α/r)·B·A is closer to W0 than Q alone."""
+    model, base, _ = build("loftq")
+    lyr = layer(model)
+    q, w0 = lyr.base_layer.weight.detach(), base_weight(base)
+    assert not torch.allclose(q, w0), "loftq: W0 should hold its quantized round trip"
+    ba = lyr.scaling["default"] * lyr.lora_B["default"].weight @ lyr.lora_A["default"].weight
+    lost, left = torch.linalg.matrix_norm(w0 - q), torch.linalg.matrix_norm(w0 - q - ba)
+    assert left < 0.9 * lost, (float(left), float(lost))
+
+
 def prop_olora() -> None:
     """OLoRA: B = the first r columns of Q, A = the first r rows of R in W0 = QR (B orthonormal);
     residual + BA = W0."""
