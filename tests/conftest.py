@@ -168,3 +168,18 @@ def tmp_dirs(tmp_path: Path) -> dict[str, Path]:
 def tmp_overrides(tmp_dirs: dict[str, Path]) -> list[str]:
     return [f"results_dir={tmp_dirs['results']}", f"runs_dir={tmp_dirs['runs']}",
             f"cache_dir={tmp_dirs['cache']}", "logger=none"]
+
+
+def run_record(tmp_path: Path, *overrides: str) -> dict[str, Any]:
+    """Run one job in-process (harness.dispatch.execute) with its results and runs under tmp_path, and return its
+    record, which must be a success."""
+    import json
+
+    from harness.dispatch import execute
+    from harness.spec import spec_from_config
+
+    spec = spec_from_config(compose_dict((*overrides, f"results_dir={tmp_path / 'results'}",
+                                          f"runs_dir={tmp_path / 'runs'}")))
+    rec = json.loads(Path(execute(spec)["record"]).read_text())
+    assert rec["run"]["status"] == "success", rec["run"]["error"]
+    return rec

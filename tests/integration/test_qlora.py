@@ -7,27 +7,20 @@ model.dtype, semantic, so the harness keeps it as configured) and turns on gradi
 budget.gradient_checkpointing), so each of its effects is already a field of the job."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from harness.dispatch import execute
-from harness.spec import ConfigError, spec_from_config
-from tests.conftest import compose_dict
+from harness.spec import ConfigError
+from tests.conftest import run_record
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("bitsandbytes")
 
 
 def _run(tmp_path: Path, *overrides: str) -> dict:
-    spec = spec_from_config(compose_dict(("logger=none", "budget=smoke", "seed=0", "threads=2", "device=cpu",
-                                          "budget.tokens=null", f"results_dir={tmp_path / 'results'}",
-                                          f"runs_dir={tmp_path / 'runs'}", *overrides)))
-    out = execute(spec)
-    rec = json.loads(Path(out["record"]).read_text())
-    assert rec["run"]["status"] == "success", rec["run"]["error"]
-    return rec
+    return run_record(tmp_path, "logger=none", "budget=smoke", "seed=0", "threads=2", "device=cpu",
+                      "budget.tokens=null", *overrides)
 
 
 def _falls(rec: dict) -> None:

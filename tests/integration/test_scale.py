@@ -4,15 +4,13 @@ signature does not (plumbing), and a job with micro-batches resumes exactly afte
 (tests/harness/test_accumulation.py and test_precision.py prove the equalities on tiny models.)"""
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
 import pytest
 
-from harness.dispatch import execute
 from harness.spec import spec_from_config
-from tests.conftest import compose_dict
+from tests.conftest import compose_dict, run_record
 from tests.integration.test_preempt import assert_same_result, finish, interrupt
 
 pytestmark = pytest.mark.integration
@@ -22,12 +20,7 @@ JOB = ("logger=none", "method=lora", "model=minilm-l6", "task=glue/sst2", "budge
 
 
 def _run(tmp_path: Path, *overrides: str) -> dict:
-    spec = spec_from_config(compose_dict((*JOB, f"results_dir={tmp_path / 'results'}",
-                                          f"runs_dir={tmp_path / 'runs'}", *overrides)))
-    out = execute(spec)
-    rec = json.loads(Path(out["record"]).read_text())
-    assert rec["run"]["status"] == "success", rec["run"]["error"]
-    return rec
+    return run_record(tmp_path, *JOB, *overrides)
 
 
 def test_plumbing_reaches_the_loop_and_the_meta_not_the_signature(tmp_path: Path) -> None:
