@@ -3,6 +3,7 @@ checkpoint round trips."""
 
 from __future__ import annotations
 
+import mmap
 import random
 import sys
 
@@ -16,10 +17,20 @@ from harness.train import StepState, load_checkpoint, peak_rss_mb, reset_peak_rs
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
 def test_peak_rss_resets_between_jobs_in_one_process():
-    """launcher=debug runs a whole sweep in one process: a job must not inherit an earlier job's peak."""
-    block = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    """launcher=debug runs a whole sweep in one process: a job must not inherit an earlier job's peak.
+
+    The 300 MB block is an anonymous mapping, touched page by page and unmapped on close, so the test does
+    not depend on the allocator handing freed memory back; and the peak is reset before it, so an earlier
+    test's higher peak in the same (xdist) worker cannot stand in for the block's."""
+    size = 300 * 2**20
+    assert reset_peak_rss()
+    before = peak_rss_mb()
+    block = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1
     high = peak_rss_mb()
-    del block
+    assert high > before + 250
+    block.close()
     assert reset_peak_rss()
     assert peak_rss_mb() < high - 200
 
