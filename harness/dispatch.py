@@ -83,6 +83,10 @@ def train_block(result: Any) -> dict[str, Any]:
         "stopped_by": result.stopped_by, "wall_time_s": round(result.wall_time_s, 3),
         "train_time_s": round(result.train_time_s, 3), "peak_memory_mb": round(result.peak_memory_mb, 1),
         "peak_accelerator_mb": result.peak_accelerator_mb,
+        # throughput over every attempt's training time; memory sampled per step (harness.costs: peft's
+        # accelerator_memory_max / _reserved_avg / _reserved_99th, or the RSS off a GPU)
+        "tokens_per_s": round(result.tokens / result.train_time_s, 1) if result.train_time_s > 0 else None,
+        "memory": result.memory or None, "accelerator": result.accelerator,
         "trainable_params": result.trainable_params, "total_params": result.total_params,
         "adapter_bytes": result.adapter_bytes, "loss_curve": result.loss_curve,
         "resumed_from_step": result.resumed_from_step,
@@ -120,7 +124,10 @@ def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
         "split": sets[0].split if sets else spec.task.get("splits", {}).get("eval"),
         "eval_split": spec.task.get("eval_split", "reported"),
         "task_version": spec.task["version"], "protocol": spec.task["protocol"],
-        "eval_time_s": round(final["eval_time_s"], 3), "history": result.eval_history,
+        "eval_time_s": round(final["eval_time_s"], 3), "tokens": final.get("tokens"),
+        "tokens_per_s": (round(final["tokens"] / final["eval_time_s"], 1)
+                         if final.get("tokens") and final["eval_time_s"] > 0 else None),
+        "history": result.eval_history,
         "samples": final["samples"],
     }
     if sets:

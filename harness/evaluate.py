@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.costs import count_tokens
 from harness.outcomes import Outcomes, correct_per_example
 
 N_SAMPLES = 5   # a few predictions kept in the record so a reader can see what the model did
@@ -37,6 +38,7 @@ class EvalResult:
 
     sets: list[SetResult]
     seconds: float
+    tokens: int = 0   # tokens the model processed (harness.costs.TokenCounter): evaluation's throughput
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -62,44 +64,50 @@ def eval_subset(examples: Sequence[Any], spec: Any) -> list[Any]:
 def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: Any,
              device: torch.device) -> EvalResult:
     """Evaluate every set (``tasks.EvalSet``) in order; the model's train/eval mode is restored."""
-    from tasks import metrics_of
-    from tasks.baselines import baseline
-    from tasks.metrics import compute_metrics
-
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     out: list[SetResult] = []
     protocol = spec.task["protocol"]
-    try:
-        for es in sets:
-            subset = eval_subset(es.examples, spec)
-            if not subset:
-                raise ValueError(f"task {spec.task['name']}: evaluated set {es.name} is empty")
-            set_cfg = dict((spec.task.get("evals") or {}).get(es.name) or {})
-            base = baseline(spec.task, subset, kind=set_cfg.get("baseline"))
-            info: dict[str, Any] = {}
-            if protocol == "loglik":
-                from harness.loglik import evaluate_loglik
+    with count_tokens(model) as counter:
+        try:
+            _evaluate_sets(model, tokenizer, sets, spec, device, protocol, out)
+        finally:
+            if was_training:
+                model.train()
+    return EvalResult(sets=out, seconds=time.perf_counter() - t0, tokens=counter.total)
 
-                ll = evaluate_loglik(model, tokenizer, subset, spec.task,
-                                     batch_size=int(spec.budget["eval_batch_size"]), device=device,
-                                     workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"), name=es.name)
-                metrics, samples, info = ll.metrics, ll.samples, ll.info
-                outcomes = Outcomes("correct", metrics_of(spec.task)[0]["name"], np.asarray(ll.outcomes, np.uint8))
-            else:
-                run = _classify if protocol == "classify" else _generate
-                preds, refs, samples = run(model, tokenizer, subset, spec, device)
-                specs = metrics_of(spec.task)
-                metrics = compute_metrics({"name": spec.task["name"], "metrics": specs}, preds, refs)
-                outcomes = example_outcomes(spec.task, [m["name"] for m in specs], preds, refs)
-            out.append(SetResult(name=es.name, split=es.split, metrics={k: float(v) for k, v in metrics.items()},
-                                 n_examples=len(subset), baseline=base, samples=samples, info=info,
-                                 outcomes=outcomes))
-    finally:
-        if was_training:
-            model.train()
-    return EvalResult(sets=out, seconds=time.perf_counter() - t0)
+
+def _evaluate_sets(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: Any, device: torch.device,
+                   protocol: str, out: list[SetResult]) -> None:
+    from tasks import metrics_of
+    from tasks.baselines import baseline
+    from tasks.metrics import compute_metrics
+
+    for es in sets:
+        subset = eval_subset(es.examples, spec)
+        if not subset:
+            raise ValueError(f"task {spec.task['name']}: evaluated set {es.name} is empty")
+        set_cfg = dict((spec.task.get("evals") or {}).get(es.name) or {})
+        base = baseline(spec.task, subset, kind=set_cfg.get("baseline"))
+        info: dict[str, Any] = {}
+        if protocol == "loglik":
+            from harness.loglik import evaluate_loglik
+
+            ll = evaluate_loglik(model, tokenizer, subset, spec.task,
+                                 batch_size=int(spec.budget["eval_batch_size"]), device=device,
+                                 workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"), name=es.name)
+            metrics, samples, info = ll.metrics, ll.samples, ll.info
+            outcomes = Outcomes("correct", metrics_of(spec.task)[0]["name"], np.asarray(ll.outcomes, np.uint8))
+        else:
+            run = _classify if protocol == "classify" else _generate
+            preds, refs, samples = run(model, tokenizer, subset, spec, device)
+            specs = metrics_of(spec.task)
+            metrics = compute_metrics({"name": spec.task["name"], "metrics": specs}, preds, refs)
+            outcomes = example_outcomes(spec.task, [m["name"] for m in specs], preds, refs)
+        out.append(SetResult(name=es.name, split=es.split, metrics={k: float(v) for k, v in metrics.items()},
+                             n_examples=len(subset), baseline=base, samples=samples, info=info,
+                             outcomes=outcomes))
 
 
 def example_outcomes(task: dict[str, Any], metrics: Sequence[str], preds: Sequence[Any],

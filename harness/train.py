@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from harness.batching import batch_stream, causal_lm_batch, classify_batch, split_batch
+from harness.costs import MemoryTrace, accelerator_info
 from harness.evaluate import evaluate
 from harness.models import LoadedModel, load, logical_numel
 from harness.preempt import CheckpointClock, Interrupted, SignalGuard, slurm_job
@@ -88,6 +89,8 @@ class TrainResult:
     train_time_s: float = 0.0
     peak_memory_mb: float = 0.0
     peak_accelerator_mb: float | None = None
+    memory: dict[str, Any] = field(default_factory=dict)   # per-step samples summarised (harness.costs)
+    accelerator: dict[str, Any] | None = None               # the GPU's name, count and memory; None off one
     trainable_params: int = 0
     total_params: int = 0
     adapter_bytes: int = 0
@@ -276,6 +279,7 @@ class StepState:
     examples: int = 0
     losses: list[list[float]] = field(default_factory=list)
     micro_changes: list[list[int]] = field(default_factory=list)   # [step, size]: each halving by auto
+    memory: MemoryTrace | None = None   # per-step memory samples (harness.costs); None: not sampled
 
 
 def loss_shares(parts: Sequence[Mapping[str, torch.Tensor]], protocol: str) -> list[float]:
@@ -381,6 +385,8 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
                "train/tokens_per_s": n_tok / max(dt, 1e-9), "train/tokens": st.tokens}
     if grad_norm is not None:
         metrics["train/grad_norm"] = float(grad_norm)
+    if st.memory is not None:   # after the step: its gradients freed, its optimizer state in place
+        st.memory.sample(st.device)
     st.log(metrics, st.step)
     if st.mem_cap_mb and _peak_mb(st.device) > float(st.mem_cap_mb):
         raise BudgetExceeded(f"peak memory {_peak_mb(st.device):.0f} MB > budget.memory_cap_mb={st.mem_cap_mb}")
@@ -462,6 +468,8 @@ def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], atte
              "rng": rng_state(), "attempts": attempts}
     if st.scaler is not None:   # float16's loss scale: a resumed run scales as the uninterrupted one would
         state["scaler"] = st.scaler.state_dict()
+    if st.memory is not None:   # a resumed job's memory average and tail cover every step
+        state["memory_trace"] = st.memory.state()
     if st.auto_micro:   # the micro-batch auto found: a resumed attempt does not run out of memory again
         state["micro_batch"] = {"size": st.micro_batch_size, "changes": st.micro_changes}
     atomic_write(path, lambda fh: torch.save(state, fh), fsync=True)
@@ -483,6 +491,8 @@ def load_checkpoint(path: Path, st: StepState) -> dict[str, Any]:
     st.losses = [list(p) for p in state["loss_curve"]]
     if st.scaler is not None and "scaler" in state:
         st.scaler.load_state_dict(state["scaler"])
+    if state.get("memory_trace"):
+        st.memory = MemoryTrace.from_state(state["memory_trace"])
     if st.auto_micro and state.get("micro_batch"):
         st.micro_batch_size = int(state["micro_batch"]["size"])
         st.micro_changes = [list(c) for c in state["micro_batch"]["changes"]]
@@ -499,7 +509,9 @@ def attempt_costs(attempt: dict[str, Any], *, t_start: float, train_s: float, st
     return {**attempt, "ended_at": _utc_now(), "ended_by": ended_by, "end_step": step,
             "train_time_s": round(train_s, 3), "wall_time_s": round(time.perf_counter() - t_start, 3),
             "peak_memory_mb": round(peak_rss_mb(), 1),
-            "peak_accelerator_mb": round(_peak_mb(device), 1) if device.type == "cuda" else None}
+            "peak_accelerator_mb": round(_peak_mb(device), 1) if device.type == "cuda" else None,
+            "peak_accelerator_reserved_mb": (round(torch.cuda.max_memory_reserved(device) / 2**20, 1)
+                                             if device.type == "cuda" else None)}
 
 
 def _utc_now() -> str:
@@ -593,7 +605,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                    grad_clip=float(budget["grad_clip"]) if budget.get("grad_clip") else None,
                    callback=impl.callback, regularizer=impl.regularizer, mem_cap_mb=budget.get("memory_cap_mb"),
                    log=log, micro_batch_size=micro_batch(budget), auto_micro=budget.get("micro_batch_size") == "auto",
-                   amp_dtype=amp_dtype, scaler=scaler)
+                   amp_dtype=amp_dtype, scaler=scaler, memory=MemoryTrace.for_device(device))
+    res.accelerator = accelerator_info(device)
     ckpt = spec.run_dir / "checkpoint.pt"
     attempt: dict[str, Any] = {"started_at": started_at, "host": socket.gethostname(),
                                "slurm_job": slurm_job(), "resumed_from_step": None}
@@ -672,7 +685,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     with _autocast(st):
         ev = evaluate(model, tokenizer, data.evals, spec, device)
     res.final_eval = {"metrics": ev.metrics, "n_examples": ev.n_examples, "samples": ev.samples,
-                      "eval_time_s": ev.seconds, "sets": ev.sets}
+                      "eval_time_s": ev.seconds, "sets": ev.sets,
+                      "tokens": ev.tokens}
     res.eval_history.append({"step": step, **ev.metrics})
     log({f"eval/{k}": v for k, v in ev.metrics.items()}, step)
     if impl.eval_variants is not None:   # the same trained model in other forms (DyLoRA: at every rank < r)
@@ -693,6 +707,12 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     res.peak_memory_mb = max(a["peak_memory_mb"] for a in res.attempts)
     if device.type == "cuda":
         res.peak_accelerator_mb = max(a.get("peak_accelerator_mb") or 0.0 for a in res.attempts)
+    # the high-water marks bound the per-step samples from above, over every attempt
+    peaks = ((max(a.get("peak_accelerator_mb") or 0.0 for a in res.attempts),
+              max(a.get("peak_accelerator_reserved_mb") or 0.0 for a in res.attempts))
+             if st.memory.device == "cuda" else (res.peak_memory_mb, None))
+    res.memory = st.memory.summary(peak_allocated=int(peaks[0] * 2**20),
+                                   peak_reserved=int(peaks[1] * 2**20) if peaks[1] is not None else None)
     if ckpt.exists():
         ckpt.unlink()   # finished: the record is the result, the checkpoint was only for resuming
     return res

@@ -34,6 +34,14 @@ def test_plumbing_reaches_the_loop_and_the_meta_not_the_signature(tmp_path: Path
     assert ex["attn_implementation"] in ("sdpa", "eager", "flash_attention_2")
     assert ex["trainable_dtypes"] == {"float32": rec["train"]["trainable_params"]}
     assert rec["train"]["steps"] == 3 and rec["train"]["examples"] == 12
+    # costs as peft's method comparison records them; off a GPU the samples are the resident set
+    mem = rec["train"]["memory"]
+    assert mem["device"] == "cpu" and mem["steps_sampled"] == 3 and rec["train"]["accelerator"] is None
+    assert mem["rss_max_mb"] >= mem["rss_p99_mb"] >= mem["rss_avg_mb"] > 0
+    assert mem["rss_max_mb"] == rec["train"]["peak_memory_mb"]
+    assert rec["train"]["tokens_per_s"] == pytest.approx(rec["train"]["tokens"] / rec["train"]["train_time_s"], rel=0.01)
+    ev = rec["eval"]
+    assert 16 * 2 < ev["tokens"] <= 16 * 128 and ev["tokens_per_s"] > 0   # 16 sentences, unpadded
 
 
 def test_a_bf16_base_with_micro_batches_runs_a_job(tmp_path: Path) -> None:
@@ -57,4 +65,5 @@ def test_a_job_with_micro_batches_resumes_exactly(tmp_path: Path) -> None:
     assert interrupt(root, signal.SIGUSR2, *micro) == 128 + signal.SIGUSR2
     rec = finish(root, *micro)
     assert rec["train"]["resumed_from_steps"] and rec["train"]["attempts"] == 2
+    assert rec["train"]["memory"]["steps_sampled"] == rec["train"]["steps"]   # the trace crossed the checkpoint
     assert_same_result(rec, ref, root, ref_root)
