@@ -31,7 +31,7 @@ from harness.leaderboard.cells import (
     board_title,
     paired_cell,
 )
-from harness.leaderboard.table import capacity_misses
+from harness.leaderboard.table import DEVICE_COST_HEADERS, capacity_misses, shown_device_costs
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #1d2430;
@@ -115,14 +115,16 @@ def _scores_table(rep: BoardReport) -> str:
     b = rep.board
     tasks = list(b.scores.columns)
     avg = b.average
+    device_cols = shown_device_costs(b.cost)
     head = ["method", *[f"{t} ({b.metrics[t]} {'↑' if b.directions[t] == 'max' else '↓'})" for t in tasks],
             *([average_header(avg)] if avg is not None else []), "trainable params", "peak mem (MB)",
-            "train time (s)"]
+            "train time (s)", *(DEVICE_COST_HEADERS[c][0] for c in device_cols)]
     order = rep.order()
     # whole frames to arrays once: a pandas .at/.loc per cell made these tables cost more than the
     # board's figures (~10 ms for 20 × 8)
     mean, std, n = (_rows(b, f) for f in (b.scores, b.std, b.n_seeds))
     cost = b.cost.loc[order, ["trainable_params", "peak_memory_mb", "train_time_s"]].to_numpy(dtype=float)
+    device = b.cost.loc[order, device_cols].to_numpy(dtype=float)
     below = _rows(b, rep.below_baseline.astype(float)) if rep.below_baseline is not None else None
     missed = capacity_misses(b.cost)
     rows = []
@@ -140,7 +142,8 @@ def _scores_table(rep: BoardReport) -> str:
                      _e(_fmt_int(params)) + (f" <span class='capacity' title='more than ±10% off the capacity "
                                              f"target {missed[m][0]:,.0f}: ran at its closest setting'>"
                                              f"{CAPACITY_MARK}</span>" if m in missed else ""),
-                     _e(_fmt_float(mem, 0)), _e(_fmt_float(secs, 1))])
+                     _e(_fmt_float(mem, 0)), _e(_fmt_float(secs, 1)),
+                     *(_e(_fmt_float(v, DEVICE_COST_HEADERS[c][1])) for c, v in zip(device_cols, device[i].tolist()))])
     if b.baseline:
         rows.append(["<i>trivial baseline</i>", *[_e(_baseline_cell(b, t)) for t in tasks],
                      *[""] * (len(head) - 1 - len(tasks))])
@@ -257,7 +260,10 @@ def _figures(rep: BoardReport) -> str:
         figs.append(_figure(plots.cd_diagram(f), "critical difference diagram", cap))
     score, label, higher = pareto_score(rep)
     for col, name in (("trainable_params", "trainable parameters"), ("peak_memory_mb", "peak memory (MB)"),
-                      ("train_time_s", "train time (s)")):
+                      ("train_time_s", "train time (s)"), ("accelerator_max_mb", "GPU memory max (MB)"),
+                      ("accelerator_reserved_p99_mb", "GPU memory reserved, 99th percentile (MB)")):
+        if col not in b.cost:
+            continue
         cost = b.cost[col].reindex(score.index)
         if cost.notna().any():
             figs.append(_figure(plots.pareto_plot(cost, score, cost_label=name, score_label=label,

@@ -62,6 +62,7 @@ from harness.leaderboard.rules import RULES, Ranking
 from harness.leaderboard.stats import BootstrapRule, bootstrap_ranks, friedman_nemenyi
 from harness.leaderboard.suites import attach_averages, known_suites
 from harness.leaderboard.table import (
+    DEVICE_COST_HEADERS,
     Board,
     aggregate,
     board_key,
@@ -69,6 +70,7 @@ from harness.leaderboard.table import (
     capacity_misses,
     hardware_by_board,
     one_value_per_seed,
+    shown_device_costs,
 )
 from harness.leaderboard.tuning import add_search_notes
 from harness.leaderboard.verdict import (
@@ -498,14 +500,17 @@ def board_markdown(board: Board, rankings: dict[str, Ranking], report: BoardRepo
         lines += ["", *_wrap("Trivial baselines: " + ", ".join(f"{t} {_baseline_cell(board, t)}" for t in tasks
                                                                if t in board.baseline) + ".")]
     avg_head = [average_header(avg)] if avg is not None else []
+    device_cols = shown_device_costs(board.cost)
     lines += ["", "**" + ("Suite average and cost" if avg is not None else "Cost") + "** (cost: median over runs):",
-              "", "| " + " | ".join(["method", *avg_head, "trainable params", "peak mem (MB)", "train time (s)"]) + " |",
-              "|---|---|---|---|" + ("---|" if avg is not None else "")]
+              "", "| " + " | ".join(["method", *avg_head, "trainable params", "peak mem (MB)", "train time (s)",
+                                     *(DEVICE_COST_HEADERS[c][0] for c in device_cols)]) + " |",
+              "|---|---|---|---|" + ("---|" if avg is not None else "") + "---|" * len(device_cols)]
     for m in order:
         cost = board.cost.loc[m]
         cells = [m, *([average_cell(avg, m)] if avg is not None else []),
                  _fmt_int(cost["trainable_params"]) + (CAPACITY_MARK if m in missed else ""),
-                 _fmt_float(cost["peak_memory_mb"], 0), _fmt_float(cost["train_time_s"], 1)]
+                 _fmt_float(cost["peak_memory_mb"], 0), _fmt_float(cost["train_time_s"], 1),
+                 *(_fmt_float(cost[c], DEVICE_COST_HEADERS[c][1]) for c in device_cols)]
         lines.append("| " + " | ".join(cells) + " |")
     if ranked_rules:
         abbrev = {r: RULE_ABBREV.get(r, r[:3]) for r in ranked_rules}

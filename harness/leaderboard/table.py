@@ -25,11 +25,16 @@ from harness.leaderboard.tuning import is_validation_run
 from harness.records import iter_records
 
 BOARD_KEYS = ("budget", "model", "suite")
+# costs as peft's method comparison reports them (harness.costs): the accelerator's peak allocated memory and
+# its reserved memory's per-step mean and 99th percentile (MiB; NaN off a GPU and in older records), and the
+# tokens per second of training and of evaluation
+DEVICE_COST_COLUMNS = ["accelerator_max_mb", "accelerator_reserved_avg_mb", "accelerator_reserved_p99_mb",
+                       "train_tokens_per_s", "eval_tokens_per_s"]
 CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
 LONG_COLUMNS = ["signature", "status", "method", "model", "task", "suite", "budget", "seed", "metric",
                 "value", "direction", "primary", "trainable_params", "total_params", "peak_memory_mb",
                 "train_time_s", "task_version", "hardware", "subtask", "baseline", "baseline_kind", "n_outcomes",
-                "outcome_sum", "outcome_key", "capacity_target", "capacity_params"]
+                "outcome_sum", "outcome_key", "capacity_target", "capacity_params", *DEVICE_COST_COLUMNS]
 NAN = float("nan")
 
 
@@ -112,13 +117,13 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
         if include_failed:
             return [(run["signature"], run["status"], run["method"], run["model"], run["task"],
                      run.get("suite"), run["budget"], run["seed"], None, NAN, None, None, NAN, NAN, NAN, NAN, None,
-                     hardware, False, NAN, None, NAN, NAN, NAN, NAN, NAN)]
+                     hardware, False, NAN, None, NAN, NAN, NAN, NAN, NAN, *(NAN,) * len(DEVICE_COST_COLUMNS))]
         return []
     ev, tr = rec["eval"], rec["train"]
     cost = (tr["trainable_params"], tr["total_params"], tr["peak_memory_mb"], tr["train_time_s"])
     # budget.trainable_params: the target and the adapter count the method reached (harness.capacity)
     cap = (rec.get("meta") or {}).get("capacity") or {}
-    capacity = (_num(cap.get("target")), _num(cap.get("adapter_params")))
+    capacity = (_num(cap.get("target")), _num(cap.get("adapter_params")), *device_costs(tr, ev))
     subtasks = ev.get("subtasks")
     if subtasks:
         # one row-set per evaluated set; the record's own `metrics` repeat the first set's (kept for
@@ -140,6 +145,13 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
     base, kind = _baseline_of(ev)
     return [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
              *_outcome_totals(ev, name, primary), *capacity) for name, m in ev["metrics"].items()]
+
+
+def device_costs(train: Mapping[str, Any], ev: Mapping[str, Any]) -> tuple[float, ...]:
+    """The DEVICE_COST_COLUMNS of one record (NaN for what it does not carry)."""
+    mem = train.get("memory") or {}
+    return (_num(mem.get("allocated_max_mb")), _num(mem.get("reserved_avg_mb")), _num(mem.get("reserved_p99_mb")),
+            _num(train.get("tokens_per_s")), _num(ev.get("tokens_per_s")))
 
 
 def _num(v: Any) -> float:
@@ -236,6 +248,7 @@ def aggregate(long: pd.DataFrame, *, resolved: bool = False) -> pd.DataFrame:
                 trainable_params=("trainable_params", "median"), peak_memory_mb=("peak_memory_mb", "median"),
                 train_time_s=("train_time_s", "median"), capacity_target=("capacity_target", "median"),
                 capacity_params=("capacity_params", "median"), baseline=("baseline", "median"),
+                **{c: (c, "median") for c in DEVICE_COST_COLUMNS},
                 baseline_kind=("baseline_kind", "first")).reset_index()
     from scipy import stats
 
@@ -318,7 +331,20 @@ class Board:
 
 # medians per method; capacity_*: the budget's trainable-parameter target and the method's adapter count
 # (NaN without a target), so a board can mark a method that ran off the target (capacity_policy=closest)
-COST_COLUMNS = ["trainable_params", "peak_memory_mb", "train_time_s", "capacity_target", "capacity_params"]
+COST_COLUMNS = ["trainable_params", "peak_memory_mb", "train_time_s", "capacity_target", "capacity_params",
+                *DEVICE_COST_COLUMNS]
+
+
+# the device costs' headers and decimals in a board's cost table
+DEVICE_COST_HEADERS = {"accelerator_max_mb": ("GPU mem max (MB)", 0), "accelerator_reserved_avg_mb":
+                       ("GPU reserved avg (MB)", 0), "accelerator_reserved_p99_mb": ("GPU reserved p99 (MB)", 0),
+                       "train_tokens_per_s": ("train tok/s", 0), "eval_tokens_per_s": ("eval tok/s", 0)}
+
+
+def shown_device_costs(cost: pd.DataFrame) -> list[str]:
+    """The device-cost columns a board shows: those some method on it has (older records and CPU runs
+    leave the accelerator's NaN, and a board of such records keeps its old table)."""
+    return [c for c in DEVICE_COST_COLUMNS if c in cost and cost[c].notna().any()]
 
 
 def capacity_misses(cost: pd.DataFrame) -> dict[str, tuple[float, float]]:

@@ -311,3 +311,44 @@ def test_pareto_front() -> None:
 def test_schema_version_written(board_run: dict[str, Any]) -> None:
     rec = json.loads(next((board_run["results"] / "records").glob("*.json")).read_text())
     assert rec["schema_version"] == SCHEMA_VERSION and set(rec) == {"schema_version", "run", "train", "eval", "meta"}
+
+
+def test_gpu_costs_reach_the_board_tables_and_pareto_plots(tmp_path: Path) -> None:
+    """Records from a GPU carry peft's memory figures and throughputs (harness.costs): the board's cost table
+    gets their columns (medians over runs), its JSON and CSV carry them, and the HTML page draws their Pareto
+    plots. A board of records without them (CPU runs, older records) keeps its old table."""
+    results = tmp_path / "results"
+    recs = []
+    for method, (mem, p99, tps) in {"lora": (5000.0, 6000.0, 900.0), "dora": (6500.0, 7200.0, 700.0)}.items():
+        for seed in range(2):
+            rec = make_record(method, "glue/sst2", seed, 0.9 - 0.01 * seed)
+            rec["train"].update(memory={"device": "cuda", "steps_sampled": 20, "at_start_mb": 1000.0,
+                                        "allocated_max_mb": mem + seed, "allocated_avg_mb": mem / 2,
+                                        "allocated_p99_mb": mem - 1, "reserved_max_mb": p99 + 100,
+                                        "reserved_avg_mb": p99 - 500, "reserved_p99_mb": p99},
+                                tokens_per_s=tps, accelerator={"name": "NVIDIA H100", "count": 1})
+            rec["eval"]["tokens_per_s"] = 10 * tps
+            recs.append(rec)
+    recs.append(make_record("ia3", "glue/sst2", 0, 0.8))   # no GPU figures: dashes, not zeros
+    write_records(results, recs)
+    out = tmp_path / "o"
+    assert report.main(["--results-dir", str(results), "--out", str(out), "--rules", "mean", "--bootstrap", "0",
+                        "--no-wandb", "--quiet"]) == 0
+    md = (out / f"{KEY_A}.md").read_text()
+    assert "GPU mem max (MB) | GPU reserved avg (MB) | GPU reserved p99 (MB) | train tok/s | eval tok/s |" in md
+    # lora's allocated max is the median of 5000 and 5001 (printed to the MB); then reserved avg and p99, tok/s
+    assert "| 10,000 | 900 | 30.0 | 5000 | 5500 | 6000 | 900 | 9000 |" in md.split("| lora | 0.8950")[1]
+    assert "| ia3 | 0.8000 (n=1) | 10,000 | 900 | 30.0 | — | — | — | — | — |" in md
+    doc = json.loads((out / f"{KEY_A}.json").read_text())
+    assert doc["cost"]["dora"]["accelerator_reserved_p99_mb"] == 7200.0
+    assert doc["cost"]["lora"]["eval_tokens_per_s"] == 9000.0
+    csv = pd.read_csv(out / f"{KEY_A}.csv", index_col="method")
+    assert csv.loc["lora", "accelerator_max_mb"] == 5000.5 and pd.isna(csv.loc["ia3", "train_tokens_per_s"])
+    page = (out / "index.html").read_text()
+    assert "Pareto GPU memory max (MB)" in page and "Pareto GPU memory reserved, 99th percentile (MB)" in page
+    assert "GPU reserved p99 (MB)</th>" in page
+    plain = tmp_path / "plain"
+    write_records(plain, [make_record("lora", "glue/sst2", 0, 0.9)])
+    assert report.main(["--results-dir", str(plain), "--out", str(tmp_path / "p"), "--rules", "mean",
+                        "--bootstrap", "0", "--no-wandb", "--quiet"]) == 0
+    assert "GPU mem" not in (tmp_path / "p" / f"{KEY_A}.md").read_text()
