@@ -74,6 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 STEP_TIME_TARGET = 1.05
+STEP_TIME_TARGET_CUDA = 1.02   # issue #19: on a GPU the harness's per-step work must hide in the kernels' time
 PEAK_RSS_TARGET = 1.10
 DEFAULT_OVERRIDES = ("method=lora", "model=minilm-l6", "task=glue/sst2", "budget=smoke", "logger=none")
 # case -> (Hydra overrides of the harness side, the bare side's settings); "{half}" is batch_size // 2
@@ -278,7 +279,7 @@ class Job:
     case: dict[str, Any] = field(default_factory=dict)   # dtype, micro, checkpointing (see CASES)
 
 
-def compose_spec(overrides: Sequence[str], threads: int) -> Any:
+def compose_spec(overrides: Sequence[str], threads: int, device: str = "cpu") -> Any:
     """Compose the Hydra config as the CLI does, then validate it into a JobSpec."""
     from hydra import compose, initialize_config_dir
 
@@ -286,7 +287,7 @@ def compose_spec(overrides: Sequence[str], threads: int) -> Any:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config",
-                      overrides=[*DEFAULT_OVERRIDES, f"threads={threads}", "device=cpu", *overrides])
+                      overrides=[*DEFAULT_OVERRIDES, f"threads={threads}", f"device={device}", *overrides])
     return spec_from_config(cfg)
 
 
@@ -342,12 +343,15 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Job, Any, list[Any], l
     from methods.peft_native import build_peft_config
     from tasks import load_task
 
-    spec = compose_spec(args.overrides, args.threads)
+    spec = compose_spec(args.overrides, args.threads, args.device)
     if spec.method.get("peft_type") != "lora" or spec.task["protocol"] != "classify":
         raise SystemExit("train_overhead: the bare loop is written for LoRA-family methods on classify "
                          f"tasks; got method={spec.method['name']} task={spec.task['name']}")
-    fetch(spec.model, spec.cache_dir)   # no-op when cached
-    hf_dir = local_dir(spec.model, spec.cache_dir) / "hf"
+    if spec.model.get("path"):   # model=hf model.path=DIR: that folder (scripts/gpu-check.sh builds one)
+        hf_dir = Path(spec.model["path"])
+    else:
+        fetch(spec.model, spec.cache_dir)   # no-op when cached
+        hf_dir = local_dir(spec.model, spec.cache_dir) / "hf"
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     model_dir = hf_dir
     if args.tiny:
@@ -379,7 +383,8 @@ def build_sides(job: Job, train_examples: Sequence[Any]) -> tuple[HarnessLoop, B
     spec = spec_of(job)
     harness = HarnessLoop.build(spec, load_for_harness(job, spec), train_examples)
     bare = BareLoop.build(job.model_dir, job.lora, num_labels=job.num_labels, lr=job.lr,
-                          weight_decay=job.weight_decay, clip=job.clip, seed=spec.seed, case=job.case)
+                          weight_decay=job.weight_decay, clip=job.clip, seed=spec.seed, device=spec.device,
+                          case=job.case)
     return harness, bare
 
 
@@ -394,7 +399,7 @@ def case_job(job: Job, name: str, args: argparse.Namespace, tmp: Path) -> Job | 
         return None
     overrides = tuple(o.format(half=half) for o in overrides)
     bare = {k: (half if v == "{half}" else v) for k, v in bare.items()}
-    spec = compose_spec([*args.overrides, *overrides], args.threads)
+    spec = compose_spec([*args.overrides, *overrides], args.threads, args.device)
     out = replace(job, spec=spec_fields(spec), case=bare)
     (tmp / f"job-{name}.json").write_text(json.dumps(out.__dict__))
     return out
@@ -417,14 +422,20 @@ def same_start(harness: HarnessLoop, bare: BareLoop, batch: Batch) -> tuple[floa
 
 
 # --------------------------------------------------------------------------------- measuring
-def timed(step: Callable[[Batch], None], batch: Batch) -> float:
+def timed(step: Callable[[Batch], None], batch: Batch, sync: Callable[[], None] | None = None) -> float:
+    """One step's time; on a GPU the queue is drained before and after (``sync``), else a side that never
+    reads its loss back would be timed launching kernels, not running them."""
+    if sync is not None:
+        sync()
     t = time.perf_counter()
     step(batch)
+    if sync is not None:
+        sync()
     return time.perf_counter() - t
 
 
 def measure_steps(harness: HarnessLoop, bare: BareLoop, batches: Sequence[Batch], *, steps: int,
-                  warmup: int, repeats: int) -> dict[str, Any]:
+                  warmup: int, repeats: int, sync: Callable[[], None] | None = None) -> dict[str, Any]:
     """Pairs of steps on the same batch, ABAB… with the order flipped every pair.
 
     Pairing at step granularity is what makes the ratio stable on a shared machine: a load spike
@@ -440,9 +451,9 @@ def measure_steps(harness: HarnessLoop, bare: BareLoop, batches: Sequence[Batch]
         for i in range(warmup + steps):
             batch = batches[(r * steps + i) % len(batches)]
             if (r + i) % 2 == 0:
-                th, tb = timed(harness.step, batch), timed(bare.step, batch)
+                th, tb = timed(harness.step, batch, sync), timed(bare.step, batch, sync)
             else:
-                tb, th = timed(bare.step, batch), timed(harness.step, batch)
+                tb, th = timed(bare.step, batch, sync), timed(harness.step, batch, sync)
             if i >= warmup:
                 times["harness"].append(th)
                 times["bare"].append(tb)
@@ -491,11 +502,13 @@ def child_main(side: str, job_file: Path, n_steps: int) -> int:
         # A real bare loop has to tokenize its data, so it holds a tokenizer as harness.models.load does.
         _tokenizer = AutoTokenizer.from_pretrained(job.model_dir)
         step = BareLoop.build(job.model_dir, job.lora, num_labels=job.num_labels, lr=job.lr,
-                              weight_decay=job.weight_decay, clip=job.clip,
-                              seed=int(job.spec["seed"]), case=job.case).step
+                              weight_decay=job.weight_decay, clip=job.clip, seed=int(job.spec["seed"]),
+                              device=job.spec["device"], case=job.case).step
     for i in range(n_steps):
         step(batches[i % len(batches)])
-    print(json.dumps({"side": side, "peak_rss_mb": peak_rss_mb()}))
+    gpu = job.spec["device"].startswith("cuda")
+    print(json.dumps({"side": side, "peak_rss_mb": peak_rss_mb(),
+                      "peak_accelerator_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None}))
     return 0
 
 
@@ -521,6 +534,10 @@ def saved_activation_mb(params: Iterable[Any], forward: Callable[[Batch], Any], 
 
 
 # ------------------------------------------------------------------------------------ report
+def step_target(args: argparse.Namespace) -> float:
+    return STEP_TIME_TARGET_CUDA if args.device.startswith("cuda") else STEP_TIME_TARGET
+
+
 def verdict(ratio: float, target: float) -> str:
     return "PASS" if ratio <= target else "MISS"
 
@@ -534,7 +551,8 @@ def run_case(name: str, job: Job, job_file: Path, args: argparse.Namespace, trai
     h, b = build_sides(job, train_examples)
     loss_h, loss_b = same_start(h, b, batches[0])
     t0 = time.perf_counter()
-    res = measure_steps(h, b, batches, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    res = measure_steps(h, b, batches, steps=args.steps, warmup=args.warmup, repeats=args.repeats, sync=sync)
     res["t_steps"] = time.perf_counter() - t0
     res["start"] = (loss_h, loss_b)
     res["losses"] = list(h.losses)
@@ -551,7 +569,9 @@ def run_case(name: str, job: Job, job_file: Path, args: argparse.Namespace, trai
     if name in args.rss_cases:
         for r in range(args.rss_repeats):
             for side in (("harness", "bare") if r % 2 == 0 else ("bare", "harness")):
-                rss[side].append(run_child(side, job_file)["peak_rss_mb"])
+                # on a GPU the memory that limits a job is the device's: its peak allocated memory
+                key = "peak_accelerator_mb" if args.device.startswith("cuda") else "peak_rss_mb"
+                rss[side].append(run_child(side, job_file)[key])
     res["rss"] = {k: statistics.median(v) for k, v in rss.items() if v}
     return res
 
@@ -570,7 +590,8 @@ def report_case(name: str, job: Job, res: dict[str, Any], args: argparse.Namespa
     print(f"start check: eval loss on batch 0 harness={loss_h:.6f} bare={loss_b:.6f} ({same})")
     print(f"timing: {args.repeats} repeats x ({args.warmup} warmup + {args.steps} measured) steps per side, "
           f"paired on the same batch, order alternating, {res['t_steps']:.1f} s")
-    print(f"{'side':<8} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'steps':>6} {'peak RSS MB':>12} "
+    mem = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
+    print(f"{'side':<8} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'steps':>6} {mem:>12} "
           f"{'saved for bwd MB':>17}")
     for side in ("harness", "bare"):
         ts = [t * 1e3 for t in times[side]]
@@ -579,10 +600,11 @@ def report_case(name: str, job: Job, res: dict[str, Any], args: argparse.Namespa
               f"{len(ts):>6} {peak} {res['saved_mb'][side]:>17.2f}")
     print(f"median pair ratio per repeat: {' '.join(f'{r:.3f}' for r in res['ratios'])}; "
           f"all pairs {step_ratio:.3f}; ratio of side medians {med['harness'] / med['bare']:.3f}")
-    print(f"step_time_ratio[{name}] harness/bare = {step_ratio:.2f} (target <= {STEP_TIME_TARGET:.2f}): "
-          f"{verdict(step_ratio, STEP_TIME_TARGET)}")
+    target = step_target(args)
+    print(f"step_time_ratio[{name}] harness/bare = {step_ratio:.2f} (target <= {target:.2f}): "
+          f"{verdict(step_ratio, target)}")
     if rss_ratio is not None:
-        print(f"peak_rss_ratio[{name}] harness/bare = {rss_ratio:.2f} (target <= {PEAK_RSS_TARGET:.2f}): "
+        print(f"peak_{'accelerator' if args.device.startswith('cuda') else 'rss'}_ratio[{name}] harness/bare = {rss_ratio:.2f} (target <= {PEAK_RSS_TARGET:.2f}): "
               f"{verdict(rss_ratio, PEAK_RSS_TARGET)}")
     print()
     return step_ratio, rss_ratio
@@ -626,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="step pairs dropped at the start of each repeat")
     ap.add_argument("--repeats", type=int, default=6, help="repeats of --warmup + --steps pairs (default 6)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both sides")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: both sides train there (default cpu); "
+                    f"the step-time bar is {STEP_TIME_TARGET} on a CPU and {STEP_TIME_TARGET_CUDA} on a GPU, and "
+                    "the memory compared on a GPU is its peak allocated memory, not the RSS")
     ap.add_argument("--n-batches", type=int, default=32, help="fixed SST-2 batches cycled through")
     ap.add_argument("--cases", default=",".join(CASES),
                     help=f"comma-separated cases to run (default all: {','.join(CASES)})")
@@ -682,12 +707,13 @@ def main(argv: list[str] | None = None) -> int:
     step_ratio = ratios[worst_step][0]
     print(f"worst case: step time {worst_step}"
           + (f", peak RSS {max(measured, key=measured.get)}" if measured else ", peak RSS not measured"))
-    print(f"step_time_ratio harness/bare = {step_ratio:.2f} (target <= {STEP_TIME_TARGET:.2f}): "
-          f"{verdict(step_ratio, STEP_TIME_TARGET)}")
+    target = step_target(args)
+    print(f"step_time_ratio harness/bare = {step_ratio:.2f} (target <= {target:.2f}): "
+          f"{verdict(step_ratio, target)}")
     rss_ratio = max(measured.values()) if measured else float("nan")
     print(f"peak_rss_ratio harness/bare = {rss_ratio:.2f} (target <= {PEAK_RSS_TARGET:.2f}): "
           f"{verdict(rss_ratio, PEAK_RSS_TARGET) if measured else 'NOT MEASURED'}")
-    missed = step_ratio > STEP_TIME_TARGET or (measured and rss_ratio > PEAK_RSS_TARGET)
+    missed = step_ratio > target or (measured and rss_ratio > PEAK_RSS_TARGET)
     return 1 if (args.strict and missed) else 0
 
 

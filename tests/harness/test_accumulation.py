@@ -56,25 +56,29 @@ def tiny_llama() -> nn.Module:
 
 
 def build(kind: str, *, method: str = "lora", dropout: float = 0.0, checkpointing: bool = False,
-          micro: int | None = None, auto: bool = False) -> StepState:
-    """A fresh model + method + AdamW, seeded the same on every call: two builds start bit-identical."""
+          micro: int | None = None, auto: bool = False, device: str = "cpu",
+          dtype: torch.dtype = torch.float32) -> StepState:
+    """A fresh model + method + AdamW, seeded the same on every call: two builds start bit-identical.
+    ``dtype``: the frozen base's (what trains stays float32, as in a job)."""
     cfg = method_cfg(method)
     impl = methods.resolve(cfg)
     set_seed(0)
     if kind == "encoder":
-        model: nn.Module = EncoderClassifier(impl.apply(tiny_bert(dropout), cfg, TINY_ENCODER_CFG), 32, 2, "mean")
+        model: nn.Module = EncoderClassifier(impl.apply(tiny_bert(dropout).to(dtype), cfg, TINY_ENCODER_CFG), 32, 2,
+                                             "mean")
         model.dropout.p = dropout
         protocol = "classify"
     else:
-        model = impl.apply(tiny_llama(), cfg, TINY_DECODER_CFG)
+        model = impl.apply(tiny_llama().to(dtype), cfg, TINY_DECODER_CFG)
         protocol = "generate"
+    model.to(device)
     if checkpointing:
         enable_gradient_checkpointing(model)
     model.train()
     opt = make_optimizer(model, [p for p in model.parameters() if p.requires_grad], cfg, impl)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     return StepState(model=model, optimizer=opt, scheduler=sched, trainable=optimizer_params(opt), protocol=protocol,
-                     device=torch.device("cpu"), total_steps=STEPS * 2, grad_clip=1.0, callback=impl.callback,
+                     device=torch.device(device), total_steps=STEPS * 2, grad_clip=1.0, callback=impl.callback,
                      regularizer=impl.regularizer, micro_batch_size=micro, auto_micro=auto)
 
 
@@ -327,3 +331,39 @@ def test_resume_with_micro_batches_is_bit_identical(tmp_path) -> None:
     assert resumed.micro_changes == [[0, 2]]
     for (n, a), b in zip(st.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(a, b), n
+
+
+# ----------------------------------------------------------------------------------- on a GPU
+# scripts/gpu-check.sh runs these where a GPU is at hand. In float32 the equalities hold to TOL as on the CPU
+# (PyTorch leaves TF32 off for matmuls by default); on a bfloat16 base a micro-batch is a differently shaped
+# bf16 computation, so the loss curves agree to the bf16 tolerance of tests/harness/test_precision.py.
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+BF16_LOSS_TOL = 0.01
+
+
+def _assert_close_on(dtype: torch.dtype, got: tuple, want: tuple) -> None:
+    if dtype == torch.float32:
+        assert_same(got, want)
+    else:
+        assert got[0] == pytest.approx(want[0], abs=BF16_LOSS_TOL, rel=0)
+        assert all(t.dtype == torch.float32 for t in got[1].values())   # the adapter trains in float32
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_micro_batches_equal_one_batch_on_cuda(kind: str, dtype: torch.dtype) -> None:
+    data = batches(kind)
+    whole = run(build(kind, device="cuda", dtype=dtype), data)
+    _assert_close_on(dtype, run(build(kind, micro=2, device="cuda", dtype=dtype), data), whole)
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_gradient_checkpointing_gives_the_same_steps_on_cuda(kind: str, dtype: torch.dtype) -> None:
+    """Dropout on: the recomputation must replay the CUDA generator's masks too."""
+    data = batches(kind)
+    plain = run(build(kind, dropout=0.1, device="cuda", dtype=dtype), data)
+    _assert_close_on(dtype, run(build(kind, dropout=0.1, checkpointing=True, device="cuda", dtype=dtype), data), plain)
+
