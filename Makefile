@@ -57,7 +57,7 @@ slurm:
 
 # ruff is pinned to a minor release (test extras) so a new ruff rule cannot fail an unchanged tree.
 lint: $(TEST_STAMP)
-	$(BIN)/python -m ruff check harness methods tasks hydra_plugins tests benchmarks
+	$(BIN)/python -m ruff check harness methods tasks hydra_plugins tests benchmarks scripts
 
 test: models browser slurm $(TEST_STAMP) lint
 	$(BIN)/python -m pytest -p xdist -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
