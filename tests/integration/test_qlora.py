@@ -30,20 +30,22 @@ def _falls(rec: dict) -> None:
     assert last < first, (first, last)
 
 
-def _quantized(rec: dict, layers: int, base_params: int) -> None:
-    assert rec["run"]["spec"]["model"]["quantization"] == "nf4"
-    assert rec["run"]["spec"]["model"]["double_quant"] is True
+def _quantized(rec: dict, layers: int, base_params: int, kind: str = "nf4") -> None:
+    assert rec["run"]["spec"]["model"]["quantization"] == kind
+    assert rec["run"]["spec"]["model"].get("double_quant") is (None if kind == "int8" else True)
     q = rec["meta"]["model"]["quantization"]
-    assert q["quantization"] == "nf4" and q["quantized_linear_layers"] == layers and q["base_bytes"] > 0
+    assert q["quantization"] == kind and q["quantized_linear_layers"] == layers and q["base_bytes"] > 0
     # the total is the logical parameter count (a 4-bit weight's numel counts packed bytes: half its values)
     assert rec["train"]["total_params"] > base_params > rec["train"]["trainable_params"]
     assert q["base_bytes"] < 4 * base_params * 0.8   # smaller than the float32 base
 
 
-def test_qlora_on_minilm_learns(tmp_path: Path) -> None:
-    rec = _run(tmp_path, "method=lora", "model=minilm-l6", "task=glue/sst2", "model.quantization=nf4",
+@pytest.mark.parametrize("kind", ["nf4", "fp4", "int8"])
+def test_lora_on_a_quantized_minilm_learns(kind: str, tmp_path: Path) -> None:
+    """QLoRA (nf4), and LoRA on an fp4 and on an int8 (LLM.int8()) base."""
+    rec = _run(tmp_path, "method=lora", "model=minilm-l6", "task=glue/sst2", f"model.quantization={kind}",
                "budget.steps=40", "budget.eval_size=32", "method.optim.lr=5e-3")
-    _quantized(rec, 6 * 6, 22_500_000)   # 6 linear layers in each of 6 blocks (the pooler is dropped)
+    _quantized(rec, 6 * 6, 22_500_000, kind)   # 6 linear layers in each of 6 blocks (the pooler is dropped)
     _falls(rec)
 
 
