@@ -226,6 +226,8 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
                                     + "\n  ".join(tried)) from exc
     if info["source"] == "hub" and not info.get("commit"):
         info["commit"] = getattr(backbone.config, "_commit_hash", None)
+    if model_cfg.get("dropout") is not None:
+        set_dropout(backbone, float(model_cfg["dropout"]))
     dropped = drop_unused(backbone, model_cfg["kind"])   # BERT's pooler: the task head pools by itself
     if dropped:
         info["dropped"] = dropped
@@ -235,6 +237,29 @@ def load(model_cfg: Mapping[str, Any], cache_dir: Path) -> LoadedModel:
         # Decoders often ship without a pad token; EOS is the usual stand-in (masked out of the loss).
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(backbone=backbone, tokenizer=tokenizer, source=info)
+
+
+# float attributes some attention classes read their dropout from instead of an nn.Dropout (Llama's)
+_DROPOUT_ATTRS = ("attention_dropout", "dropout_prob", "dropout_p")
+
+
+def set_dropout(model: Any, p: float) -> None:
+    """model.dropout: every dropout of the base at probability p (0 turns dropout off: the runs that must
+    compare bit for bit across micro-batches or world sizes, where masks are drawn per part). The config
+    says so too, for anything built from it later."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        for attr in _DROPOUT_ATTRS:
+            if isinstance(getattr(module, attr, None), float):
+                setattr(module, attr, p)
+    cfg = getattr(model, "config", None)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout",
+                "classifier_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if cfg is not None and isinstance(getattr(cfg, key, None), float):
+            setattr(cfg, key, p)
 
 
 def main(argv: list[str] | None = None) -> int:

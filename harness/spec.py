@@ -32,6 +32,9 @@ _OPEN_MODEL_LOCATION_KEYS = ("path", "revision")
 # fields came after records existed: a full-precision block (quantization null) leaves all three out, so it
 # keeps its signature; a quantized one carries them resolved (harness.quantization.quant_settings).
 _MODEL_QUANT_KEYS = ("quantization", "double_quant", "compute_dtype")
+# Semantic fields added after records existed, out of the signature while null (the model's own behaviour):
+# `dropout` overrides every dropout probability of the base and the classify head.
+_MODEL_OPTIONAL_KEYS = ("dropout",)
 # Method fields that describe, not configure (paper, mechanism, model kinds it applies to): editing a
 # method's one-line description must not re-run its experiments.
 _METHOD_INFO_KEYS = ("info",)
@@ -84,6 +87,7 @@ def model_semantic(model: Mapping[str, Any]) -> dict[str, Any]:
     drop = set(_MODEL_LOCATION_KEYS)
     if model.get("quantization") is None:
         drop |= set(_MODEL_QUANT_KEYS)
+    drop |= {k for k in _MODEL_OPTIONAL_KEYS if model.get(k) is None}
     if "path" in model:
         drop |= set(_OPEN_MODEL_LOCATION_KEYS)
         if model.get("content_sha256"):

@@ -187,6 +187,7 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
     if m.get("kind") == "encoder":
         c.choice(m, "model", "pooling", POOLINGS)
     _check_quantization(c, m)
+    _check_dropout(c, m)
     # an open block derives what is left null from the model's config (harness.hfmodel.resolve_block):
     # when that could not happen, the reason is already a problem of its own
     tm = m.get("target_modules")
@@ -201,6 +202,11 @@ def _check_model(c: _Checker, m: Mapping[str, Any]) -> None:
                                                         for x in w) for w in widths.values())):
         c.add(f"model.target_widths: {widths!r} must map module names to [in_features, out_features] "
               "(positive integers)")
+
+
+def _check_dropout(c: _Checker, m: Mapping[str, Any]) -> None:
+    """model.dropout: null (the model's own) or a probability in [0, 1)."""
+    c.number(m, "model", "dropout", nonneg=True, optional=True, upper=1.0, upper_open=True)
 
 
 def _check_quantization(c: _Checker, m: Mapping[str, Any]) -> None:
