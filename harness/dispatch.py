@@ -96,6 +96,8 @@ def train_block(result: Any) -> dict[str, Any]:
         "resumed_from_steps": [a["resumed_from_step"] for a in result.attempts
                                if a.get("resumed_from_step") is not None],
         "attempt_log": result.attempts,
+        # N ranks: each one's host and peak memory (the costs above are the largest)
+        **({"ranks": result.ranks} if getattr(result, "ranks", None) else {}),
     }
 
 
@@ -197,7 +199,16 @@ def outcomes_block(spec: JobSpec, s: Any) -> dict[str, Any]:
 
 
 def execute(spec: JobSpec) -> dict[str, Any]:
-    """Run one job to a record. Returns a short summary (also what Hydra's JobReturn holds)."""
+    """Run one job to a record. Returns a short summary (also what Hydra's JobReturn holds).
+
+    Under torchrun or srun with several ranks (harness.distributed) every rank calls this: see
+    :func:`_execute_ranks`."""
+    from harness.distributed import export_slurm_world, world_from_env
+
+    export_slurm_world()   # srun with several tasks: the rank variables from SLURM's (submitit's helper)
+    world = world_from_env()
+    if world.distributed:
+        return _execute_ranks(spec, world)
     if not spec.force and success_exists(spec.record_path):
         log.info("skip %s (%s): success record exists", spec.label, spec.signature[:12])
         return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
@@ -218,8 +229,87 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         lock.release()
 
 
-def _execute(spec: JobSpec, guard: SignalGuard) -> dict[str, Any]:
+def _execute_ranks(spec: JobSpec, world: Any) -> dict[str, Any]:
+    """One rank of an N-rank job (issue #20). Rank 0 decides for all (skip: a success record exists; busy:
+    another launch holds the job's lock; run), holds the lock, and alone writes the record, the checkpoints,
+    the adapter and W&B; the other ranks train and evaluate their shares. A rank that fails writes the
+    `failed` record naming itself and its error, unless another rank's failure was recorded first (the
+    ranks it leaves behind fail next, on a closed connection, which is not the cause), then exits non-zero:
+    torchrun, or SLURM, ends the others instead of letting them hang."""
+    from harness.distributed import broadcast_object, device_for, init, shutdown
+    from harness.train import pick_device
+
+    init(world, device_for(world, pick_device(spec.device)))
+    lock: RunLock | None = None
+    decision = "run"
+    if world.main:
+        if not spec.force and success_exists(spec.record_path):
+            decision = "skipped"
+        else:
+            lock = RunLock(spec.run_dir)
+            try:
+                lock.acquire()
+            except Busy as exc:
+                decision, lock = f"busy: {exc}", None
+            else:
+                (spec.run_dir / FAILURE_CLAIM).unlink(missing_ok=True)   # a claim left by an earlier attempt
+    decision = broadcast_object(decision, world)
+    try:
+        if decision != "run":
+            log.info("skip %s (%s): %s", spec.label, spec.signature[:12], decision)
+            return {"signature": spec.signature, "status": decision.split(":")[0], "record": str(spec.record_path)}
+        with SignalGuard() as guard:
+            if world.main:
+                return _execute(spec, guard, world)
+            return _execute_worker(spec, guard, world)
+    finally:
+        if lock is not None:
+            lock.release()
+        shutdown(world)
+
+
+FAILURE_CLAIM = "failed-rank"   # created once, by the first rank that fails: its error is the record's
+
+
+def claim_failure(spec: JobSpec, world: Any) -> bool:
+    """True for the first failing rank of a job (an exclusive create); one process always claims."""
+    if not world.distributed:
+        return True
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(spec.run_dir / FAILURE_CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(world.rank))
+    return True
+
+
+def _execute_worker(spec: JobSpec, guard: SignalGuard, world: Any) -> dict[str, Any]:
+    """A rank other than 0: its share of training and evaluation; a record only when it is the one that failed."""
+    from harness.train import train
+
+    started = _now()
+    try:
+        train(spec, guard=guard)
+    except Interrupted as stop:   # rank 0 checkpointed at the same step, and records or requeues the job
+        raise SystemExit(128 + stop.signum if slurm_job() is None else 0) from None
+    except Exception as exc:
+        log.error("job %s failed on rank %d: %s: %s", spec.label, world.rank, type(exc).__name__, exc)
+        if claim_failure(spec, world):
+            write_record(spec.record_path, {
+                "run": run_block(spec, "failed", started, error=f"rank {world.rank}: {type(exc).__name__}: {exc}",
+                                 tb=traceback.format_exc()),
+                "train": None, "eval": None, "meta": meta_block(spec, None)})
+        raise SystemExit(1) from exc
+    return {"signature": spec.signature, "status": "rank", "rank": world.rank, "record": str(spec.record_path)}
+
+
+def _execute(spec: JobSpec, guard: SignalGuard, world: Any = None) -> dict[str, Any]:
+    from harness.distributed import World
     from harness.tracking import start_run
+
+    world = world or World()
 
     started = _now()
     tracker = start_run(spec.logger, name=spec.label, group=spec.sweep_name,
@@ -246,11 +336,15 @@ def _execute(spec: JobSpec, guard: SignalGuard) -> dict[str, Any]:
         log.info("pruned %s: %s", spec.label, exc)
         record = {"run": run_block(spec, "pruned", started, error=f"TrialPruned: {exc}"),
                   "train": None, "eval": None, "meta": meta_block(spec, None)}
-    except Exception as exc:   # noqa: BLE001 - failure isolation: record it, keep the sweep going
+    except Exception as exc:
         log.error("job %s failed: %s: %s", spec.label, type(exc).__name__, exc)
-        record = {"run": run_block(spec, "failed", started, error=f"{type(exc).__name__}: {exc}",
+        where = f"rank {world.rank}: " if world.distributed else ""
+        record = {"run": run_block(spec, "failed", started, error=f"{where}{type(exc).__name__}: {exc}",
                                    tb=traceback.format_exc()),
                   "train": None, "eval": None, "meta": meta_block(spec, None)}
+        if not claim_failure(spec, world):   # another rank failed first: its error is the cause, on record
+            tracker.finish(failed=True)
+            raise SystemExit(1) from exc
     if spec.tuning:
         record["tuning"] = spec.tuning
     if tracker.run_dir is not None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from harness.costs import count_tokens
+from harness.distributed import World, gather_objects, rank_bounds
 from harness.outcomes import Outcomes, correct_per_example
 
 N_SAMPLES = 5   # a few predictions kept in the record so a reader can see what the model did
@@ -62,8 +63,13 @@ def eval_subset(examples: Sequence[Any], spec: Any) -> list[Any]:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: Any,
-             device: torch.device) -> EvalResult:
-    """Evaluate every set (``tasks.EvalSet``) in order; the model's train/eval mode is restored."""
+             device: torch.device, *, world: World | None = None) -> EvalResult:
+    """Evaluate every set (``tasks.EvalSet``) in order; the model's train/eval mode is restored.
+
+    With N ranks (``world``) each rank predicts a contiguous share of every set and the predictions are
+    gathered in order, so every rank ends with the one-process metrics and per-example outcomes.
+    Log-likelihood scoring (lm-eval) is not sharded yet: each rank scores the whole set."""
+    world = world or World()
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -71,7 +77,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: 
     protocol = spec.task["protocol"]
     with count_tokens(model) as counter:
         try:
-            _evaluate_sets(model, tokenizer, sets, spec, device, protocol, out)
+            _evaluate_sets(model, tokenizer, sets, spec, device, protocol, out, world)
         finally:
             if was_training:
                 model.train()
@@ -79,7 +85,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: 
 
 
 def _evaluate_sets(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], spec: Any, device: torch.device,
-                   protocol: str, out: list[SetResult]) -> None:
+                   protocol: str, out: list[SetResult], world: World) -> None:
     from tasks import metrics_of
     from tasks.baselines import baseline
     from tasks.metrics import compute_metrics
@@ -101,13 +107,31 @@ def _evaluate_sets(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], 
             outcomes = Outcomes("correct", metrics_of(spec.task)[0]["name"], np.asarray(ll.outcomes, np.uint8))
         else:
             run = _classify if protocol == "classify" else _generate
-            preds, refs, samples = run(model, tokenizer, subset, spec, device)
+            preds, refs, samples = sharded(run, world, model, tokenizer, subset, spec, device)
             specs = metrics_of(spec.task)
             metrics = compute_metrics({"name": spec.task["name"], "metrics": specs}, preds, refs)
             outcomes = example_outcomes(spec.task, [m["name"] for m in specs], preds, refs)
         out.append(SetResult(name=es.name, split=es.split, metrics={k: float(v) for k, v in metrics.items()},
                              n_examples=len(subset), baseline=base, samples=samples, info=info,
                              outcomes=outcomes))
+
+
+def sharded(run: Any, world: World, model: torch.nn.Module, tokenizer: Any, subset: list[Any], spec: Any,
+            device: torch.device) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
+    """``run`` (_classify or _generate) over this rank's contiguous share of ``subset``, the ranks' predictions
+    gathered back in order: the one-process predictions, batch composition aside (a prediction does not
+    depend on its batch: padding is masked, and generation is batched as one prompt at a time would be)."""
+    if not world.distributed:
+        return run(model, tokenizer, subset, spec, device)
+    lo, hi = rank_bounds(len(subset), world)[world.rank]
+    preds, _, samples = run(model, tokenizer, subset[lo:hi], spec, device) if hi > lo else ([], [], [])
+    parts = [part for rank in gather_objects([(preds, samples)], world) for part in rank]
+    preds = [p for part_preds, _ in parts for p in part_preds]
+    samples = [x for _, part_samples in parts for x in part_samples][:N_SAMPLES]   # rank order: the first ones
+    regression = bool(spec.task.get("regression"))
+    refs = ([float(e.label) if regression else int(e.label) for e in subset] if spec.task["protocol"] == "classify"
+            else [e.answer for e in subset])
+    return preds, refs, samples
 
 
 def example_outcomes(task: dict[str, Any], metrics: Sequence[str], preds: Sequence[Any],

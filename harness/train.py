@@ -24,6 +24,17 @@ from torch import nn
 
 from harness.batching import batch_stream, causal_lm_batch, classify_batch, split_batch
 from harness.costs import MemoryTrace, accelerator_info
+from harness.distributed import (
+    World,
+    agree_step,
+    all_reduce_sum,
+    denominator,
+    device_for,
+    gather_objects,
+    rank_rows,
+    world_from_env,
+)
+from harness.distributed import init as join_world
 from harness.evaluate import evaluate
 from harness.models import LoadedModel, load, logical_numel
 from harness.preempt import CheckpointClock, Interrupted, SignalGuard, slurm_job
@@ -91,6 +102,7 @@ class TrainResult:
     peak_accelerator_mb: float | None = None
     memory: dict[str, Any] = field(default_factory=dict)   # per-step samples summarised (harness.costs)
     accelerator: dict[str, Any] | None = None               # the GPU's name, count and memory; None off one
+    ranks: list[dict[str, Any]] = field(default_factory=list)   # N ranks: each one's host and peak memory
     trainable_params: int = 0
     total_params: int = 0
     adapter_bytes: int = 0
@@ -184,7 +196,10 @@ def build_model(spec: JobSpec, loaded: LoadedModel, num_labels: int | None, *,
 
     def with_head(backbone: nn.Module) -> nn.Module:
         hidden = int(loaded.backbone.config.hidden_size)
-        return EncoderClassifier(backbone, hidden, int(num_labels or 2), spec.model["pooling"], target_mean)
+        head = EncoderClassifier(backbone, hidden, int(num_labels or 2), spec.model["pooling"], target_mean)
+        if spec.model.get("dropout") is not None:   # the head's dropout too
+            head.dropout.p = float(spec.model["dropout"])
+        return head
 
     if impl.prepare is None:
         backbone = impl.apply(loaded.backbone, spec.method, spec.model)
@@ -280,6 +295,8 @@ class StepState:
     losses: list[list[float]] = field(default_factory=list)
     micro_changes: list[list[int]] = field(default_factory=list)   # [step, size]: each halving by auto
     memory: MemoryTrace | None = None   # per-step memory samples (harness.costs); None: not sampled
+    world: World = field(default_factory=World)   # this process's rank among the job's (harness.distributed)
+    ddp: nn.Module | None = None        # the DistributedDataParallel wrapper the forward goes through (N ranks)
 
 
 def loss_shares(parts: Sequence[Mapping[str, torch.Tensor]], protocol: str) -> list[float]:
@@ -312,22 +329,38 @@ def _autocast(st: StepState) -> contextlib.AbstractContextManager:
 def accumulate(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Forward and backward over the effective batch, in micro-batches; returns the batch's loss (detached).
 
+    With N ranks (st.world) this process takes its contiguous rows of the global batch, and each micro-batch's
+    loss is weighted by its share of the *global* denominator times N, since DDP divides the summed gradients
+    by N: the gradient is the one-process gradient of the whole batch, and the returned loss (summed over the
+    ranks, / N) the whole batch's mean. Gradients are synchronised once, in the last micro-batch's backward.
+
     A method's own penalty (KaSA) is added once per step, to the last micro-batch: the task loss alone
     is returned (and logged)."""
-    n_ex = int(cpu_batch["input_ids"].shape[0])
+    world = st.world
+    local = rank_rows(cpu_batch, world) if world.distributed else cpu_batch
+    n_ex = int(local["input_ids"].shape[0])
     size = st.micro_batch_size
-    parts = split_batch(cpu_batch, size) if size and size < n_ex else [cpu_batch]
-    shares = loss_shares(parts, st.protocol) if len(parts) > 1 else [1.0]
+    parts = split_batch(local, size) if size and size < n_ex else [local]
+    if world.distributed:
+        whole = denominator(cpu_batch, st.protocol)
+        shares = [denominator(p, st.protocol) * world.size / whole if whole else 1.0 / len(parts) for p in parts]
+    else:
+        shares = loss_shares(parts, st.protocol) if len(parts) > 1 else [1.0]
+    forward = st.ddp if st.ddp is not None else st.model
     total: torch.Tensor | None = None
     for i, (part, share) in enumerate(zip(parts, shares)):
         batch = {k: v.to(st.device) for k, v in part.items()}
-        with _autocast(st):
-            loss = loss_of(st.model, batch, st.protocol)
-        if share != 1.0:
-            loss = loss * share
         last = i == len(parts) - 1
-        _backward(st, loss + st.regularizer(st.model) if last and st.regularizer is not None else loss)
+        sync = st.ddp.no_sync() if st.ddp is not None and not last else contextlib.nullcontext()
+        with sync:
+            with _autocast(st):
+                loss = loss_of(forward, batch, st.protocol)
+            if share != 1.0:
+                loss = loss * share
+            _backward(st, loss + st.regularizer(st.model) if last and st.regularizer is not None else loss)
         total = loss.detach() if total is None else total + loss.detach()
+    if world.distributed:
+        total = all_reduce_sum(total, world) / world.size
     return total
 
 
@@ -454,7 +487,8 @@ def _tuples(obj: Any) -> Any:
     return tuple(_tuples(x) for x in obj) if isinstance(obj, list | tuple) else obj
 
 
-def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], attempts: list[dict]) -> None:
+def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], attempts: list[dict],
+                    rank_rngs: list[dict[str, Any]] | None = None) -> None:
     """Everything to resume bit-identically: trained weights and which of them train now, optimizer,
     schedule, every RNG, step/tokens/examples (the data position is the step count) and the cost of the
     attempts so far.
@@ -468,6 +502,8 @@ def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], atte
              "rng": rng_state(), "attempts": attempts}
     if st.scaler is not None:   # float16's loss scale: a resumed run scales as the uninterrupted one would
         state["scaler"] = st.scaler.state_dict()
+    if rank_rngs is not None:   # N ranks: each drew its own dropout masks, so each resumes its own generators
+        state["rng_ranks"] = rank_rngs
     if st.memory is not None:   # a resumed job's memory average and tail cover every step
         state["memory_trace"] = st.memory.state()
     if st.auto_micro:   # the micro-batch auto found: a resumed attempt does not run out of memory again
@@ -496,7 +532,9 @@ def load_checkpoint(path: Path, st: StepState) -> dict[str, Any]:
     if st.auto_micro and state.get("micro_batch"):
         st.micro_batch_size = int(state["micro_batch"]["size"])
         st.micro_changes = [list(c) for c in state["micro_batch"]["changes"]]
-    if "rng" in state:
+    if st.world.distributed and len(state.get("rng_ranks") or []) == st.world.size:
+        set_rng_state(state["rng_ranks"][st.world.rank])
+    elif "rng" in state:
         set_rng_state(state["rng"])
     else:   # checkpoints written before every RNG was saved
         torch.set_rng_state(state["torch_rng"])
@@ -538,8 +576,13 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     if threads:
         torch.set_num_threads(int(threads))   # never oversubscribe the cores the launcher gave us
     set_seed(spec.seed)
-    device = pick_device(spec.device)
+    world = world_from_env()   # N ranks under torchrun or srun (harness.distributed); one process otherwise
+    device = device_for(world, pick_device(spec.device))
     amp_dtype, scaler = precision(spec, device)   # before any compute: float16 off a GPU is a config error
+    if world.distributed and int(budget["batch_size"]) % world.size:
+        raise ConfigError([(f"budget.batch_size: {budget['batch_size']} is not a multiple of the world size "
+                           f"{world.size}: each rank takes an equal share of the effective batch")])
+    join_world(world, device)
     # peaks are per process, and launcher=debug runs a whole sweep in one: count this job's alone
     reset_peak_rss()
     if device.type == "cuda":
@@ -590,6 +633,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
     if budget.get("gradient_checkpointing"):
         enable_gradient_checkpointing(model)
+    ddp = data_parallel(model, world, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, trainable, spec.method, impl)
     trainable = optimizer_params(optimizer)   # a method's own optimizer may own more (LISA's frozen-for-now layers)
@@ -605,7 +649,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                    grad_clip=float(budget["grad_clip"]) if budget.get("grad_clip") else None,
                    callback=impl.callback, regularizer=impl.regularizer, mem_cap_mb=budget.get("memory_cap_mb"),
                    log=log, micro_batch_size=micro_batch(budget), auto_micro=budget.get("micro_batch_size") == "auto",
-                   amp_dtype=amp_dtype, scaler=scaler, memory=MemoryTrace.for_device(device))
+                   amp_dtype=amp_dtype, scaler=scaler, memory=MemoryTrace.for_device(device), world=world, ddp=ddp)
     res.accelerator = accelerator_info(device)
     ckpt = spec.run_dir / "checkpoint.pt"
     attempt: dict[str, Any] = {"started_at": started_at, "host": socket.gethostname(),
@@ -628,7 +672,10 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     def checkpoint(ended_by: str) -> list[dict[str, Any]]:
         costs = attempt_costs(attempt, t_start=t_start, train_s=time.perf_counter() - t_train, step=st.step,
                               ended_by=ended_by, device=device)
-        save_checkpoint(ckpt, st, eval_history=res.eval_history, attempts=[*prior, costs])
+        # the ranks hold the same weights and optimizer state: one writes, all read on resume
+        rngs = [r for rank in gather_objects([rng_state()], world) for r in rank] if world.distributed else None
+        if world.main:
+            save_checkpoint(ckpt, st, eval_history=res.eval_history, attempts=[*prior, costs], rank_rngs=rngs)
         clock.saved()
         return [*prior, costs]
 
@@ -653,15 +700,17 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             bar.set_postfix(loss=f"{loss_v:.3f}")
         if eval_every and st.step % eval_every == 0:
             with _autocast(st):   # evaluated as it trains: budget.amp is part of the experiment
-                ev = evaluate(model, tokenizer, data.evals[:1], spec, device)   # primary set: cheap, for curves
+                ev = evaluate(model, tokenizer, data.evals[:1], spec, device, world=world)   # primary set: for curves
             res.eval_history.append({"step": st.step, **ev.metrics})
             log({f"eval/{k}": v for k, v in ev.metrics.items()}, st.step)
             checkpoint("running")
             report_trial(spec.trial, st.step, ev.metrics)   # a search trial: may raise TrialPruned
-        if guard.pending is not None:
-            attempts = checkpoint(signal.Signals(guard.pending).name)
-            raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
-        if clock.due(st.step):
+        # decided together: one rank's signal stops all at this step; a checkpoint due on one rank's clock is due on all
+        pending, due = agree_step(guard.pending, clock.due(st.step), world, device)
+        if pending is not None:
+            attempts = checkpoint(signal.Signals(pending).name)
+            raise Interrupted(pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
+        if due:
             checkpoint("running")
     if bar is not None:
         bar.close()
@@ -672,9 +721,10 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     step = st.step
 
     # a signal caught during the last step: checkpoint at the end of training and stop, as at any step
-    if guard.pending is not None:
-        attempts = checkpoint(signal.Signals(guard.pending).name)
-        raise Interrupted(guard.pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
+    pending, _ = agree_step(guard.pending, False, world, device)
+    if pending is not None:
+        attempts = checkpoint(signal.Signals(pending).name)
+        raise Interrupted(pending, st.step, previous=guard.previous.get(signal.SIGUSR2), attempts=attempts)
     if slurm_job() is not None and st.step > (res.resumed_from_step or 0):
         # on a cluster the final evaluation may be cut by a time limit or a preemption's grace period:
         # with this checkpoint a requeued attempt only evaluates again, it does not retrain
@@ -683,7 +733,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     # 6. evaluate (a signal caught from here on waits: the evaluation finishes and the record is written;
     # if the cluster kills the job first, the requeued attempt resumes from the checkpoint above)
     with _autocast(st):
-        ev = evaluate(model, tokenizer, data.evals, spec, device)
+        ev = evaluate(model, tokenizer, data.evals, spec, device, world=world)
     res.final_eval = {"metrics": ev.metrics, "n_examples": ev.n_examples, "samples": ev.samples,
                       "eval_time_s": ev.seconds, "sets": ev.sets,
                       "tokens": ev.tokens}
@@ -695,8 +745,9 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                                                            tokenizer, data.evals, spec, device, log=log, step=step)
 
     # 7. adapter: save what the method trained (small for PEFT), so results can be reused
-    res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes, method=spec.method,
-                                      model_cfg=spec.model)
+    if world.main:
+        res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes, method=spec.method,
+                                          model_cfg=spec.model)
 
     # 8. costs over every attempt: an interrupted run must not look cheaper than it was
     res.attempts = [*prior, attempt_costs(attempt, t_start=t_start, train_s=train_s, step=step,
@@ -713,7 +764,14 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
              if st.memory.device == "cuda" else (res.peak_memory_mb, None))
     res.memory = st.memory.summary(peak_allocated=int(peaks[0] * 2**20),
                                    peak_reserved=int(peaks[1] * 2**20) if peaks[1] is not None else None)
-    if ckpt.exists():
+    if world.distributed:   # every rank's peak: the job's memory cost is the largest
+        peaks = gather_objects([{"rank": world.rank, "host": socket.gethostname(), "peak_memory_mb": res.peak_memory_mb,
+                                 "peak_accelerator_mb": res.peak_accelerator_mb}], world)
+        res.ranks = [p for rank in peaks for p in rank]
+        res.peak_memory_mb = max(p["peak_memory_mb"] for p in res.ranks)
+        if device.type == "cuda":
+            res.peak_accelerator_mb = max(p["peak_accelerator_mb"] or 0.0 for p in res.ranks)
+    if world.main and ckpt.exists():
         ckpt.unlink()   # finished: the record is the result, the checkpoint was only for resuming
     return res
 
@@ -749,6 +807,17 @@ def precision(spec: JobSpec, device: torch.device) -> tuple[torch.dtype | None, 
                            for f in half16])
     scaler = torch.amp.GradScaler(device.type) if half16 else None
     return (HALF[amp] if amp else None), scaler
+
+
+def data_parallel(model: nn.Module, world: World, device: torch.device) -> nn.Module | None:
+    """The DistributedDataParallel wrapper N ranks train through (None for one process). DDP broadcasts rank 0's
+    weights at construction (every rank built the same seeded model anyway) and averages gradients in the
+    backward; the loop keeps the bare module for everything else (callbacks, checkpoints, evaluation)."""
+    if not world.distributed:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def micro_batch(budget: Mapping[str, Any]) -> int | None:
@@ -796,7 +865,12 @@ def execution_info(st: StepState, model: nn.Module, budget: Mapping[str, Any]) -
         if p.requires_grad:
             key = str(p.dtype).removeprefix("torch.")
             dtypes[key] = dtypes.get(key, 0) + p.numel()
-    info = {"batch_size": batch, "micro_batch_size": used, "accumulation_steps": -(-batch // used),
+    world = st.world
+    per_rank = batch // world.size
+    info = {"batch_size": batch, "micro_batch_size": min(used, per_rank),
+            "accumulation_steps": -(-per_rank // min(used, per_rank)), "world_size": world.size,
+            "parallel": "ddp" if world.distributed else None, "nodes": int(os.environ.get("GROUP_WORLD_SIZE")
+                                                                             or os.environ.get("SLURM_NNODES") or 1),
             "micro_batch_requested": budget.get("micro_batch_size"),
             "gradient_checkpointing": bool(budget.get("gradient_checkpointing")),
             "attn_implementation": getattr(getattr(hf, "config", None), "_attn_implementation", None),

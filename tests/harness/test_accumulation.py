@@ -17,10 +17,12 @@ from torch import nn
 
 import methods
 from harness.batching import causal_lm_batch, classify_batch, split_batch
+from harness.distributed import World
 from harness.train import (
     EncoderClassifier,
     OutOfMemory,
     StepState,
+    data_parallel,
     enable_gradient_checkpointing,
     load_checkpoint,
     loss_shares,
@@ -57,9 +59,10 @@ def tiny_llama() -> nn.Module:
 
 def build(kind: str, *, method: str = "lora", dropout: float = 0.0, checkpointing: bool = False,
           micro: int | None = None, auto: bool = False, device: str = "cpu",
-          dtype: torch.dtype = torch.float32) -> StepState:
+          dtype: torch.dtype = torch.float32, world: World | None = None) -> StepState:
     """A fresh model + method + AdamW, seeded the same on every call: two builds start bit-identical.
-    ``dtype``: the frozen base's (what trains stays float32, as in a job)."""
+    ``dtype``: the frozen base's (what trains stays float32, as in a job); ``world``: this process's rank
+    among N (tests/harness/test_distributed.py), trained through DDP as a job's ranks are."""
     cfg = method_cfg(method)
     impl = methods.resolve(cfg)
     set_seed(0)
@@ -77,9 +80,11 @@ def build(kind: str, *, method: str = "lora", dropout: float = 0.0, checkpointin
     model.train()
     opt = make_optimizer(model, [p for p in model.parameters() if p.requires_grad], cfg, impl)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    world = world or World()
     return StepState(model=model, optimizer=opt, scheduler=sched, trainable=optimizer_params(opt), protocol=protocol,
                      device=torch.device(device), total_steps=STEPS * 2, grad_clip=1.0, callback=impl.callback,
-                     regularizer=impl.regularizer, micro_batch_size=micro, auto_micro=auto)
+                     regularizer=impl.regularizer, micro_batch_size=micro, auto_micro=auto, world=world,
+                     ddp=data_parallel(model, world, torch.device(device)))
 
 
 def batches(kind: str, n: int = STEPS, size: int = 8) -> list[dict[str, torch.Tensor]]:

@@ -1,0 +1,186 @@
+"""Several processes per job (issue #20): who this process is, and the few collective steps the loop needs.
+
+torch.distributed does the work (gloo on a CPU, nccl on a GPU); DDP averages gradients. This module only
+decides, from the environment a launcher set, whether a job is one process or N ranks, and keeps the
+arithmetic that makes N ranks the same experiment as one process:
+
+- every rank draws the same global effective batch from the same seeded stream, and takes its own
+  contiguous rows of it (:func:`rank_rows`): the data order does not depend on the world size;
+- each rank's loss is weighted by its rows' share of the *global* denominator (examples, or predicted
+  tokens for a causal LM) times the world size, because DDP divides the summed gradients by the world
+  size: the gradient is then exactly the one-process gradient of the whole batch;
+- the logged loss is the sum of the ranks' weighted losses (one all-reduce per step).
+
+Environment read (torchrun and `srun` with submitit's TorchDistributedEnvironment both set these): RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. Nothing set, or WORLD_SIZE=1: one process, no process
+group, and every call here is a no-op.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes the record, the checkpoints, the adapter and W&B."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world_from_env(env: Mapping[str, str] | None = None) -> World:
+    """The world a launcher set up (torchrun, or srun + submitit's TorchDistributedEnvironment)."""
+    env = os.environ if env is None else env
+    size = int(env.get("WORLD_SIZE") or 1)
+    if size <= 1:
+        return World()
+    rank = int(env["RANK"])
+    local = int(env.get("LOCAL_RANK") or rank)
+    if not 0 <= rank < size:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={size}")
+    return World(rank=rank, size=size, local_rank=local)
+
+
+def export_slurm_world(env: dict[str, str] | None = None) -> None:
+    """Under SLURM with several tasks (launcher=slurm, hydra.launcher.tasks_per_node × nodes > 1), set the rank
+    variables torch.distributed reads from SLURM's own, through submitit's TorchDistributedEnvironment (the
+    first node's host as MASTER_ADDR, a port derived from the job id). A no-op outside such a step, or where a
+    launcher (torchrun) set them already."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env or int(env.get("SLURM_NTASKS") or 1) <= 1 or "SLURM_PROCID" not in env:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    tde = TorchDistributedEnvironment()
+    env.update(RANK=str(tde.rank), WORLD_SIZE=str(tde.world_size), LOCAL_RANK=str(tde.local_rank),
+               LOCAL_WORLD_SIZE=str(tde.local_world_size), MASTER_ADDR=tde.master_addr,
+               MASTER_PORT=str(tde.master_port))
+
+
+def init(world: World, device: torch.device, *, timeout_s: float = 600.0) -> None:
+    """Join the job's process group: nccl for CUDA devices, gloo otherwise. A no-op for one process."""
+    import torch.distributed as dist
+
+    if not world.distributed or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs: dict[str, Any] = {"backend": backend, "rank": world.rank, "world_size": world.size,
+                              "timeout": dt.timedelta(seconds=timeout_s)}
+    if device.type == "cuda":
+        kwargs["device_id"] = device
+    dist.init_process_group(**kwargs)
+
+
+def shutdown(world: World) -> None:
+    import torch.distributed as dist
+
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_for(world: World, device: torch.device) -> torch.device:
+    """A rank's GPU is its local rank's (one process per GPU); a CPU is shared."""
+    if device.type == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def rank_bounds(n: int, world: World) -> list[tuple[int, int]]:
+    """Row ranges [lo, hi) of an n-row global batch, one per rank: contiguous, sizes differing by at most one
+    (the first n % size ranks get one more). A rank may get no rows when n < size."""
+    base, extra = divmod(n, world.size)
+    bounds, lo = [], 0
+    for r in range(world.size):
+        hi = lo + base + (1 if r < extra else 0)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+def rank_rows(batch: Mapping[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:
+    """This rank's rows of a collated global batch, cut to the columns its rows use (padding=longest)."""
+    from harness.batching import split_batch
+
+    if not world.distributed:
+        return dict(batch)
+    lo, hi = rank_bounds(int(batch["input_ids"].shape[0]), world)[world.rank]
+    if hi <= lo:
+        return {k: v[:0] for k, v in batch.items()}
+    return split_batch({k: v[lo:hi] for k, v in batch.items()}, hi - lo)[0]
+
+
+def denominator(batch: Mapping[str, torch.Tensor], protocol: str) -> int:
+    """What the loss of a batch is a mean over: its examples (classify) or its predicted tokens (a causal LM,
+    labels shifted by one). The same count harness.train.loss_shares uses."""
+    if protocol == "classify":
+        return int(batch["input_ids"].shape[0])
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def all_reduce_sum(value: torch.Tensor, world: World) -> torch.Tensor:
+    """The sum over ranks (a copy; one process: the value itself)."""
+    if not world.distributed:
+        return value
+    import torch.distributed as dist
+
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def agree_step(pending: int | None, due: bool, world: World, device: torch.device) -> tuple[int | None, bool]:
+    """What every rank does after a step, decided together in one tiny all-reduce: the signal any rank caught
+    (the largest number when several did), and whether a checkpoint is due (the clock is time-based, and the
+    ranks' clocks differ). All ranks then checkpoint at the same step and stop together."""
+    if not world.distributed:
+        return pending, due
+    import torch.distributed as dist
+
+    t = torch.tensor([float(pending or 0), 1.0 if due else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t[0].item()) or None, bool(t[1].item() > 0)
+
+
+def gather_objects(items: Sequence[Any], world: World) -> list[list[Any]]:
+    """Every rank's list, in rank order (rank 0 first)."""
+    if not world.distributed:
+        return [list(items)]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, list(items))
+    return out
+
+
+def broadcast_object(obj: Any, world: World) -> Any:
+    """Rank 0's value, on every rank (a decision only rank 0 may take: skip, busy, run)."""
+    if not world.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
