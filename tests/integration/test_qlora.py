@@ -51,7 +51,7 @@ def test_lora_on_a_quantized_minilm_learns(kind: str, tmp_path: Path) -> None:
 
 def test_qlora_on_smollm2_learns(tmp_path: Path) -> None:
     rec = _run(tmp_path, "method=lora", "model=smollm2-135m", "task=gsm8k/gsm8k", "model.quantization=nf4",
-               "budget.steps=16", "budget.max_seq_len=48", "budget.eval_size_generate=1", "budget.max_new_tokens=4")
+               "budget.steps=8", "budget.max_seq_len=48", "budget.eval_size_generate=1", "budget.max_new_tokens=4")
     _quantized(rec, 30 * 7, 134_000_000)   # q, k, v, o, gate, up, down in each of 30 blocks (lm_head stays float)
     _falls(rec)
 
