@@ -4,8 +4,10 @@ torch.distributed does the work (gloo on a CPU, nccl on a GPU); DDP averages gra
 decides, from the environment a launcher set, whether a job is one process or N ranks, and keeps the
 arithmetic that makes N ranks the same experiment as one process:
 
-- every rank draws the same global effective batch from the same seeded stream, and takes its own
-  contiguous rows of it (:func:`rank_rows`): the data order does not depend on the world size;
+- every rank draws the same global effective batch from the same seeded stream, and takes every N-th row of
+  it (:func:`rank_rows`): the data order does not depend on the world size, and since a batch's rows come
+  roughly sorted by length (harness.batching buckets them), striding gives each rank a like share of the
+  tokens where contiguous halves would give one rank the long half and make the other wait;
 - each rank's loss is weighted by its rows' share of the *global* denominator (examples, or predicted
   tokens for a causal LM) times the world size, because DDP divides the summed gradients by the world
   size: the gradient is then exactly the one-process gradient of the whole batch;
@@ -114,15 +116,16 @@ def rank_bounds(n: int, world: World) -> list[tuple[int, int]]:
 
 
 def rank_rows(batch: Mapping[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:
-    """This rank's rows of a collated global batch, cut to the columns its rows use (padding=longest)."""
+    """This rank's rows of a collated global batch (rows rank, rank + N, ...), cut to the columns they use
+    (padding=longest)."""
     from harness.batching import split_batch
 
     if not world.distributed:
         return dict(batch)
-    lo, hi = rank_bounds(int(batch["input_ids"].shape[0]), world)[world.rank]
-    if hi <= lo:
+    idx = torch.arange(world.rank, int(batch["input_ids"].shape[0]), world.size)
+    if len(idx) == 0:
         return {k: v[:0] for k, v in batch.items()}
-    return split_batch({k: v[lo:hi] for k, v in batch.items()}, hi - lo)[0]
+    return split_batch({k: v[idx] for k, v in batch.items()}, len(idx))[0]
 
 
 def denominator(batch: Mapping[str, torch.Tensor], protocol: str) -> int:

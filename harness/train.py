@@ -329,7 +329,7 @@ def _autocast(st: StepState) -> contextlib.AbstractContextManager:
 def accumulate(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Forward and backward over the effective batch, in micro-batches; returns the batch's loss (detached).
 
-    With N ranks (st.world) this process takes its contiguous rows of the global batch, and each micro-batch's
+    With N ranks (st.world) this process takes every N-th row of the global batch, and each micro-batch's
     loss is weighted by its share of the *global* denominator times N, since DDP divides the summed gradients
     by N: the gradient is the one-process gradient of the whole batch, and the returned loss (summed over the
     ranks, / N) the whole batch's mean. Gradients are synchronised once, in the last micro-batch's backward.

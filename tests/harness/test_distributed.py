@@ -1,4 +1,4 @@
-"""World size is plumbing (issue #20): N data-parallel ranks take contiguous rows of the same global batch and
+"""World size is plumbing (issue #20): N data-parallel ranks take every N-th row of the same global batch and
 weight their losses by their share of the global denominator, so 2 ranks (gloo on the CPU, real DDP) give
 the one-process loss curve and adapter. Dropout is off, as in test_accumulation.py: 2 ranks draw 2 masks
 where one process draws one."""
@@ -29,6 +29,9 @@ def test_rank_rows_trim_each_ranks_padding() -> None:
     for h in halves:
         assert bool(h["attention_mask"][:, -1].any())   # no all-padding column left at the end
     assert sum(denominator(h, "generate") for h in halves) == denominator(batch, "generate")
+    for r, h in enumerate(halves):   # rows r, r + 2, ...: a like share of a length-sorted batch's tokens
+        width = h["input_ids"].shape[1]
+        assert torch.equal(h["input_ids"], batch["input_ids"][r::2, :width])
 
 
 def test_world_from_env() -> None:
