@@ -103,6 +103,7 @@ class TrainResult:
     memory: dict[str, Any] = field(default_factory=dict)   # per-step samples summarised (harness.costs)
     accelerator: dict[str, Any] | None = None               # the GPU's name, count and memory; None off one
     ranks: list[dict[str, Any]] = field(default_factory=list)   # N ranks: each one's host and peak memory
+    gpus: int = 0                                            # GPUs the job held: one per rank on CUDA, else 0
     trainable_params: int = 0
     total_params: int = 0
     adapter_bytes: int = 0
@@ -651,6 +652,7 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                    log=log, micro_batch_size=micro_batch(budget), auto_micro=budget.get("micro_batch_size") == "auto",
                    amp_dtype=amp_dtype, scaler=scaler, memory=MemoryTrace.for_device(device), world=world, ddp=ddp)
     res.accelerator = accelerator_info(device)
+    res.gpus = world.size if device.type == "cuda" else 0
     ckpt = spec.run_dir / "checkpoint.pt"
     attempt: dict[str, Any] = {"started_at": started_at, "host": socket.gethostname(),
                                "slurm_job": slurm_job(), "resumed_from_step": None}

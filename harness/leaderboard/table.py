@@ -27,9 +27,9 @@ from harness.records import iter_records
 BOARD_KEYS = ("budget", "model", "suite")
 # costs as peft's method comparison reports them (harness.costs): the accelerator's peak allocated memory and
 # its reserved memory's per-step mean and 99th percentile (MiB; NaN off a GPU and in older records), and the
-# tokens per second of training and of evaluation
+# tokens per second of training and of evaluation, and GPU-hours (training time × the GPUs the job held)
 DEVICE_COST_COLUMNS = ["accelerator_max_mb", "accelerator_reserved_avg_mb", "accelerator_reserved_p99_mb",
-                       "train_tokens_per_s", "eval_tokens_per_s"]
+                       "train_tokens_per_s", "eval_tokens_per_s", "gpu_hours"]
 CELL_KEYS = (*BOARD_KEYS, "task", "method", "metric")
 LONG_COLUMNS = ["signature", "status", "method", "model", "task", "suite", "budget", "seed", "metric",
                 "value", "direction", "primary", "trainable_params", "total_params", "peak_memory_mb",
@@ -151,7 +151,7 @@ def device_costs(train: Mapping[str, Any], ev: Mapping[str, Any]) -> tuple[float
     """The DEVICE_COST_COLUMNS of one record (NaN for what it does not carry)."""
     mem = train.get("memory") or {}
     return (_num(mem.get("allocated_max_mb")), _num(mem.get("reserved_avg_mb")), _num(mem.get("reserved_p99_mb")),
-            _num(train.get("tokens_per_s")), _num(ev.get("tokens_per_s")))
+            _num(train.get("tokens_per_s")), _num(ev.get("tokens_per_s")), _num(train.get("gpu_hours")))
 
 
 def _num(v: Any) -> float:
@@ -338,7 +338,8 @@ COST_COLUMNS = ["trainable_params", "peak_memory_mb", "train_time_s", "capacity_
 # the device costs' headers and decimals in a board's cost table
 DEVICE_COST_HEADERS = {"accelerator_max_mb": ("GPU mem max (MB)", 0), "accelerator_reserved_avg_mb":
                        ("GPU reserved avg (MB)", 0), "accelerator_reserved_p99_mb": ("GPU reserved p99 (MB)", 0),
-                       "train_tokens_per_s": ("train tok/s", 0), "eval_tokens_per_s": ("eval tok/s", 0)}
+                       "train_tokens_per_s": ("train tok/s", 0), "eval_tokens_per_s": ("eval tok/s", 0),
+                       "gpu_hours": ("GPU-hours", 4)}
 
 
 def shown_device_costs(cost: pd.DataFrame) -> list[str]:

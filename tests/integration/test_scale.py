@@ -37,6 +37,7 @@ def test_plumbing_reaches_the_loop_and_the_meta_not_the_signature(tmp_path: Path
     # costs as peft's method comparison records them; off a GPU the samples are the resident set
     mem = rec["train"]["memory"]
     assert mem["device"] == "cpu" and mem["steps_sampled"] == 3 and rec["train"]["accelerator"] is None
+    assert rec["train"]["gpus"] == 0 and rec["train"]["gpu_hours"] is None
     assert mem["rss_max_mb"] >= mem["rss_p99_mb"] >= mem["rss_avg_mb"] > 0
     assert mem["rss_max_mb"] == rec["train"]["peak_memory_mb"]
     assert rec["train"]["tokens_per_s"] == pytest.approx(rec["train"]["tokens"] / rec["train"]["train_time_s"], rel=0.01)

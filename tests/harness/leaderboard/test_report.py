@@ -326,7 +326,8 @@ def test_gpu_costs_reach_the_board_tables_and_pareto_plots(tmp_path: Path) -> No
                                         "allocated_max_mb": mem + seed, "allocated_avg_mb": mem / 2,
                                         "allocated_p99_mb": mem - 1, "reserved_max_mb": p99 + 100,
                                         "reserved_avg_mb": p99 - 500, "reserved_p99_mb": p99},
-                                tokens_per_s=tps, accelerator={"name": "NVIDIA H100", "count": 1})
+                                tokens_per_s=tps, accelerator={"name": "NVIDIA H100", "count": 1},
+                                gpus=4 if method == "dora" else 1, gpu_hours=(4 if method == "dora" else 1) * 30.0 / 3600)
             rec["eval"]["tokens_per_s"] = 10 * tps
             recs.append(rec)
     recs.append(make_record("ia3", "glue/sst2", 0, 0.8))   # no GPU figures: dashes, not zeros
@@ -335,10 +336,11 @@ def test_gpu_costs_reach_the_board_tables_and_pareto_plots(tmp_path: Path) -> No
     assert report.main(["--results-dir", str(results), "--out", str(out), "--rules", "mean", "--bootstrap", "0",
                         "--no-wandb", "--quiet"]) == 0
     md = (out / f"{KEY_A}.md").read_text()
-    assert "GPU mem max (MB) | GPU reserved avg (MB) | GPU reserved p99 (MB) | train tok/s | eval tok/s |" in md
+    assert "| GPU mem max (MB) | GPU reserved avg (MB) | GPU reserved p99 (MB) | train tok/s | eval tok/s | GPU-hours |" in md
     # lora's allocated max is the median of 5000 and 5001 (printed to the MB); then reserved avg and p99, tok/s
-    assert "| 10,000 | 900 | 30.0 | 5000 | 5500 | 6000 | 900 | 9000 |" in md.split("| lora | 0.8950")[1]
-    assert "| ia3 | 0.8000 (n=1) | 10,000 | 900 | 30.0 | — | — | — | — | — |" in md
+    assert "| 10,000 | 900 | 30.0 | 5000 | 5500 | 6000 | 900 | 9000 | 0.0083 |" in md.split("| lora | 0.8950")[1]
+    assert "| 6500 | 6700 | 7200 | 700 | 7000 | 0.0333 |" in md   # dora's 30 s on 4 GPUs: 4x lora's GPU-hours
+    assert "| ia3 | 0.8000 (n=1) | 10,000 | 900 | 30.0 | — | — | — | — | — | — |" in md
     doc = json.loads((out / f"{KEY_A}.json").read_text())
     assert doc["cost"]["dora"]["accelerator_reserved_p99_mb"] == 7200.0
     assert doc["cost"]["lora"]["eval_tokens_per_s"] == 9000.0
