@@ -87,6 +87,9 @@ def train_block(result: Any) -> dict[str, Any]:
         # accelerator_memory_max / _reserved_avg / _reserved_99th, or the RSS off a GPU)
         "tokens_per_s": round(result.tokens / result.train_time_s, 1) if result.train_time_s > 0 else None,
         "memory": result.memory or None, "accelerator": result.accelerator,
+        # what the GPUs cost together: a 4-GPU run must not look 4x cheaper than a 1-GPU run of the same work
+        "gpus": getattr(result, "gpus", 0),
+        "gpu_hours": (round(result.train_time_s * result.gpus / 3600, 5) if getattr(result, "gpus", 0) else None),
         "trainable_params": result.trainable_params, "total_params": result.total_params,
         "adapter_bytes": result.adapter_bytes, "loss_curve": result.loss_curve,
         "resumed_from_step": result.resumed_from_step,
@@ -209,24 +212,41 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     world = world_from_env()
     if world.distributed:
         return _execute_ranks(spec, world)
-    if not spec.force and success_exists(spec.record_path):
-        log.info("skip %s (%s): success record exists", spec.label, spec.signature[:12])
-        return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
-    lock = RunLock(spec.run_dir)   # two launches of one signature at once run it once (harness/lock.py)
+    decision, lock = _claim(spec)
+    if lock is None:
+        return _skipped(spec, decision)
     try:
-        lock.acquire()
-    except Busy as exc:
-        log.info("skip %s (%s): %s", spec.label, spec.signature[:12], exc)
-        return {"signature": spec.signature, "status": "busy", "record": str(spec.record_path), "error": str(exc)}
-    try:
-        if lock.took_over:
-            log.info("job %s: took over its lock (%s)", spec.label, lock.took_over)
-        if not spec.force and success_exists(spec.record_path):   # the holder we waited out finished it
-            return {"signature": spec.signature, "status": "skipped", "record": str(spec.record_path)}
         with SignalGuard() as guard:   # USR2/SIGTERM: checkpoint at a step boundary (harness/preempt.py)
             return _execute(spec, guard)
     finally:
         lock.release()
+
+
+def _claim(spec: JobSpec) -> tuple[str, RunLock | None]:
+    """Whether this launch runs the job: ("run", the job's lock, held), or ("skipped" | "busy: why", None).
+
+    Two launches of one signature at once run it once (harness/lock.py); a success record skips it, also one
+    that the holder we waited out wrote meanwhile."""
+    if not spec.force and success_exists(spec.record_path):
+        return "skipped", None
+    lock = RunLock(spec.run_dir)
+    try:
+        lock.acquire()
+    except Busy as exc:
+        return f"busy: {exc}", None
+    if lock.took_over:
+        log.info("job %s: took over its lock (%s)", spec.label, lock.took_over)
+    if not spec.force and success_exists(spec.record_path):
+        lock.release()
+        return "skipped", None
+    return "run", lock
+
+
+def _skipped(spec: JobSpec, decision: str) -> dict[str, Any]:
+    status, _, why = decision.partition(": ")
+    log.info("skip %s (%s): %s", spec.label, spec.signature[:12], why or "success record exists")
+    out = {"signature": spec.signature, "status": status, "record": str(spec.record_path)}
+    return {**out, "error": why} if why else out
 
 
 def _execute_ranks(spec: JobSpec, world: Any) -> dict[str, Any]:
@@ -240,24 +260,13 @@ def _execute_ranks(spec: JobSpec, world: Any) -> dict[str, Any]:
     from harness.train import pick_device
 
     init(world, device_for(world, pick_device(spec.device)))
-    lock: RunLock | None = None
-    decision = "run"
-    if world.main:
-        if not spec.force and success_exists(spec.record_path):
-            decision = "skipped"
-        else:
-            lock = RunLock(spec.run_dir)
-            try:
-                lock.acquire()
-            except Busy as exc:
-                decision, lock = f"busy: {exc}", None
-            else:
-                (spec.run_dir / FAILURE_CLAIM).unlink(missing_ok=True)   # a claim left by an earlier attempt
+    decision, lock = _claim(spec) if world.main else ("run", None)
+    if lock is not None:
+        (spec.run_dir / FAILURE_CLAIM).unlink(missing_ok=True)   # a claim left by an earlier attempt
     decision = broadcast_object(decision, world)
     try:
         if decision != "run":
-            log.info("skip %s (%s): %s", spec.label, spec.signature[:12], decision)
-            return {"signature": spec.signature, "status": decision.split(":")[0], "record": str(spec.record_path)}
+            return _skipped(spec, decision)
         with SignalGuard() as guard:
             if world.main:
                 return _execute(spec, guard, world)

@@ -128,10 +128,15 @@ def sharded(run: Any, world: World, model: torch.nn.Module, tokenizer: Any, subs
     parts = [part for rank in gather_objects([(preds, samples)], world) for part in rank]
     preds = [p for part_preds, _ in parts for p in part_preds]
     samples = [x for _, part_samples in parts for x in part_samples][:N_SAMPLES]   # rank order: the first ones
+    return preds, references(spec, subset), samples
+
+
+def references(spec: Any, subset: Sequence[Any]) -> list[Any]:
+    """The gold answers a protocol scores against: labels (classify; floats for a regression task), or answers."""
+    if spec.task["protocol"] != "classify":
+        return [e.answer for e in subset]
     regression = bool(spec.task.get("regression"))
-    refs = ([float(e.label) if regression else int(e.label) for e in subset] if spec.task["protocol"] == "classify"
-            else [e.answer for e in subset])
-    return preds, refs, samples
+    return [float(e.label) if regression else int(e.label) for e in subset]
 
 
 def example_outcomes(task: dict[str, Any], metrics: Sequence[str], preds: Sequence[Any],
@@ -178,7 +183,7 @@ def _classify(model, tokenizer, subset, spec, device):
         out = logits.squeeze(-1).float().tolist() if regression else logits.argmax(-1).tolist()
         for j, p in zip(idx, out):
             preds[j] = float(p) if regression else int(p)
-    refs = [float(e.label) if regression else int(e.label) for e in subset]
+    refs = references(spec, subset)
     samples = [{"input": e.text_a if e.text_b is None else [e.text_a, e.text_b], "prediction": p,
                 "reference": r} for e, p, r in list(zip(subset, preds, refs))[:N_SAMPLES]]
     return preds, refs, samples
@@ -195,7 +200,7 @@ def _generate(model, tokenizer, subset, spec, device):
                              batch_size=int(spec.budget["eval_batch_size"]), device=device,
                              stop=list(spec.task.get("stop") or []))
     preds = [parse_answer(spec.task, text, e.choices) for e, text in zip(subset, outputs)]
-    refs = [e.answer for e in subset]
+    refs = references(spec, subset)
     samples = [{"prompt": e.prompt[-300:], "generation": g, "parsed": p, "reference": r}
                for e, g, p, r in list(zip(subset, outputs, preds, refs))[:N_SAMPLES]]
     return preds, refs, samples
