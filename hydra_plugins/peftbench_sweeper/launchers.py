@@ -73,13 +73,9 @@ KILL_AFTER_TERM_S = 60.0
 
 
 def _run_local_job(payload: bytes, overrides: list[str], num: int, log_path: str, result_path: str,
-                   gpus: str | None) -> None:
+                   gpus: str | None, nproc: int = 1) -> None:
     """One job, in a process forked from the warm fork server: its output to its log, its JobReturn
-    to a result file (atomically)."""
-    import cloudpickle
-    from hydra.core.utils import run_job, setup_globals
-    from omegaconf import open_dict
-
+    to a result file (atomically). With ``nproc`` > 1 the job is that many ranks (:func:`_run_ranks`)."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -88,6 +84,72 @@ def _run_local_job(payload: bytes, overrides: list[str], num: int, log_path: str
     os.close(fd)
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    if nproc > 1:
+        _run_ranks(payload, overrides, num, result_path, nproc)
+        return
+    _run_hydra_job(payload, overrides, num, result_path)
+
+
+def _run_ranks(payload: bytes, overrides: list[str], num: int, result_path: str, nproc: int) -> None:
+    """hydra.launcher.nproc_per_job ranks of one job on this machine, as torchrun would start them: each a fork
+    of this process (which, like the fork server, has computed nothing) with RANK, WORLD_SIZE, LOCAL_RANK and a
+    free MASTER_PORT set; harness.distributed reads them, rank 0 writes the result file. When a rank ends badly
+    the others are ended too (SIGTERM, then SIGKILL), rather than left waiting in a collective; a SIGTERM to
+    this process (the launcher's time limit) is passed to every rank, which checkpoint at one step."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pids: list[int] = []
+    for rank in range(nproc):
+        pid = os.fork()
+        if pid == 0:   # a rank
+            code = 1
+            try:
+                os.environ.update(RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank),
+                                  LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                _run_hydra_job(payload, overrides, num, result_path if rank == 0 else None)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    signal.signal(signal.SIGTERM, lambda signum, frame: [_kill(p, signal.SIGTERM) for p in pids])
+    alive, failed, deadline = set(pids), False, math.inf
+    while alive:
+        for p in list(alive):
+            done, status = os.waitpid(p, os.WNOHANG)
+            if done == 0:
+                continue
+            alive.discard(p)
+            if os.waitstatus_to_exitcode(status) != 0 and not failed:
+                failed, deadline = True, time.monotonic() + KILL_AFTER_TERM_S
+                for q in alive:
+                    _kill(q, signal.SIGTERM)
+        if failed and time.monotonic() > deadline:
+            for q in alive:
+                _kill(q, signal.SIGKILL)
+        time.sleep(0.1)
+    if failed:
+        os._exit(1)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _run_hydra_job(payload: bytes, overrides: list[str], num: int, result_path: str | None) -> None:
+    import cloudpickle
+    from hydra.core.utils import run_job, setup_globals
+    from omegaconf import open_dict
+
     hydra_context, task_function, config, singleton_state = cloudpickle.loads(payload)
     Singleton.set_state(singleton_state)
     setup_globals()
@@ -98,6 +160,8 @@ def _run_local_job(payload: bytes, overrides: list[str], num: int, log_path: str
     ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
     ret.hydra_cfg = None   # what the driver needs is the status and return value
+    if result_path is None:   # a rank other than 0
+        return
     tmp = f"{result_path}.tmp"
     with open(tmp, "wb") as fh:
         cloudpickle.dump(ret, fh)
@@ -140,6 +204,7 @@ class PeftbenchLocalLauncher(Launcher):
         payload = cloudpickle.dumps((self.hydra_context, self.task_function, self.config, Singleton.get_state()))
         parallel = max(1, int(self.params.get("parallel") or 1))
         gpus_per_job = int(self.params.get("gpus_per_node") or 0)
+        nproc = max(1, int(self.params.get("nproc_per_job") or 1))   # ranks per job (harness.distributed)
         timeout_s = 60.0 * float(self.params.get("timeout_min") or 0) or math.inf
         folder_pattern = str(self.params.get("submitit_folder") or sweep_dir / ".local" / "%j")
         manifest = (sweep_dir / MANIFEST).exists()
@@ -160,7 +225,8 @@ class PeftbenchLocalLauncher(Launcher):
                 gpus = ",".join(str(g) for g in range(slot * gpus_per_job, (slot + 1) * gpus_per_job)) \
                     if gpus_per_job else None
                 proc = ctx.Process(target=_run_local_job, name=f"peftbench-job-{num}",
-                                   args=(payload, list(job_overrides[i]), num, str(log_path), str(result_path), gpus))
+                                   args=(payload, list(job_overrides[i]), num, str(log_path), str(result_path), gpus,
+                                         nproc))
                 proc.start()
                 running[i] = (proc, str(result_path), time.monotonic(), slot)
                 if manifest:

@@ -20,6 +20,7 @@ class PeftbenchLocalConf:
     cpus_per_task: int | None = None
     gpus_per_node: int | None = None  # GPUs per job: CUDA_VISIBLE_DEVICES by slot
     tasks_per_node: int = 1
+    nproc_per_job: int = 1            # ranks per job (DDP: harness.distributed); with GPUs, gpus_per_node of them
     nodes: int = 1
     mem_gb: int | None = None
     name: str = "${hydra.job.name}"

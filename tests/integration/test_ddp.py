@@ -71,13 +71,34 @@ def assert_same_job(two: dict, one: dict, two_root: Path, one_root: Path, tol: f
     assert two["train"]["peak_memory_mb"] == max(r["peak_memory_mb"] for r in two["train"]["ranks"])
 
 
-@pytest.mark.parametrize("job", [ENCODER, DECODER], ids=["minilm-sst2", "smollm2-gsm8k"])
-def test_two_ranks_equal_one_process(job: tuple[str, ...], tmp_path: Path) -> None:
-    one_root, two_root = tmp_path / "one", tmp_path / "two"
-    one = run_record(one_root, *job)
-    proc = torchrun(two_root, *job)
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, Path]]:
+    """Each job once in one process: what every multi-rank run of it must equal."""
+    out = {}
+    for name, job in (("minilm-sst2", ENCODER), ("smollm2-gsm8k", DECODER)):
+        root = tmp_path_factory.mktemp(name)
+        out[name] = (run_record(root, *job), root)
+    return out
+
+
+@pytest.mark.parametrize("name", ["minilm-sst2", "smollm2-gsm8k"])
+def test_two_ranks_equal_one_process(name: str, one_process: dict, tmp_path: Path) -> None:
+    one, one_root = one_process[name]
+    proc = torchrun(tmp_path, *(ENCODER if name == "minilm-sst2" else DECODER))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert_same_job(only_record(two_root), one, two_root, one_root)
+    assert_same_job(only_record(tmp_path), one, tmp_path, one_root)
+
+
+def test_launcher_local_runs_a_job_as_two_ranks(one_process: dict, tmp_path: Path) -> None:
+    """launcher=local with hydra.launcher.nproc_per_job=2: the job's process forks two ranks (as torchrun
+    would start them) and the sweep's one record equals the one-process record."""
+    cmd = [sys.executable, "-m", "harness.cli", "run", "-m", *ENCODER, "launcher=local", "hydra.launcher.parallel=1",
+           "hydra.launcher.nproc_per_job=2", f"results_dir={tmp_path / 'results'}", f"runs_dir={tmp_path / 'runs'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    one, one_root = one_process["minilm-sst2"]
+    assert_same_job(only_record(tmp_path), one, tmp_path, one_root)
 
 
 FAULT = '''
