@@ -389,3 +389,40 @@ def test_a_job_preempted_by_a_higher_priority_partition_resumes_exactly(cluster:
     assert rec["train"]["resumed_from_steps"][0] > 0 and rec["run"]["slurm"]["SLURM_JOB_ID"] == job_id
     assert "PREEMPTION" in drv.job_log() or rec["train"]["requeues"] >= 1, drv.job_log()[-2000:]
     subprocess.run(["scancel", urgent], check=False)
+
+
+def test_a_two_task_job_trains_ddp_and_a_requeue_resumes_exactly(tmp_path: Path) -> None:
+    """launcher=slurm with hydra.launcher.tasks_per_node=2 (issue #20): one array task of two SLURM tasks, one core
+    each; submitit's TorchDistributedEnvironment gives each its rank, they train with DDP over gloo and land one
+    success record of world size 2. `scontrol requeue` mid-training: both tasks checkpoint at one step and the
+    requeued job resumes, bit for bit, to the uninterrupted 2-rank run (torchrun, outside SLURM), which in turn
+    equals the one-process run within DDP's float tolerance (tests/integration/test_ddp.py)."""
+    from tests.conftest import run_record
+    from tests.integration.test_ddp import ENCODER, assert_same_job, only_record, torchrun
+
+    if reason := _no_cluster():
+        pytest.skip(reason)
+    job = (*ENCODER, "budget.steps=40")
+    drv = Driver(tmp_path / "slurm", *(o for o in job if o.split("=")[0] not in
+                                       ("logger", "task", "budget", "threads", "device", "budget.eval_size")),
+                 "hydra.launcher.tasks_per_node=2", name="ddp")
+    job_id = drv.job_id()
+    drv.wait_training(2, timeout=420)   # both ranks' logs say "training"
+    time.sleep(2.0)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    # meanwhile, outside SLURM: the uninterrupted 2-rank run and the one-process run
+    two = torchrun(tmp_path / "two", *job)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_record(tmp_path / "one", *job)
+    drv.wait_training(4, timeout=420)
+    out = drv.finish()
+    assert "1 success" in out, out[-3000:]
+    (rec,) = drv.records()
+    ex = rec["meta"]["execution"]
+    assert (ex["world_size"], ex["parallel"], ex["nodes"]) == (2, "ddp", 1)
+    assert [r["rank"] for r in rec["train"]["ranks"]] == [0, 1]
+    assert rec["run"]["slurm"]["SLURM_JOB_ID"] == job_id
+    assert len(rec["train"]["resumed_from_steps"]) == 1 and 0 < rec["train"]["resumed_from_steps"][0] < 40, \
+        rec["train"]["attempt_log"]
+    assert_same_result(rec, only_record(tmp_path / "two"), tmp_path / "slurm", tmp_path / "two")
+    assert_same_job(rec, one, tmp_path / "slurm", tmp_path / "one")
