@@ -13,6 +13,11 @@ arithmetic that makes N ranks the same experiment as one process:
   size: the gradient is then exactly the one-process gradient of the whole batch;
 - the logged loss is the sum of the ranks' weighted losses (one all-reduce per step).
 
+How the ranks share the model is budget.parallel (plumbing): ddp keeps a replica per rank; fsdp shards each
+transformer block's parameters, gradients and optimizer state (FSDP2, :func:`shard_model`), its checkpoints and
+adapter gathered whole through torch.distributed.checkpoint's state-dict API, and its every forward a collective
+(``World.lockstep``: evaluation and generation run the same number of forward calls on every rank).
+
 Environment read (torchrun and `srun` with submitit's TorchDistributedEnvironment both set these): RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. Nothing set, or WORLD_SIZE=1: one process, no process
 group, and every call here is a no-op.
@@ -30,11 +35,12 @@ import torch
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the job."""
+    """This process's place in the job, and how the ranks share the model (``parallel``: ddp, fsdp)."""
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    parallel: str = "ddp"
 
     @property
     def main(self) -> bool:
@@ -44,6 +50,12 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
+
+    @property
+    def lockstep(self) -> bool:
+        """Every forward is a collective (FSDP gathers each block's parameters in it): every rank must make the
+        same number of forward calls, in evaluation too, or the ranks wait on each other for ever."""
+        return self.distributed and self.parallel == "fsdp"
 
 
 def world_from_env(env: Mapping[str, str] | None = None) -> World:
@@ -187,3 +199,93 @@ def barrier(world: World) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------- FSDP2
+def shard_model(model: torch.nn.Module, world: World, device: torch.device) -> None:
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``), in place: each transformer block the model names in
+    ``_no_split_modules`` (BertLayer, LlamaDecoderLayer, ...) is one unit whose parameters, gradients and
+    optimizer state are sharded across the ranks and gathered for its forward and backward; the root takes the
+    rest (embeddings, head). Frozen and trainable parameters share a unit: FSDP2 shards per parameter.
+
+    Gradients are reduce-scattered as a mean over the ranks, as DDP's all-reduce is, so the loop's loss weights
+    (share of the global batch × world size) give the one-process gradient under either."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    names: set[str] = set()
+    for m in model.modules():
+        names |= set(getattr(m, "_no_split_modules", None) or ())
+    blocks = [m for m in model.modules() if m is not model and type(m).__name__ in names]
+    if not blocks:
+        raise ValueError(f"budget.parallel=fsdp: {type(model).__name__} names no transformer blocks "
+                         "(_no_split_modules) to shard")
+    scalars = [n for n, p in model.named_parameters() if p.dim() == 0]
+    owner: dict[int, int] = {}
+    shared = sorted({n for i, b in enumerate(blocks) for n, p in b.named_parameters()
+                     if owner.setdefault(id(p), i) != i})
+    if scalars or shared:   # what fully_shard refuses, or shards in one block while another reads it
+        raise ValueError("budget.parallel=fsdp: " + "; ".join(
+            ([f"fully_shard cannot shard scalar parameters ({', '.join(scalars[:3])})"] if scalars else [])
+            + ([f"parameters shared by several transformer blocks ({', '.join(shared[:3])})"] if shared else []))
+            + "; use budget.parallel=ddp")
+    mesh = init_device_mesh(device.type, (world.size,))
+    for block in reversed(blocks):   # innermost first: a unit must be sharded before the one holding it
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _options(**kw: bool) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(**kw)
+
+
+def full_trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters and the buffers of a sharded model, whole, on rank 0's CPU (empty on the other
+    ranks): torch.distributed.checkpoint's state-dict API gathers each. A collective: every rank calls it. The
+    frozen base is left out, so this stays the adapter's size even for a 70B base."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_options(full_state_dict=True, cpu_offload=True,
+                                                        ignore_frozen_params=True))
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state, whole and keyed by parameter name, on rank 0's CPU. A collective."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_options(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: Mapping[str, Any],
+                    optim_state: Mapping[str, Any]) -> None:
+    """Each rank takes its shards of a whole state (:func:`full_trained_state`, :func:`full_optimizer_state`)
+    that every rank read from the checkpoint. A collective."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    set_model_state_dict(model, dict(model_state), options=_options(full_state_dict=True, strict=False))
+    set_optimizer_state_dict(model, optimizer, dict(optim_state), options=_options(full_state_dict=True))
+
+
+def set_gradient_sync(model: torch.nn.Module, sync: bool) -> None:
+    """FSDP's no_sync: reduce gradients only in a step's last micro-batch (they accumulate unsharded till then)."""
+    model.set_requires_gradient_sync(sync)
+
+
+def plain(value: Any) -> Any:
+    """A DTensor (a sharded parameter, a gradient norm) as the whole tensor; anything else as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """True on every rank when it is true on any (one tiny all-reduce): e.g. whether some rank still generates."""
+    if not world.distributed:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

@@ -124,7 +124,16 @@ def sharded(run: Any, world: World, model: torch.nn.Module, tokenizer: Any, subs
     if not world.distributed:
         return run(model, tokenizer, subset, spec, device)
     lo, hi = rank_bounds(len(subset), world)[world.rank]
-    preds, _, samples = run(model, tokenizer, subset[lo:hi], spec, device) if hi > lo else ([], [], [])
+    if world.lockstep:
+        # FSDP: every forward is a collective, so every rank runs as many batches (its share padded to the
+        # largest with copies of the set's first example, whose predictions are dropped) and generates in
+        # lockstep (harness.generation: a rank that is done keeps joining the others' forward calls)
+        width = max(b - a for a, b in rank_bounds(len(subset), world))
+        mine = subset[lo:hi] + [subset[0]] * (width - (hi - lo))
+        preds, _, samples = run(model, tokenizer, mine, spec, device, lockstep=world)
+        preds, samples = preds[:hi - lo], samples[:max(0, min(len(samples), hi - lo))]
+    else:
+        preds, _, samples = run(model, tokenizer, subset[lo:hi], spec, device) if hi > lo else ([], [], [])
     parts = [part for rank in gather_objects([(preds, samples)], world) for part in rank]
     preds = [p for part_preds, _ in parts for p in part_preds]
     samples = [x for _, part_samples in parts for x in part_samples][:N_SAMPLES]   # rank order: the first ones
@@ -167,7 +176,7 @@ def _length_order(texts: Sequence[str]) -> list[int]:
     return sorted(range(len(texts)), key=lambda i: len(texts[i]))
 
 
-def _classify(model, tokenizer, subset, spec, device):
+def _classify(model, tokenizer, subset, spec, device, lockstep=None):
     from harness.batching import classify_batch
 
     max_len = spec.max_len
@@ -189,7 +198,7 @@ def _classify(model, tokenizer, subset, spec, device):
     return preds, refs, samples
 
 
-def _generate(model, tokenizer, subset, spec, device):
+def _generate(model, tokenizer, subset, spec, device, lockstep=None):
     from harness.generation import generate_texts
     from tasks import parse_answer
 
@@ -198,7 +207,7 @@ def _generate(model, tokenizer, subset, spec, device):
     outputs = generate_texts(model, tokenizer, [e.prompt for e in subset],
                              max_new_tokens=min(caps) if caps else 64,
                              batch_size=int(spec.budget["eval_batch_size"]), device=device,
-                             stop=list(spec.task.get("stop") or []))
+                             stop=list(spec.task.get("stop") or []), lockstep=lockstep)
     preds = [parse_answer(spec.task, text, e.choices) for e, text in zip(subset, outputs)]
     refs = references(spec, subset)
     samples = [{"prompt": e.prompt[-300:], "generation": g, "parsed": p, "reference": r}

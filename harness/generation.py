@@ -76,10 +76,12 @@ def length_sorted(lengths: Sequence[int], keys: Sequence[str]) -> list[int]:
 
 @torch.no_grad()
 def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
-                   batch_size: int, device: torch.device, stop: Sequence[str] = ()) -> list[str]:
+                   batch_size: int, device: torch.device, stop: Sequence[str] = (), lockstep: Any = None) -> list[str]:
     """Greedy continuations of ``prompts`` (input order), special tokens dropped, cut at ``stop``.
 
     The model is used as it is (train/eval mode is the caller's business: evaluation sets eval).
+    ``lockstep`` (a harness.distributed.World of FSDP ranks, each with as many prompts): every forward is a
+    collective, so a batch ends when it ends on every rank, and a rank that is done joins the others' calls.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
@@ -96,13 +98,13 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
         width = enc["input_ids"].shape[1]
         if _can_shrink(model):
             new_ids = _greedy_shrinking(model, tokenizer, enc["input_ids"], enc["attention_mask"],
-                                        max_new_tokens=max_new_tokens, stop=stop)
+                                        max_new_tokens=max_new_tokens, stop=stop, lockstep=lockstep)
         else:
             criteria = StoppingCriteriaList([StopOnStrings(tokenizer, stop, width, len(idx))]) if stop else None
             out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                  max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
-                                 stopping_criteria=criteria)
+                                 stopping_criteria=criteria, synced_gpus=lockstep is not None)
             new_ids = [row.tolist() for row in out[:, width:]]
         texts = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
         for j, text in zip(idx, texts):
@@ -131,10 +133,16 @@ def _cache_keyword(model: Any) -> str:
 
 @torch.no_grad()
 def _greedy_shrinking(model: Any, tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-                      max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
+                      max_new_tokens: int, stop: Sequence[str], lockstep: Any = None) -> list[list[int]]:
     """Greedy continuations (token ids) of one left-padded batch; a row leaves the batch, and the
-    KV cache, as soon as it emits EOS or its generated text contains a stop string."""
+    KV cache, as soon as it emits EOS or its generated text contains a stop string.
+
+    ``lockstep`` (FSDP ranks): the loop ends when every rank's batch has ended; until then a rank whose rows
+    are all done makes a one-token forward whose output it drops, so that the others' parameter gathers
+    complete (what transformers' synced_gpus does for generate)."""
     from transformers import DynamicCache
+
+    from harness.distributed import any_rank
 
     eos = tokenizer.eos_token_id
     stops = [x for x in stop if x]
@@ -145,7 +153,14 @@ def _greedy_shrinking(model: Any, tokenizer: Any, input_ids: torch.Tensor, atten
     cache = DynamicCache()   # filled in place by every forward call
     cache_kw = _cache_keyword(model)
     step_ids = input_ids
+    done = False
     for _ in range(max_new_tokens):
+        if lockstep is not None:
+            if not any_rank(not done, lockstep, input_ids.device):
+                break
+            if done:   # this rank's rows have ended: join the others' forward
+                model(input_ids=input_ids[:1, -1:], use_cache=False)
+                continue
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
         out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                     **{cache_kw: cache})
@@ -161,7 +176,10 @@ def _greedy_shrinking(model: Any, tokenizer: Any, input_ids: torch.Tensor, atten
             if not finished:
                 keep.append(pos)
         if not keep:
-            break
+            if lockstep is None:
+                break
+            done = True
+            continue
         if len(keep) < len(rows):
             index = torch.tensor(keep, device=nxt.device)
             cache.batch_select_indices(index)

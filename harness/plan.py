@@ -13,7 +13,7 @@ printed beside it so a reader can judge it; a job with no similar record says so
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,39 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def plan_lines(planned: Sequence[tuple[list[str], Any, str]], *, launcher: str, parallel: int) -> list[str]:
-    """The plan as printed: one line per job, then the totals."""
+def job_resources(launcher: str, params: Mapping[str, Any], spec: Any) -> tuple[int, int, int]:
+    """(ranks, nodes, GPUs) one job of this launcher takes (issue #20): launcher=slurm gives it nodes ×
+    tasks_per_node ranks and gpus_per_node GPUs on each node; launcher=local nproc_per_job ranks on this machine
+    and gpus_per_node GPUs (CUDA_VISIBLE_DEVICES by slot); the others one process. A CPU job uses no GPU."""
+    def num(key: str, default: int) -> int:
+        value = params.get(key)
+        return int(value) if value not in (None, "") else default
+
+    if launcher.startswith("slurm"):
+        nodes = max(1, num("nodes", 1))
+        ranks, gpus = nodes * max(1, num("tasks_per_node", 1)), nodes * num("gpus_per_node", 0)
+    elif launcher == "local":
+        nodes, ranks, gpus = 1, max(1, num("nproc_per_job", 1)), num("gpus_per_node", 0)
+    else:
+        nodes, ranks, gpus = 1, 1, 0
+    if str(spec.device) == "cpu":
+        gpus = 0
+    elif str(spec.device).startswith("cuda") and gpus == 0:
+        gpus = ranks   # one GPU per rank, wherever the launcher leaves them visible
+    return ranks, nodes, gpus
+
+
+def _shape(ranks: int, nodes: int, gpus: int, parallel: str) -> str:
+    where = f"{ranks} rank{'s' if ranks > 1 else ''}" + (f" {parallel}" if ranks > 1 else "")
+    if nodes > 1:
+        where += f" on {nodes} nodes"
+    return f"{where}, {gpus} GPU{'s' if gpus != 1 else ''}"
+
+
+def plan_lines(planned: Sequence[tuple[list[str], Any, str]], *, launcher: str, parallel: int,
+               launcher_params: Mapping[str, Any] | None = None) -> list[str]:
+    """The plan as printed: one line per job (with the ranks and GPUs it takes), then the totals (with
+    GPU-hours, training time × GPUs, where the jobs take GPUs)."""
     from hydra.core.utils import filter_overrides
 
     from harness.sweeps import varying_keys
@@ -90,7 +121,7 @@ def plan_lines(planned: Sequence[tuple[list[str], Any, str]], *, launcher: str, 
     here = _this_hardware(planned[0][1].device) if planned and not launcher.startswith("slurm") else None
     lines = [(f"plan: {len(planned)} job(s), launcher {launcher}; estimates are training time from similar "
              f"success records (median; evaluation comes on top)")]
-    total, unknown, counts = 0.0, 0, {"run": 0, "resume": 0, "skip": 0}
+    total, gpu_s, unknown, counts = 0.0, 0.0, 0, {"run": 0, "resume": 0, "skip": 0}
     width = max((len(spec.label) for _, spec, _ in planned), default=0)
     # the overrides that tell the jobs apart (the ones every job shares are noise on every line)
     varying = varying_keys(filter_overrides(list(overrides)) for overrides, _, _ in planned)
@@ -102,19 +133,24 @@ def plan_lines(planned: Sequence[tuple[list[str], Any, str]], *, launcher: str, 
             lines.append(f"  {i:>4} skip   {spec.label:<{width}}  success record {spec.signature[:12]}")
             continue
         secs, basis = estimate(spec, history, here)
+        ranks, nodes, gpus = job_resources(launcher, launcher_params or {}, spec)
         if secs is None or not math.isfinite(secs):
             unknown += 1
             est = "?"
         else:
             total += secs
+            gpu_s += secs * gpus
             est = _duration(secs)
         extra = " ".join(o for o in filter_overrides(list(overrides)) if o.split("=", 1)[0] in varying)
-        lines.append(f"  {i:>4} {action:<6} {spec.label:<{width}}  ~{est} ({basis})" + (f"  [{extra}]" if extra else ""))
+        shape = _shape(ranks, nodes, gpus, str(spec.budget.get("parallel") or "ddp"))
+        lines.append(f"  {i:>4} {action:<6} {spec.label:<{width}}  {shape}  ~{est} ({basis})"
+                     + (f"  [{extra}]" if extra else ""))
     todo = counts["run"] + counts["resume"]
     cost = (f"estimated training {_duration(total)} of compute" if unknown < todo else "no estimate")
     lines.append(f"total: {todo} to run ({counts['resume']} resume a checkpoint), {counts['skip']} skipped; {cost}"
                  + (f" + {unknown} job(s) with no similar record" if unknown and unknown < todo else "")
                  + (f"; about {_duration(total / max(1, min(parallel, todo)))} of wall time at {parallel} at once"
-                    if todo and total else ""))
+                    if todo and total else "")
+                 + (f"; {gpu_s / 3600:.2f} GPU-hours" if gpu_s else ""))
     lines.append("nothing was submitted; launch with the same arguments: peftbench run -m ... (or sweep NAME ...)")
     return lines

@@ -42,7 +42,7 @@ _METHOD_INFO_KEYS = ("info",)
 # needs; how often to checkpoint (resuming is bit-identical, so the result does not depend on it);
 # how an effective batch is split into micro-batches and whether activations are recomputed (equal
 # results within float tolerance: tests/harness/test_accumulation.py; the record's meta says which ran).
-_BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every", "micro_batch_size", "gradient_checkpointing")
+_BUDGET_REPORTING_KEYS = ("seeds", "checkpoint_every", "micro_batch_size", "gradient_checkpointing", "parallel")
 # Semantic budget fields added after records existed, left out of the signature at their default: a
 # budget that does not use them is the experiment it was before, and its records keep their signature.
 _BUDGET_NEW_DEFAULTS: dict[str, Any] = {"amp": None}

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,14 @@ from harness.distributed import (
     all_reduce_sum,
     denominator,
     device_for,
+    full_optimizer_state,
+    full_trained_state,
     gather_objects,
+    load_full_state,
+    plain,
     rank_rows,
+    set_gradient_sync,
+    shard_model,
     world_from_env,
 )
 from harness.distributed import init as join_world
@@ -353,6 +359,8 @@ def accumulate(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> torch.Te
         batch = {k: v.to(st.device) for k, v in part.items()}
         last = i == len(parts) - 1
         sync = st.ddp.no_sync() if st.ddp is not None and not last else contextlib.nullcontext()
+        if world.lockstep:
+            set_gradient_sync(st.model, last)
         with sync:
             with _autocast(st):
                 loss = loss_of(forward, batch, st.protocol)
@@ -418,7 +426,7 @@ def train_step(st: StepState, cpu_batch: Mapping[str, torch.Tensor]) -> float:
     metrics = {"train/loss": loss_v, "train/lr": st.scheduler.get_last_lr()[0],
                "train/tokens_per_s": n_tok / max(dt, 1e-9), "train/tokens": st.tokens}
     if grad_norm is not None:
-        metrics["train/grad_norm"] = float(grad_norm)
+        metrics["train/grad_norm"] = float(plain(grad_norm))
     if st.memory is not None:   # after the step: its gradients freed, its optimizer state in place
         st.memory.sample(st.device)
     st.log(metrics, st.step)
@@ -489,14 +497,19 @@ def _tuples(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], attempts: list[dict],
-                    rank_rngs: list[dict[str, Any]] | None = None) -> None:
+                    rank_rngs: list[dict[str, Any]] | None = None,
+                    sharded: tuple[dict[str, Any], dict[str, Any]] | None = None) -> None:
     """Everything to resume bit-identically: trained weights and which of them train now, optimizer,
     schedule, every RNG, step/tokens/examples (the data position is the step count) and the cost of the
     attempts so far.
-    Atomic (temp file + fsync + rename): a kill mid-write leaves the previous checkpoint intact."""
+    Atomic (temp file + fsync + rename): a kill mid-write leaves the previous checkpoint intact.
+
+    ``sharded``: an FSDP model's (trained state, optimizer state), gathered whole by every rank beforehand
+    (harness.distributed.full_trained_state): one file, read back by every rank, resumable on any world size."""
     from harness.records import atomic_write
 
-    state = {"model": _trained_state(st.model, st.optimizer), "optimizer": st.optimizer.state_dict(),
+    model_state, optim_state = sharded or (_trained_state(st.model, st.optimizer), st.optimizer.state_dict())
+    state = {"model": model_state, "optimizer": optim_state, "sharded": sharded is not None,
              "requires_grad": [n for n, p in st.model.named_parameters() if p.requires_grad],
              "scheduler": st.scheduler.state_dict(), "step": st.step, "tokens": st.tokens,
              "examples": st.examples, "loss_curve": st.losses, "eval_history": eval_history,
@@ -515,14 +528,20 @@ def save_checkpoint(path: Path, st: StepState, *, eval_history: list[dict], atte
 def load_checkpoint(path: Path, st: StepState) -> dict[str, Any]:
     """Restore a checkpoint into the step state (model, optimizer, schedule, counters, RNG)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    missing = st.model.load_state_dict(state["model"], strict=False)
-    if missing.unexpected_keys:
-        raise RuntimeError(f"checkpoint {path} does not match the model: {missing.unexpected_keys[:5]}")
-    if "requires_grad" in state:   # which parameters train now (LISA's sampled layers): part of the state
-        live = set(state["requires_grad"])
-        for n, p in st.model.named_parameters():
-            p.requires_grad_(n in live)
-    st.optimizer.load_state_dict(state["optimizer"])
+    if bool(state.get("sharded")) != st.world.lockstep:
+        raise RuntimeError(f"checkpoint {path} was written {'with' if state.get('sharded') else 'without'} "
+                           f"FSDP (budget.parallel) and cannot resume {'with' if st.world.lockstep else 'without'} it")
+    if st.world.lockstep:   # every rank read the whole state; each keeps its shards
+        load_full_state(st.model, st.optimizer, state["model"], state["optimizer"])
+    else:
+        missing = st.model.load_state_dict(state["model"], strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"checkpoint {path} does not match the model: {missing.unexpected_keys[:5]}")
+        if "requires_grad" in state:   # which parameters train now (LISA's sampled layers): part of the state
+            live = set(state["requires_grad"])
+            for n, p in st.model.named_parameters():
+                p.requires_grad_(n in live)
+        st.optimizer.load_state_dict(state["optimizer"])
     st.scheduler.load_state_dict(state["scheduler"])
     st.step, st.tokens, st.examples = int(state["step"]), int(state["tokens"]), int(state.get("examples", 0))
     st.losses = [list(p) for p in state["loss_curve"]]
@@ -577,7 +596,8 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
     if threads:
         torch.set_num_threads(int(threads))   # never oversubscribe the cores the launcher gave us
     set_seed(spec.seed)
-    world = world_from_env()   # N ranks under torchrun or srun (harness.distributed); one process otherwise
+    # N ranks under torchrun or srun (harness.distributed), sharing the model as budget.parallel says
+    world = replace(world_from_env(), parallel=budget.get("parallel") or "ddp")
     device = device_for(world, pick_device(spec.device))
     amp_dtype, scaler = precision(spec, device)   # before any compute: float16 off a GPU is a config error
     if world.distributed and int(budget["batch_size"]) % world.size:
@@ -602,8 +622,6 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
 
     method, res.capacity = solve_capacity(spec, loaded)
     if method is not spec.method:
-        from dataclasses import replace
-
         spec = replace(spec, method=method)
     train_examples = list(data.train)
     if budget.get("train_size"):
@@ -634,7 +652,9 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
         res.trainable_params, res.total_params, res.adapter_bytes = count_params(model)
     if budget.get("gradient_checkpointing"):
         enable_gradient_checkpointing(model)
-    ddp = data_parallel(model, world, device)
+    if world.lockstep:   # FSDP2: sharded in place, trained through the model itself
+        shard_model(model, world, device)
+    ddp = data_parallel(model, world, device) if not world.lockstep else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, trainable, spec.method, impl)
     trainable = optimizer_params(optimizer)   # a method's own optimizer may own more (LISA's frozen-for-now layers)
@@ -676,8 +696,11 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                               ended_by=ended_by, device=device)
         # the ranks hold the same weights and optimizer state: one writes, all read on resume
         rngs = [r for rank in gather_objects([rng_state()], world) for r in rank] if world.distributed else None
+        # FSDP: each rank holds shards; gathered whole (on every rank, for rank 0) before rank 0 writes them
+        sharded = (full_trained_state(model), full_optimizer_state(model, optimizer)) if world.lockstep else None
         if world.main:
-            save_checkpoint(ckpt, st, eval_history=res.eval_history, attempts=[*prior, costs], rank_rngs=rngs)
+            save_checkpoint(ckpt, st, eval_history=res.eval_history, attempts=[*prior, costs], rank_rngs=rngs,
+                            sharded=sharded)
         clock.saved()
         return [*prior, costs]
 
@@ -747,9 +770,10 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                                                            tokenizer, data.evals, spec, device, log=log, step=step)
 
     # 7. adapter: save what the method trained (small for PEFT), so results can be reused
+    whole = full_trained_state(model) if world.lockstep else None   # FSDP: gathered by every rank
     if world.main:
         res.adapter_bytes = _save_adapter(model, spec.run_dir / "adapter", res.adapter_bytes, method=spec.method,
-                                          model_cfg=spec.model)
+                                          model_cfg=spec.model, state=whole)
 
     # 8. costs over every attempt: an interrupted run must not look cheaper than it was
     res.attempts = [*prior, attempt_costs(attempt, t_start=t_start, train_s=train_s, step=step,
@@ -871,7 +895,7 @@ def execution_info(st: StepState, model: nn.Module, budget: Mapping[str, Any]) -
     per_rank = batch // world.size
     info = {"batch_size": batch, "micro_batch_size": min(used, per_rank),
             "accumulation_steps": -(-per_rank // min(used, per_rank)), "world_size": world.size,
-            "parallel": "ddp" if world.distributed else None, "nodes": int(os.environ.get("GROUP_WORLD_SIZE")
+            "parallel": world.parallel if world.distributed else None, "nodes": int(os.environ.get("GROUP_WORLD_SIZE")
                                                                              or os.environ.get("SLURM_NNODES") or 1),
             "micro_batch_requested": budget.get("micro_batch_size"),
             "gradient_checkpointing": bool(budget.get("gradient_checkpointing")),
@@ -909,24 +933,38 @@ def subsample(points: list[list[float]], n: int) -> list[list[float]]:
 
 
 def _save_adapter(model: nn.Module, out_dir: Path, trainable_bytes: int, *,
-                  method: Mapping[str, Any] | None = None, model_cfg: Mapping[str, Any] | None = None) -> int:
+                  method: Mapping[str, Any] | None = None, model_cfg: Mapping[str, Any] | None = None,
+                  state: Mapping[str, torch.Tensor] | None = None) -> int:
     """Size on disk of the trained parameters. PEFT adapters are saved in peft's format, custom adapters
-    (methods/_adapters.py) in peftbench's (safetensors + the method's config); full FT is only measured."""
+    (methods/_adapters.py) in peftbench's (safetensors + the method's config); full FT is only measured.
+    ``state``: the trained tensors, whole (an FSDP model's own are shards), keyed as ``model.state_dict()``."""
     from methods._adapters import has_adapters
     from methods._adapters import save as save_custom
 
     encoder = getattr(model, "encoder", model)
+    prefix = "encoder." if encoder is not model else ""
+
+    def part(pre: str) -> dict[str, torch.Tensor] | None:
+        return None if state is None else {k[len(pre):]: v for k, v in state.items() if k.startswith(pre)}
+
     if hasattr(encoder, "save_pretrained") and hasattr(encoder, "peft_config"):
-        encoder.save_pretrained(out_dir)
+        if state is not None:   # a frozen adapter tensor is not gathered: refuse rather than save a partial adapter
+            from peft import get_peft_model_state_dict
+
+            absent = sorted(set(get_peft_model_state_dict(encoder)) -
+                            set(get_peft_model_state_dict(encoder, state_dict=part(prefix))))
+            if absent:
+                raise KeyError(f"adapter tensors missing from the gathered state: {absent[:5]}")
+        encoder.save_pretrained(out_dir, state_dict=part(prefix))
     elif has_adapters(encoder) and method is not None and model_cfg is not None:
-        save_custom(encoder, out_dir, method, model_cfg)
+        save_custom(encoder, out_dir, method, model_cfg, state=part(prefix))
     else:
         return trainable_bytes
     if isinstance(model, EncoderClassifier):
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()},
-                  out_dir / "classifier.safetensors")
+        head = part("classifier.") or model.classifier.state_dict()
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.items()}, out_dir / "classifier.safetensors")
     return sum(p.stat().st_size for p in out_dir.rglob("*.safetensors"))
 
 

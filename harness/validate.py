@@ -12,6 +12,8 @@ from typing import Any
 
 from harness.preempt import parse_interval
 
+PARALLEL = ("ddp", "fsdp")   # budget.parallel: how N ranks share the model (plumbing: both compute the same)
+
 DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_SHORT = ("fp32", "bf16", "fp16")   # accepted too; harness.spec normalises them to DTYPES
 AMP_DTYPES = ("bfloat16", "float16", "bf16", "fp16")   # budget.amp: autocast's dtype, or null (none)
@@ -326,6 +328,39 @@ def _check_scale(c: _Checker, b: Mapping[str, Any]) -> None:
     if not isinstance(checkpointing, bool):
         c.add(f"budget.gradient_checkpointing: {checkpointing!r} must be true or false")
     c.choice(b, "budget", "amp", AMP_DTYPES, optional=True)
+    c.choice(b, "budget", "parallel", PARALLEL, optional=True)
+    if b.get("parallel") == "fsdp" and micro == "auto":
+        c.add("budget.micro_batch_size: auto with budget.parallel=fsdp: a rank that halves its micro-batch after "
+              "running out of memory makes more forward calls than the others, and FSDP's every forward is a "
+              "collective; give a number")
+
+
+# What a method may add to the loop that reads or edits its parameters outside a forward call: under FSDP those
+# are shards (DTensors), which these hooks were not written for.
+FSDP_REFUSED_HOOKS = {"callback": "a per-step callback", "regularizer": "a loss regularizer",
+                      "optimizer": "its own optimizer", "eval_variants": "evaluation variants"}
+
+
+def fsdp_refusal(method: Mapping[str, Any]) -> str | None:
+    """Why FSDP cannot run this method, or None: hooks that work on whole parameters, or what its YAML's
+    ``info.fsdp`` says (found by tests/harness/test_distributed.py, which runs every other method under FSDP)."""
+    import methods
+
+    info = method.get("info") if isinstance(method.get("info"), Mapping) else {}
+    if info.get("fsdp"):
+        return str(info["fsdp"])
+    try:
+        impl = methods.resolve(method)
+    except Exception:  # noqa: BLE001 - an unknown method is _check_method's message
+        return None
+    hooks = [why for hook, why in FSDP_REFUSED_HOOKS.items() if getattr(impl, hook, None) is not None]
+    return f"it has {' and '.join(hooks)} that work on whole parameters, not FSDP's shards" if hooks else None
+
+
+def _check_fsdp_method(c: _Checker, method: Mapping[str, Any]) -> None:
+    why = fsdp_refusal(method)
+    if why:
+        c.add(f"budget.parallel: fsdp with method {method.get('name')!r}: {why}; use budget.parallel=ddp")
 
 
 # peft methods whose trainable tensors peft keeps in the base's dtype (not tuner layers, so autocast_adapter_dtype
@@ -455,6 +490,8 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
             c.add(f"budget.trainable_params: method {cfg['method'].get('name')!r} trains every weight and has "
                   "no capacity knob; use a budget without a trainable-parameter target (or "
                   "budget.capacity_policy=closest, which runs it as it is and says so)")
+    if ok["method"] and ok["budget"] and cfg["budget"].get("parallel") == "fsdp":
+        _check_fsdp_method(c, cfg["method"])
     _check_half_on_cpu(c, cfg)
     device = str(cfg.get("device") or "auto")
     if not _DEVICE_RE.match(device):

@@ -184,14 +184,21 @@ def has_adapters(model: nn.Module) -> bool:
     return any(isinstance(m, AdapterLinear) for m in model.modules())
 
 
-def save(model: nn.Module, out_dir: Path, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> int:
-    """Write the adapter of `model` (the backbone the method was applied to); returns the bytes written."""
+def save(model: nn.Module, out_dir: Path, method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], *,
+         state: Mapping[str, torch.Tensor] | None = None) -> int:
+    """Write the adapter of `model` (the backbone the method was applied to); returns the bytes written.
+    `state`: the tensors' whole values by state-dict name, where the model holds only shards of them (FSDP)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = adapter_state(model)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    live = adapter_state(model)
+    if state is not None:
+        absent = [k for k in live if k not in state]
+        if absent:
+            raise KeyError(f"adapter tensors missing from the gathered state: {absent[:5]}")
+    tensors = {k: (v if state is None else state[k]).detach().cpu().contiguous() for k, v in live.items()}
+    state = live
     save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": _plain(method_cfg),
             "model": _plain(model_cfg),

@@ -137,7 +137,9 @@ class PeftbenchSweeper(BasicSweeper):
             from harness.plan import plan_lines
 
             print("\n".join(plan_lines(planned, launcher=str(self.config.get("launcher_name", "?")),
-                                       parallel=self._parallel())))
+                                       parallel=self._parallel(),
+                                       launcher_params=OmegaConf.to_container(self.config.hydra.launcher,
+                                                                              resolve=True))))
             return []
         print(f"peftbench: {len(jobs)} jobs; {skipped} already have a success record (skipped); "
               f"{len(todo)} to run", file=sys.stderr)

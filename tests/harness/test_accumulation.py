@@ -17,7 +17,7 @@ from torch import nn
 
 import methods
 from harness.batching import causal_lm_batch, classify_batch, split_batch
-from harness.distributed import World
+from harness.distributed import World, plain, shard_model
 from harness.train import (
     EncoderClassifier,
     OutOfMemory,
@@ -78,13 +78,15 @@ def build(kind: str, *, method: str = "lora", dropout: float = 0.0, checkpointin
     if checkpointing:
         enable_gradient_checkpointing(model)
     model.train()
+    world = world or World()
+    if world.lockstep:   # FSDP2: sharded before the optimizer sees the (now sharded) parameters, as in a job
+        shard_model(model, world, torch.device(device))
     opt = make_optimizer(model, [p for p in model.parameters() if p.requires_grad], cfg, impl)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    world = world or World()
     return StepState(model=model, optimizer=opt, scheduler=sched, trainable=optimizer_params(opt), protocol=protocol,
                      device=torch.device(device), total_steps=STEPS * 2, grad_clip=1.0, callback=impl.callback,
                      regularizer=impl.regularizer, micro_batch_size=micro, auto_micro=auto, world=world,
-                     ddp=data_parallel(model, world, torch.device(device)))
+                     ddp=data_parallel(model, world, torch.device(device)) if not world.lockstep else None)
 
 
 def batches(kind: str, n: int = STEPS, size: int = 8) -> list[dict[str, torch.Tensor]]:
@@ -108,8 +110,8 @@ def batches(kind: str, n: int = STEPS, size: int = 8) -> list[dict[str, torch.Te
 
 
 def run(st: StepState, data: list[dict[str, torch.Tensor]]) -> tuple[list[float], dict[str, torch.Tensor]]:
-    losses = [train_step(st, b) for b in data]
-    return losses, {n: p.detach().clone() for n, p in st.model.named_parameters() if p.requires_grad}
+    losses = [train_step(st, b) for b in data]   # FSDP: each rank holds shards, gathered whole (a collective)
+    return losses, {n: plain(p.detach()).clone() for n, p in st.model.named_parameters() if p.requires_grad}
 
 
 def assert_same(a: tuple[list[float], dict[str, torch.Tensor]], b: tuple[list[float], dict[str, torch.Tensor]],

@@ -23,7 +23,8 @@ def _problems(*overrides: str) -> list[str]:
 # ------------------------------------------------------------------------------------- signature
 @pytest.mark.parametrize("overrides", [["budget.micro_batch_size=2"], ["budget.micro_batch_size=auto"],
                                        ["budget.micro_batch_size=4"], ["budget.gradient_checkpointing=true"],
-                                       ["budget.micro_batch_size=1", "budget.gradient_checkpointing=true"]])
+                                       ["budget.micro_batch_size=1", "budget.gradient_checkpointing=true"],
+                                       ["budget.parallel=fsdp"], ["budget.parallel=ddp"], ["~budget.parallel"]])
 def test_plumbing_fields_stay_out_of_the_signature(overrides: list[str]) -> None:
     assert _spec(*overrides).signature == _spec().signature
     assert _spec(*overrides).semantic() == _spec().semantic()
@@ -55,8 +56,9 @@ def test_every_budget_states_the_new_fields_at_their_defaults(budget: str) -> No
     """Each conf/budget/*.yaml carries the fields (with a comment), at values that leave its signature as it
     was before they existed: the semantic block holds none of them."""
     b = compose_dict(("logger=none", f"budget={budget}"))["budget"]
-    assert (b["micro_batch_size"], b["gradient_checkpointing"], b["amp"]) == (None, False, None)
-    assert not {"micro_batch_size", "gradient_checkpointing", "amp"} & set(_spec(f"budget={budget}").semantic()["budget"])
+    assert (b["micro_batch_size"], b["gradient_checkpointing"], b["amp"], b["parallel"]) == (None, False, None, "ddp")
+    assert not {"micro_batch_size", "gradient_checkpointing", "amp", "parallel"} & set(
+        _spec(f"budget={budget}").semantic()["budget"])
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -73,6 +75,9 @@ BAD = [
     (["model.dtype=int8"], "model.dtype", ["'int8'", "float32", "bfloat16", "float16", "bf16"]),
     (["model.dtype=float16", "method=full"], "model.dtype", ["'float16'", "'full'", "base weights", "bfloat16"]),
     (["model.dtype=fp16", "method=galore"], "model.dtype", ["'galore'", "base weights"]),
+    (["budget.parallel=tp"], "budget.parallel", ["'tp'", "ddp", "fsdp"]),
+    (["budget.parallel=fsdp", "budget.micro_batch_size=auto"], "budget.micro_batch_size",
+     ["auto", "fsdp", "collective"]),
 ]
 
 
@@ -101,3 +106,26 @@ def test_every_bad_scale_field_at_once() -> None:
     for field in ("budget.micro_batch_size", "budget.gradient_checkpointing", "budget.amp", "model.dtype",
                   "budget.warmup_ratio"):
         assert field in fields, info.value.problems
+
+
+@pytest.mark.parametrize("method", conf_names("method"))
+def test_fsdp_takes_a_method_unless_it_touches_whole_parameters_outside_a_forward(method: str) -> None:
+    """Under FSDP a parameter is a shard outside its block's forward: a method whose per-step callback,
+    regularizer, optimizer or evaluation variants work on parameters is refused by name; every other method
+    validates as it does under DDP."""
+    import methods
+    from harness.validate import FSDP_REFUSED_HOOKS
+
+    cfg = compose_dict(("logger=none", f"method={method}", "model=minilm-l6", "task=glue/sst2", "budget=smoke"))
+    if validate_config(cfg):
+        pytest.skip(f"{method} does not validate on this model/task to begin with")
+    impl = methods.resolve(cfg["method"])
+    hooks = [h for h in FSDP_REFUSED_HOOKS if getattr(impl, h, None) is not None] + \
+        (["info.fsdp"] if cfg["method"]["info"].get("fsdp") else [])
+    cfg["budget"]["parallel"] = "fsdp"
+    problems = validate_config(cfg)
+    if hooks:
+        assert len(problems) == 1 and problems[0].startswith("budget.parallel:") and method in problems[0], problems
+        assert "budget.parallel=ddp" in problems[0]
+    else:
+        assert problems == []

@@ -42,7 +42,8 @@ def only_record(root: Path) -> dict:
     return json.loads(records[0].read_text())
 
 
-def assert_same_job(two: dict, one: dict, two_root: Path, one_root: Path, tol: float = 1e-5) -> None:
+def assert_same_job(two: dict, one: dict, two_root: Path, one_root: Path, tol: float = 1e-5,
+                    parallel: str = "ddp") -> None:
     assert two["run"]["status"] == "success", two["run"]["error"]
     assert two["run"]["signature"] == one["run"]["signature"]   # world size is plumbing
     assert two["eval"]["metrics"] == one["eval"]["metrics"]
@@ -66,7 +67,7 @@ def assert_same_job(two: dict, one: dict, two_root: Path, one_root: Path, tol: f
             total, close = total + d.numel(), close + int((d <= tol).sum())
     assert close >= 0.999 * total, (close, total)
     ex = two["meta"]["execution"]
-    assert (ex["world_size"], ex["parallel"]) == (2, "ddp")
+    assert (ex["world_size"], ex["parallel"]) == (2, parallel)
     assert [r["rank"] for r in two["train"]["ranks"]] == [0, 1]
     assert two["train"]["peak_memory_mb"] == max(r["peak_memory_mb"] for r in two["train"]["ranks"])
 
@@ -81,12 +82,29 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dic
     return out
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 @pytest.mark.parametrize("name", ["minilm-sst2", "smollm2-gsm8k"])
-def test_two_ranks_equal_one_process(name: str, one_process: dict, tmp_path: Path) -> None:
+def test_two_ranks_equal_one_process(name: str, parallel: str, one_process: dict, tmp_path: Path) -> None:
+    """DDP (replicas, gradients all-reduced) and FSDP2 (each block's parameters, gradients and optimizer state
+    sharded, gathered for its forward and backward; evaluation in lockstep) both give the one-process job."""
     one, one_root = one_process[name]
-    proc = torchrun(tmp_path, *(ENCODER if name == "minilm-sst2" else DECODER))
+    proc = torchrun(tmp_path, *(ENCODER if name == "minilm-sst2" else DECODER), f"budget.parallel={parallel}")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert_same_job(only_record(tmp_path), one, tmp_path, one_root)
+    assert_same_job(only_record(tmp_path), one, tmp_path, one_root, parallel=parallel)
+
+
+def test_qlora_under_fsdp_equals_one_process(tmp_path: Path) -> None:
+    """QLoRA under FSDP2: the NF4 base's packed uint8 weights are sharded per parameter like any other (FSDP2 needs
+    no common storage dtype, which FSDP1's flat parameters did: bnb_4bit_quant_storage), gathered with their
+    quantization state for each block's forward; 2 ranks give the one-process QLoRA job."""
+    job = (*ENCODER, "model.quantization=nf4")
+    one = run_record(tmp_path / "one", *job)
+    proc = torchrun(tmp_path / "two", *job, "budget.parallel=fsdp")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = only_record(tmp_path / "two")
+    q = two["meta"]["model"]["quantization"]
+    assert q == one["meta"]["model"]["quantization"] and q["quantization"] == "nf4" and q["quantized_linear_layers"] > 0
+    assert_same_job(two, one, tmp_path / "two", tmp_path / "one", parallel="fsdp")
 
 
 def test_launcher_local_runs_a_job_as_two_ranks(one_process: dict, tmp_path: Path) -> None:
@@ -130,13 +148,14 @@ def test_a_rank_that_raises_ends_the_job_failed_naming_it(tmp_path: Path) -> Non
     assert elapsed < 120, elapsed   # model loading included; the gloo timeout is 600 s
 
 
-def test_two_ranks_sigtermed_mid_run_resume_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_sigtermed_mid_run_resume_exactly(parallel: str, tmp_path: Path) -> None:
     """SIGTERM to torchrun mid-training (what a cluster's time limit or `kill` does): torchrun passes it to both
     ranks, they agree on one step, checkpoint there (rank 0 writes it, with each rank's generators) and rank 0
     records `cancelled`; rerunning resumes from the checkpoint to the uninterrupted 2-rank record, bit for bit."""
     import signal
 
-    job = (*ENCODER, "budget.steps=40")
+    job = (*ENCODER, "budget.steps=40", f"budget.parallel={parallel}")
     ref_root, root = tmp_path / "ref", tmp_path / "stopped"
     ref = torchrun(ref_root, *job)
     assert ref.returncode == 0, ref.stderr[-3000:]
