@@ -98,11 +98,7 @@ def _evaluate_sets(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], 
         base = baseline(spec.task, subset, kind=set_cfg.get("baseline"))
         info: dict[str, Any] = {}
         if protocol == "loglik":
-            from harness.loglik import evaluate_loglik
-
-            ll = evaluate_loglik(model, tokenizer, subset, spec.task,
-                                 batch_size=int(spec.budget["eval_batch_size"]), device=device,
-                                 workdir=spec.run_dir / "lm_eval" / es.name.replace("/", "_"), name=es.name)
+            ll = _loglik(model, tokenizer, subset, spec, device, es.name, world)
             metrics, samples, info = ll.metrics, ll.samples, ll.info
             outcomes = Outcomes("correct", metrics_of(spec.task)[0]["name"], np.asarray(ll.outcomes, np.uint8))
         else:
@@ -114,6 +110,23 @@ def _evaluate_sets(model: torch.nn.Module, tokenizer: Any, sets: Sequence[Any], 
         out.append(SetResult(name=es.name, split=es.split, metrics={k: float(v) for k, v in metrics.items()},
                              n_examples=len(subset), baseline=base, samples=samples, info=info,
                              outcomes=outcomes))
+
+
+def _loglik(model: torch.nn.Module, tokenizer: Any, subset: list[Any], spec: Any, device: torch.device, name: str,
+            world: World) -> Any:
+    """lm-eval's scores of one set. With DDP ranks each scores its contiguous share (in its own lm-eval folder)
+    and the shares are merged (harness.loglik.merge_loglik: the one-process metrics and outcomes). FSDP ranks
+    score the whole set alike: every forward is a collective, and lm-eval batches a share as it likes."""
+    from harness.loglik import evaluate_loglik, merge_loglik
+
+    workdir = spec.run_dir / "lm_eval" / name.replace("/", "_")
+    kw = {"batch_size": int(spec.budget["eval_batch_size"]), "device": device, "name": name}
+    if not world.distributed or world.lockstep:
+        return evaluate_loglik(model, tokenizer, subset, spec.task, workdir=workdir, **kw)
+    lo, hi = rank_bounds(len(subset), world)[world.rank]
+    mine = evaluate_loglik(model, tokenizer, subset[lo:hi], spec.task, workdir=workdir / f"rank{world.rank}", **kw) \
+        if hi > lo else None
+    return merge_loglik([p for rank in gather_objects([mine], world) for p in rank if p is not None])
 
 
 def sharded(run: Any, world: World, model: torch.nn.Module, tokenizer: Any, subset: list[Any], spec: Any,

@@ -48,6 +48,7 @@ class LoglikResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[int] = field(default_factory=list)   # 1 right / 0 wrong by the primary metric, input order
     info: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, list[float]] = field(default_factory=dict)   # each metric's per-example value, input order
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,23 @@ def _quiet_lm_eval() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+@contextlib.contextmanager
+def _one_process() -> Iterator[None]:
+    """lm-eval returns results only where LOCAL_RANK is 0 (its tensor-parallel rule); a rank of a peftbench job
+    scores its own examples with its own lm-eval, a single process as far as lm-eval is concerned."""
+    import os
+
+    saved = os.environ.get("LOCAL_RANK")
+    os.environ["LOCAL_RANK"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LOCAL_RANK", None)
+        else:
+            os.environ["LOCAL_RANK"] = saved
+
+
 def make_hflm(model: Any, tokenizer: Any, *, batch_size: int, device: torch.device) -> Any:
     """lm-eval's HF model class around an in-memory model (plain or peft-wrapped).
 
@@ -209,7 +227,7 @@ def evaluate_loglik(model: Any, tokenizer: Any, examples: Sequence[Any], task_cf
     was_training = model.training
     try:
         lm = make_hflm(model, tokenizer, batch_size=batch_size, device=device)
-        with _quiet_lm_eval():
+        with _quiet_lm_eval(), _one_process():
             manager = TaskManager(include_path=str(files.directory), include_defaults=False)
             out = lm_eval.simple_evaluate(
                 model=lm, tasks=[files.name], task_manager=manager, num_fewshot=0, log_samples=True,
@@ -239,4 +257,26 @@ def evaluate_loglik(model: Any, tokenizer: Any, examples: Sequence[Any], task_cf
     info = {"lm_eval_version": version("lm_eval"),
             "task": files.name, "task_version": out.get("versions", {}).get(files.name), "stderr": stderr}
     return LoglikResult(metrics=metrics, n_examples=len(examples), samples=samples, outcomes=outcomes,
-                        info=info)
+                        info=info, values={s["name"]: [float(x[s["name"]]) for x in logged] for s in specs})
+
+
+def merge_loglik(parts: Sequence[LoglikResult]) -> LoglikResult:
+    """The result of contiguous shards of one set, scored apart (one per rank), as if scored at once: lm-eval's
+    acc and acc_norm are means over examples (of 0/1 values, so the sum is exact in any order), and their
+    stderr is the sample standard deviation over sqrt(n) (lm-eval's mean_stderr), recomputed on the whole."""
+    import math
+
+    names = list(parts[0].values)
+    values = {k: [v for p in parts for v in p.values[k]] for k in names}
+    n = len(values[names[0]])
+    metrics = {k: sum(v) / n for k, v in values.items()}
+
+    def stderr(v: list[float]) -> float | None:
+        if n < 2:
+            return None
+        mu = sum(v) / n
+        return math.sqrt(sum((x - mu) ** 2 for x in v) / (n - 1)) / math.sqrt(n)
+
+    info = {**parts[0].info, "stderr": {k: stderr(v) for k, v in values.items()}, "shards": len(parts)}
+    return LoglikResult(metrics=metrics, n_examples=n, samples=[x for p in parts for x in p.samples][:N_SAMPLES],
+                        outcomes=[o for p in parts for o in p.outcomes], info=info, values=values)

@@ -168,3 +168,33 @@ def test_plain_model_and_peft_model_scores_match_brute_force(smollm, tmp_path: P
         assert all(o < 1e-4 for o in offsets)   # that extra term is a log-probability
     # the adapter is really applied: the peft model scores differ from the plain model's
     assert result.samples[-1]["loglik"] != pytest.approx(plain.samples[0]["loglik"], abs=1e-3)
+
+
+@pytest.mark.integration
+def test_shards_scored_apart_and_merged_equal_the_whole_set(smollm, tmp_path: Path) -> None:
+    """What N DDP ranks do with a log-likelihood set (harness.evaluate._loglik): each scores its contiguous share
+    with lm-eval, and merge_loglik gives the one-process metrics, per-example outcomes, stderr and samples."""
+    from harness.loglik import merge_loglik
+
+    backbone, tokenizer = smollm
+    backbone.eval()
+    rows = json.loads(ARC_EASY_TEST.read_text())[1:8]
+    examples = []
+    for row in rows:
+        words = tuple(row["instruction"].rsplit("Answer format: ", 1)[1].strip().split("/"))
+        examples.append(Example(prompt=_alpaca(row["instruction"]), target=row["output"], answer=row["answer"],
+                                choices=words))
+    kw = {"batch_size": 4, "device": torch.device("cpu")}
+    whole = evaluate_loglik(backbone, tokenizer, examples, TASK_CFG, workdir=tmp_path / "whole", **kw)
+    parts = [evaluate_loglik(backbone, tokenizer, examples[lo:hi], TASK_CFG, workdir=tmp_path / f"r{i}", **kw)
+             for i, (lo, hi) in enumerate([(0, 4), (4, 7)])]
+    merged = merge_loglik(parts)
+    assert 0 < sum(whole.outcomes) < len(examples), whole.outcomes   # a mix of right and wrong: stderr is not 0
+    assert merged.metrics == whole.metrics
+    assert merged.outcomes == whole.outcomes and merged.values == whole.values
+    assert merged.n_examples == whole.n_examples == 7
+    for name, err in whole.info["stderr"].items():
+        assert merged.info["stderr"][name] == pytest.approx(err, rel=1e-9, abs=0)
+    assert len(merged.samples) == len(whole.samples)
+    for a, b in zip(merged.samples, whole.samples):   # batch composition moves a log-likelihood by float noise only
+        assert a["prediction"] == b["prediction"] and a["loglik"] == pytest.approx(b["loglik"], abs=1e-4)

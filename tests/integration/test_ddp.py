@@ -107,6 +107,23 @@ def test_qlora_under_fsdp_equals_one_process(tmp_path: Path) -> None:
     assert_same_job(two, one, tmp_path / "two", tmp_path / "one", parallel="fsdp")
 
 
+def test_loglik_evaluation_is_sharded_and_merged(tmp_path: Path) -> None:
+    """A log-likelihood task (lm-eval) on 2 DDP ranks: each scores its contiguous share of the set in its own
+    lm-eval, and the merged metrics, stderr and per-example outcomes are the one-process ones."""
+    job = (*DECODER[:3], "task=commonsense/piqa", "task.protocol=loglik", *DECODER[4:])
+    one = run_record(tmp_path / "one", *job)
+    proc = torchrun(tmp_path / "two", *job)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = only_record(tmp_path / "two")
+    assert two["run"]["status"] == "success", two["run"]["error"]
+    assert two["eval"]["n_examples"] == one["eval"]["n_examples"] == 4
+    assert two["eval"]["metrics"] == one["eval"]["metrics"]
+    assert two["eval"]["outcomes"] == one["eval"]["outcomes"]
+    lm_two, lm_one = two["eval"]["lm_eval"]["commonsense/piqa"], one["eval"]["lm_eval"]["commonsense/piqa"]
+    assert lm_two["shards"] == 2 and "shards" not in lm_one
+    assert lm_two["stderr"] == pytest.approx(lm_one["stderr"], rel=1e-9)
+
+
 def test_launcher_local_runs_a_job_as_two_ranks(one_process: dict, tmp_path: Path) -> None:
     """launcher=local with hydra.launcher.nproc_per_job=2: the job's process forks two ranks (as torchrun
     would start them) and the sweep's one record equals the one-process record."""
