@@ -42,3 +42,5 @@ html_theme_options = {"description": "fair PEFT comparisons, social-choice leade
 autodoc_default_options: dict[str, object] = {}   # each automodule names the members it documents
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
+autodoc_preserve_defaults = True  # defaults as written (PROJECT_ROOT / "results"), not this machine's paths
+highlight_language = "text"       # docstrings are shown as literal text; fenced code names its language
