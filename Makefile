@@ -16,7 +16,7 @@ TEST_STAMP := $(VENV)/.peftbench-test-installed
 .PHONY: setup models browser slurm demo test lint docs leaderboard clean-results help
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,5p' Makefile
 
 # torch through pip, so that TORCH_SPEC's --index-url and the machine's pip configuration pick the build
 # (CPU or CUDA); everything else through uv, which resolves and downloads in parallel: on a fresh 2-core
