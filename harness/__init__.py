@@ -3,7 +3,16 @@ use (`${peftbench.runs_dir:${runs_dir}}`), so every entry point that composes a 
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
+
+try:
+    # The installed distribution's version (pyproject.toml's, via the egg-info of `pip install -e .`): the
+    # same call provenance.package_versions() makes for every record's meta.packages.peftbench, so
+    # `peftbench --version` prints exactly what records carry.
+    __version__ = metadata.version("peftbench")
+except metadata.PackageNotFoundError:   # pragma: no cover - a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 
 def _runs_dir(value: object = None) -> str:

@@ -1,5 +1,6 @@
 """`peftbench` console script: thin entry points over the harness.
 
+  peftbench --version                      the version every record carries (meta.packages.peftbench)
   peftbench run [-m] [hydra overrides]     one job, or a multirun sweep (-m)
   peftbench sweep NAME [overrides]         a named sweep from sweeps/NAME.yaml
   peftbench leaderboard [options]          regenerate results/leaderboards/ from results/records/
@@ -251,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from harness import __version__
+
+        print(f"peftbench {__version__}")
+        return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         print(f"peftbench: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
