@@ -16,6 +16,8 @@
   peftbench plan [NAME] [overrides]        every job of a sweep: skip / resume / run, estimated cost; submits nothing
   peftbench status [SWEEP] [-v]            done / running / pending / failed / cancelled per sweep, reasons, logs
   peftbench cancel SWEEP                   stop a sweep's running and pending jobs (they record `cancelled`)
+  peftbench import peft-results FILE...    peft's method-comparison results → external records (own boards)
+  peftbench import peft-experiment DIR...  peft experiment folders → method + overrides (a command or --sweep FILE)
 """
 from __future__ import annotations
 
@@ -242,7 +244,13 @@ def _cancel(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
+def _import(argv: list[str]) -> int:
+    from harness.peft_mc import main
+
+    return main(argv)
+
+
+COMMANDS = {"import": _import, "run": _hydra, "sweep": _sweep, "leaderboard": _leaderboard, "rank": _rank,
             "fetch-models": _fetch, "validate": _validate, "tasks": _tasks, "methods": _methods, "search": _search, "tune": _tune,
             "studies": _studies, "plan": _plan, "status": _status, "cancel": _cancel}
 

@@ -117,6 +117,14 @@ PEFT_CONFIGS: dict[str, PeftConfigEntry] = {
     "prefix_tuning": PeftConfigEntry("PrefixTuningConfig"),
     "p_tuning": PeftConfigEntry("PromptEncoderConfig"),
     "adaption_prompt": PeftConfigEntry("AdaptionPromptConfig"),
+    # peft types with no conf/method entry yet: peft's method comparison publishes results for them, and
+    # `peftbench import peft-results` recounts their trainable parameters through these (harness.peft_mc)
+    "adamss": PeftConfigEntry("AdamssConfig"),
+    "deft": PeftConfigEntry("DeftConfig"),
+    "frod": PeftConfigEntry("FrodConfig"),
+    "hira": PeftConfigEntry("HiraConfig"),
+    "psoft": PeftConfigEntry("PsoftConfig"),
+    "trainable_tokens": PeftConfigEntry("TrainableTokensConfig"),
 }
 
 # Optimizers a method may name in `optim.name` (peft-native hooks in methods/peft_native.py).

@@ -43,7 +43,8 @@ from harness.records import atomic_write, read_record
 # 4: rows of eval.subtasks records; 5: validation-split (search trial) records never ranked; 6: baseline and
 # per-example outcome totals columns; 7: the outcome_key column (a digest of each set's outcomes); 8: file
 # names as one NUL-separated byte array and seeds as arrays (not JSON lists); columns merged, not re-encoded
-CACHE_VERSION = 10
+# 11: an external record's budget column is <budget>@<publisher> (harness.leaderboard.external)
+CACHE_VERSION = 11
 CACHE_NAME = "records.npz"
 POOL_MIN_FILES = 2000  # below this a pool's start-up costs more than it saves
 N_COLUMNS = len(LONG_COLUMNS)

@@ -102,12 +102,14 @@ def pareto_score(rep: BoardReport) -> tuple[pd.Series, str, bool]:
     """The y of the Pareto plots: mean primary metric over tasks when that is meaningful (one
     direction, no missing cell), else the mean per-task rank (1 = best), which always is."""
     b = rep.board
-    dirs = set(b.directions.values())
-    if len(dirs) == 1 and not b.scores.isna().to_numpy().any():
-        metrics = sorted(set(b.metrics.values()))
-        label = f"mean {metrics[0] if len(metrics) == 1 else 'primary metric'} over {b.scores.shape[1]} task(s)"
-        return b.scores.mean(axis=1), label + (" ↑" if dirs == {"max"} else " ↓"), dirs == {"max"}
-    ranks = b.oriented().rank(axis=0, ascending=False, method="average")
+    cols = b.score_columns   # on a board over criteria: its tasks only (cost criteria are the plots' x axes)
+    scores = b.scores[cols]
+    dirs = {b.directions[c] for c in cols}
+    if len(dirs) == 1 and not scores.isna().to_numpy().any():
+        metrics = sorted({b.metrics[c] for c in cols})
+        label = f"mean {metrics[0] if len(metrics) == 1 else 'primary metric'} over {scores.shape[1]} task(s)"
+        return scores.mean(axis=1), label + (" ↑" if dirs == {"max"} else " ↓"), dirs == {"max"}
+    ranks = b.oriented()[cols].rank(axis=0, ascending=False, method="average")
     return ranks.mean(axis=1), "mean rank over tasks (1 = best)", False
 
 

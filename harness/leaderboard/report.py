@@ -54,6 +54,13 @@ from harness.leaderboard.examples import (
     paired_document,
     paired_from_document,
 )
+from harness.leaderboard.external import (
+    CRITERIA,
+    add_external_notes,
+    criteria_note,
+    criteria_rows,
+    parse_criteria,
+)
 from harness.leaderboard.instance import DESCRIPTION as INSTANCE_DESCRIPTION
 from harness.leaderboard.instance import RULE_NAME as INSTANCE_RULE
 from harness.leaderboard.instance import instance_ranking
@@ -841,8 +848,8 @@ class CachedBoardReport:
 
 def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RULES, *,
              n_boot: int = DEFAULT_BOOTSTRAP, html: bool = True, jobs: int | None = None,
-             use_cache: bool = True, progress: Callable[[str], None] | None = None
-             ) -> tuple[str, list[Path], list[BoardReport]]:
+             use_cache: bool = True, progress: Callable[[str], None] | None = None,
+             criteria: Sequence[str] = ()) -> tuple[str, list[Path], list[BoardReport]]:
     """Write every board; return (the combined Markdown, files written, the board reports).
 
     ``progress``, when given, gets one line per board as it is analysed (``[n/N] <board key> 1.2 s``,
@@ -853,13 +860,14 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
     inputs hash to a key already in the board cache reuses its stored Markdown/CSV/JSON/HTML (its
     report is then a :class:`CachedBoardReport`, analysed only if something asks for more than the
     board); the other boards are analysed and rendered in a pool of ``jobs`` processes (default:
-    every CPU; 1 = in-process). ``use_cache=False`` neither reads nor writes either cache."""
+    every CPU; 1 = in-process). ``use_cache=False`` neither reads nor writes either cache. ``criteria``
+    (:data:`harness.leaderboard.external.CRITERIA` names): every board ranks over them, each a voter."""
     from harness.leaderboard.cache import _pool_context, read_frame
 
     jobs = max(1, jobs or os.cpu_count() or 1)
     long, seeds, files = read_frame(results_dir, jobs=jobs, use_cache=use_cache, with_files=True)
     n_failed = int((long["status"] != "success").sum()) if not long.empty else 0
-    ok = one_value_per_seed(long, success_only=True)
+    ok = criteria_rows(one_value_per_seed(long, success_only=True), criteria)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     # counted before resolving duplicates: a multi-set run wholly superseded by single-task runs still ran
@@ -877,6 +885,10 @@ def generate(results_dir: Path, out_dir: Path, rules: Sequence[str] = DEFAULT_RU
                 voter_order={name: s.voters for name, s in suites.items()})
     attach_averages(bs, ok, suites)
     add_search_notes(bs, results_dir, ok["signature"])
+    for board in bs if criteria else ():
+        board.criteria = list(criteria)
+        board.notes.append(criteria_note(criteria))
+    add_external_notes(bs, results_dir, ok)
     all_jobs = [(board, samples[(board.budget, board.model, board.suite)], list(rules), n_boot,
                  failed.get((board.budget, board.model, board.suite), 0), html) for board in bs]
     results: list[tuple[Any, str, str, str, str | None] | None] = [None] * len(all_jobs)
@@ -1099,7 +1111,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cache", action="store_true",
                     help="re-parse every record file and recompute every board; do not read or write "
                          "<results-dir>/leaderboards/.cache (record cache and per-board output cache)")
+    ap.add_argument("--criteria", default=None, metavar="A,B,...",
+                    help="rank every board over these criteria, each a voter with its direction (known: "
+                         f"{', '.join(CRITERIA)}; accuracy = each task's primary metric), e.g. "
+                         "accuracy,memory,train_time")
     args = ap.parse_args(argv)
+    try:
+        criteria = parse_criteria(args.criteria)
+    except ValueError as exc:
+        print(f"peftbench leaderboard: --criteria: {exc}", file=sys.stderr)
+        return 2
     results = _path_or(args.results_dir, "PEFTBENCH_RESULTS", PROJECT_ROOT / "results")
     out = Path(args.out).resolve() if args.out else results / "leaderboards"
     rules = parse_rules(args.rules)
@@ -1123,7 +1144,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         text, written, reports = generate(results, out, rules, n_boot=args.bootstrap, jobs=args.jobs,
-                                          use_cache=not args.no_cache, progress=None if args.quiet else progress)
+                                          use_cache=not args.no_cache, progress=None if args.quiet else progress,
+                                          criteria=criteria)
     except RecordError as exc:
         print(f"peftbench leaderboard: {exc}", file=sys.stderr)
         return 2

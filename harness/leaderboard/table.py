@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness.capacity import TOLERANCE as CAPACITY_TOLERANCE
+from harness.leaderboard.external import board_budget
 from harness.leaderboard.tuning import is_validation_run
 from harness.records import iter_records
 
@@ -113,10 +114,11 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
     if is_validation_run(rec):   # a search trial: tuning, not a result
         return []
     hardware = hardware_label(rec.get("meta"))
+    budget = board_budget(run)   # an external record's budget names its publisher: a board of its own
     if run["status"] != "success":
         if include_failed:
             return [(run["signature"], run["status"], run["method"], run["model"], run["task"],
-                     run.get("suite"), run["budget"], run["seed"], None, NAN, None, None, NAN, NAN, NAN, NAN, None,
+                     run.get("suite"), budget, run["seed"], None, NAN, None, None, NAN, NAN, NAN, NAN, None,
                      hardware, False, NAN, None, NAN, NAN, NAN, NAN, NAN, *(NAN,) * len(DEVICE_COST_COLUMNS))]
         return []
     ev, tr = rec["eval"], rec["train"]
@@ -131,7 +133,7 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
         out: list[tuple[Any, ...]] = []
         for task, sub in subtasks.items():
             head = (run["signature"], "success", run["method"], run["model"], task, run.get("suite") or "",
-                    run["budget"], run["seed"])
+                    budget, run["seed"])
             tail = (*cost, sub.get("task_version", ev["task_version"]), hardware, True)
             primary = sub["primary_metric"]
             base, kind = _baseline_of(sub)
@@ -140,7 +142,7 @@ def record_rows(rec: Mapping[str, Any], *, include_failed: bool = False) -> list
         return out
     primary = ev["primary_metric"]
     head = (run["signature"], "success", run["method"], run["model"], run["task"], run.get("suite") or "",
-            run["budget"], run["seed"])
+            budget, run["seed"])
     tail = (*cost, ev["task_version"], hardware, False)
     base, kind = _baseline_of(ev)
     return [(*head, name, m["value"], m["direction"], name == primary, *tail, _num(base.get(name)), kind,
@@ -315,6 +317,16 @@ class Board:
     # the same examples give the same value) and its kind (majority | chance | zero); absent: not recorded
     baseline: dict[str, float] = field(default_factory=dict)
     baseline_kind: dict[str, str] = field(default_factory=dict)
+    # a board over criteria (harness.leaderboard.external): their names; the score columns are then the tasks
+    # (accuracy) and the other criteria, and `score_columns` the tasks alone (the Pareto plots' score)
+    criteria: list[str] = field(default_factory=list)
+
+    @property
+    def score_columns(self) -> list[str]:
+        from harness.leaderboard.external import CRITERIA
+
+        cols = [str(c) for c in self.scores.columns]
+        return [c for c in cols if c not in CRITERIA] if self.criteria else cols
 
     @property
     def key(self) -> str:

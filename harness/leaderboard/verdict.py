@@ -109,6 +109,8 @@ def verdict(rep: BoardReport, marks: pd.DataFrame | None = None) -> list[str]:
     tasks = list(b.scores.columns)
     n_tasks = len(tasks)
     out: list[str] = []
+    if getattr(b, "criteria", None):   # a board over criteria: the voters are criteria, not only tasks
+        out.append(f"Ranked over {len(b.criteria)} criteria, each a voter: {', '.join(b.criteria)}.")
     # 1. significance over tasks
     f = rep.friedman
     if f is not None:

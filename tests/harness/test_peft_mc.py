@@ -1,0 +1,205 @@
+"""peft's method comparison through peftbench (issue #21): its 63 published results as external records and
+their board, the recount of trainable parameters on Llama-3.2-3B's config alone, boards over criteria, and
+its experiment folders as peftbench methods.
+
+The data are peft's own files (benchmarks/external/peft_mc/, with their source commit in its README): every
+test reads them offline.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import peft_mc
+from harness.leaderboard.external import board_budget, criteria_rows, parse_criteria
+from harness.leaderboard.report import generate
+from harness.spec import PROJECT_ROOT, ConfigError
+
+DATA = PROJECT_ROOT / "benchmarks" / "external" / "peft_mc"
+RESULTS = sorted((DATA / "results").glob("*.json"))
+EXPERIMENTS = DATA / "experiments"
+LLAMA_3B = Path(__file__).resolve().parent / "fixtures" / "llama-3.2-3b"
+BOARD = "peft_mc@huggingface-peft__meta-llama-Llama-3.2-3B__math"
+RULES = ["borda", "copeland", "plurality"]
+
+
+@pytest.fixture(scope="module")
+def zoo() -> dict[str, dict[str, Any]]:
+    return peft_mc.zoo_blocks()
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory, zoo: dict[str, Any]) -> Path:
+    results = tmp_path_factory.mktemp("peft_mc")
+    report = peft_mc.import_results(RESULTS, results, counter=None, zoo=zoo)
+    assert len(report.written) == 63 and not report.unchanged
+    return results
+
+
+def test_all_63_published_results_import_as_external_records(imported: Path, zoo: dict[str, Any]) -> None:
+    assert len(RESULTS) == 63
+    files = sorted((imported / "records").glob("*.json"))
+    assert len(files) == 63
+    rec = next(json.loads(f.read_text()) for f in files
+               if json.loads(f.read_text())["run"]["experiment"] == "lora/llama-3.2-3B-rank32")
+    run, train, ev, meta = rec["run"], rec["train"], rec["eval"], rec["meta"]
+    assert (run["source"], run["publisher"], run["method"], run["budget"]) == \
+        ("external", "huggingface/peft", "lora/rank32", "peft_mc")
+    assert run["peft_config"]["r"] == 32 and run["train_config"]["max_steps"] == 5000
+    assert ev["metrics"]["accuracy"]["value"] == pytest.approx(0.4783927217589083)
+    assert ev["metrics"]["forgetting"] == {"value": pytest.approx(0.04995572566986084), "direction": "min"}
+    assert train["loss"] == pytest.approx(0.6068399169445038) and train["trainable_params"] == 9175040
+    assert train["total_params"] == 3221924864 and train["adapter_bytes"] == 36715216
+    assert train["memory"]["allocated_max_mb"] == pytest.approx(22292725760 / 2**20, abs=0.1)
+    assert train["memory"]["reserved_p99_mb"] == pytest.approx(20120076288 / 2**20, abs=0.1)
+    assert train["train_time_s"] == pytest.approx(941.959, abs=1e-3)
+    ext = meta["external"]
+    assert ext["peft_commit"] == "d787f51bbaa196862733ed53c1b7def75b49ab29" and ext["accelerator"] == "NVIDIA L40S"
+    assert ext["torch_version"] == "2.13.0+cu130" and ext["peft_version"] == "0.19.2.dev0"
+    assert meta["translation"]["method"] == "lora" and meta["translation"]["problems"] == []
+    # re-importing changes nothing: no file is written again
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+    again = peft_mc.import_results(RESULTS, imported, counter=None, zoo=zoo)
+    assert not again.written and len(again.unchanged) == 63
+    assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in sorted((imported / "records").glob("*.json"))} == before
+
+
+def test_their_board_ranks_lily_first_in_markdown_json_and_html(imported: Path, tmp_path: Path) -> None:
+    own = json.loads(next((imported / "records").glob("*.json")).read_text())
+    assert board_budget(own["run"]) == "peft_mc@huggingface-peft"
+    assert board_budget({**own["run"], "source": None}) == "peft_mc", "our own peft_mc runs keep their budget"
+    _, _, reports = generate(imported, tmp_path, RULES, n_boot=0, jobs=1, use_cache=False)
+    assert [r.board.key for r in reports] == [BOARD]
+    rep = reports[0]
+    for rule in RULES:
+        assert rep.rankings[rule].winners == ["lily/rank140-mlp-a2-b2-s8.0"], rule
+    md = (tmp_path / f"{BOARD}.md").read_text()
+    assert md.index("lily/rank140-mlp-a2-b2-s8.0") < md.index("hira/rank32-lr4.5e-3")
+    assert "External results published by huggingface/peft (63 runs" in md
+    assert "within the published rerun noise" in md and "0.482, 0.491, 0.478" in md
+    doc = json.loads((tmp_path / f"{BOARD}.json").read_text())
+    assert doc["board"]["budget"] == "peft_mc@huggingface-peft"
+    html = (tmp_path / "index.html").read_text()
+    assert "lily/rank140-mlp-a2-b2-s8.0" in html and "Pareto GPU memory max (MB)" in html
+
+
+def test_a_board_over_criteria_votes_with_each_and_says_so(imported: Path, tmp_path: Path) -> None:
+    criteria = parse_criteria("accuracy,memory,train_time")
+    _, _, reports = generate(imported, tmp_path, RULES, n_boot=0, jobs=1, use_cache=False, criteria=criteria)
+    board = reports[0].board
+    assert list(board.scores.columns) == ["math/metamathqa", "memory", "train_time"]
+    assert board.directions == {"math/metamathqa": "max", "memory": "min", "train_time": "min"}
+    assert board.score_columns == ["math/metamathqa"]
+    lora = board.scores.loc["lora/rank32"]
+    assert lora["memory"] == pytest.approx(22292725760 / 2**20, abs=0.1)
+    assert lora["train_time"] == pytest.approx(941.959, abs=1e-3)
+    assert reports[0].verdict[0] == "Ranked over 3 criteria, each a voter: accuracy, memory, train_time."
+    # the cheapest-and-good beat the most accurate once memory and time vote too
+    assert reports[0].rankings["borda"].winners != ["lily/rank140-mlp-a2-b2-s8.0"]
+    with pytest.raises(ValueError, match="unknown criteria speed; known: accuracy, memory"):
+        parse_criteria("accuracy,speed")
+
+
+def test_forgetting_is_a_criterion_read_from_the_records(imported: Path, tmp_path: Path) -> None:
+    from harness.leaderboard.cache import read_frame
+
+    long, _ = read_frame(imported, use_cache=False)
+    rows = criteria_rows(long[long["status"] == "success"], ["forgetting"])
+    forgetting = rows[rows["primary"].astype(bool)].set_index("method")
+    assert set(forgetting["task"]) == {"forgetting"} and len(forgetting) == 63
+    assert forgetting.loc["lora/rank32", "value"] == pytest.approx(0.04995572566986084)
+
+
+RECOUNT = ["lora--llama-3.2-3B-rank32.json", "lora--llama-3.2-3B-rank32-lorafa.json",
+           "lora--llama-3.2-3B-rank32-dora.json", "hira--llama-3.2-3B-rank32-lr4.5e-3.json",
+           "prefixtuning--llama-3.2-3B-tokens50-init_prefix-lr_0.005.json", "ia3--llama-3.2-3B-default.json"]
+
+
+def test_the_recount_on_llama_3b_config_matches_and_the_board_lists_mismatches(tmp_path: Path,
+                                                                                 zoo: dict[str, Any]) -> None:
+    """Counted on Llama-3.2-3B's config.json alone (meta device): peftbench's methods (LoRA, LoRA-FA, DoRA, IA³,
+    prefix tuning) and, for a type with no peftbench method (HiRA), peft's own config of it, all equal the
+    published counts. A result whose published count is off by one is listed as a mismatch on the board."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in RECOUNT:
+        shutil.copy(DATA / "results" / name, src / name)
+    doc = json.loads((src / RECOUNT[0]).read_text())
+    doc["run_info"]["experiment_name"] = "lora/llama-3.2-3B-rank32-doctored"
+    doc["train_info"]["num_trainable_params"] += 1
+    (src / "doctored.json").write_text(json.dumps(doc))
+    counter = peft_mc.Recounter.from_config_dir(LLAMA_3B)
+    report = peft_mc.import_results(sorted(src.glob("*.json")), tmp_path / "results", counter=counter, zoo=zoo)
+    by = {r["run"]["experiment"]: r["meta"]["recount"] for r in report.records}
+    for name in RECOUNT:
+        exp = json.loads((src / name).read_text())["run_info"]["experiment_name"]
+        assert by[exp]["match"] is True, (exp, by[exp])
+    assert "peft's own hira config" in by["hira/llama-3.2-3B-rank32-lr4.5e-3"]["how"]
+    assert by["lora/llama-3.2-3B-rank32-doctored"] == {**by["lora/llama-3.2-3B-rank32"], "match": False}
+    _, _, reports = generate(tmp_path / "results", tmp_path / "boards", ["borda"], n_boot=0, jobs=1,
+                             use_cache=False)
+    notes = " ".join(reports[0].board.notes)
+    assert "6 of 7 counted match the published count" in notes
+    assert "Recount mismatches: lora/rank32-doctored: published 9,175,041, counted 9,175,040" in notes
+
+
+def test_a_malformed_file_is_one_error_and_nothing_is_written(tmp_path: Path, zoo: dict[str, Any]) -> None:
+    good = DATA / "results" / RECOUNT[0]
+    bad_json = tmp_path / "truncated.json"
+    bad_json.write_text(good.read_text()[:500])
+    doc = json.loads(good.read_text())
+    del doc["train_info"]
+    no_train = tmp_path / "no_train.json"
+    no_train.write_text(json.dumps(doc))
+    doc = json.loads(good.read_text())
+    doc["train_info"]["status"] = "finished"
+    doc["train_info"]["num_trainable_params"] = "9M"
+    bad_values = tmp_path / "bad_values.json"
+    bad_values.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as err:
+        peft_mc.import_results([good, bad_json, no_train, bad_values], tmp_path / "results", counter=None, zoo=zoo)
+    text = str(err.value)
+    assert f"{bad_json}: not a JSON file" in text
+    assert f"{no_train}: train_info: missing" in text
+    assert f"{bad_values}: train_info.status: 'finished' is not one of success, failed, cancelled; " \
+           "train_info.num_trainable_params: '9M' is not a count" in text
+    assert str(good) not in text
+    assert not (tmp_path / "results" / "records").exists() or not any((tmp_path / "results" / "records").iterdir())
+
+
+def test_an_experiment_folder_becomes_a_peftbench_method_and_overrides(zoo: dict[str, Any]) -> None:
+    adapter, training, problems = peft_mc.read_experiment(EXPERIMENTS / "lora" / "llama-3.2-3B-rank32")
+    assert not problems
+    t = peft_mc.translate(adapter, training, experiment="lora/llama-3.2-3B-rank32", zoo=zoo).check()
+    assert t.method == "lora" and t.budget == "peft_mc" and not t.budget_overrides
+    params, optim = t.block["params"], t.block["optim"]
+    assert (params["r"], params["lora_alpha"], params["lora_dropout"]) == (32, 64, 0.0)
+    assert params["target_modules"] == ["q_proj", "v_proj"]
+    assert optim == {**zoo["lora"]["optim"], "lr": 1e-4, "weight_decay": 0.1}
+    expected = {"dora": "lora/llama-3.2-3B-rank32-dora", "lorafa": "lora/llama-3.2-3B-rank32-lorafa",
+                "rslora": "lora/llama-3.2-3B-rank64-rslora", "mica": "lora/llama-3.2-3B-rank32-mica",
+                "kasa": "lora/llama-3.2-3B-rank32-kasa", "full": "full-finetuning/llama-3.2-3B-lr_0.00001"}
+    for method, exp in expected.items():
+        adapter, training, _ = peft_mc.read_experiment(EXPERIMENTS / exp)
+        assert peft_mc.translate(adapter, training, experiment=exp, zoo=zoo).check().method == method, exp
+
+
+@pytest.mark.parametrize(("folder", "named"), [
+    ("hira/llama-3.2-3B-rank32-lr4.5e-3", "peft type HIRA: peftbench has no method for it"),
+    ("lora/llama-3.2-3B-rank32-riemannian", "optimizer_type 'riemannian': peftbench has no such optimizer"),
+    ("prefixtuning/llama-3.2-3B-tokens50-init_prefix-lr_0.005", "training_params init_kv_cache_prefix="),
+    ("osf/llama-3.2-3B-rank128", "training_params autocast_adapter_dtype=false"),
+])
+def test_what_peftbench_cannot_express_is_one_error_per_folder_naming_it(
+        folder: str, named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = "lora/llama-3.2-3B-rank64"
+    code = peft_mc.main(["peft-experiment", str(EXPERIMENTS / folder), str(EXPERIMENTS / ok)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = [line for line in err.splitlines() if line]
+    assert len(lines) == 1 and f"({folder})" in lines[0] and named in lines[0], err
+    assert "peftbench run method=lora " in out and "method.params.r=64" in out and "budget=peft_mc" in out
