@@ -135,6 +135,11 @@ def eval_block(spec: JobSpec, result: Any) -> dict[str, Any]:
         "history": result.eval_history,
         "samples": final["samples"],
     }
+    # forgetting: general text's cross-entropy after training, adapter on minus off (lower is better)
+    if (final.get("forgetting") or {}).get("value") is not None:
+        block["metrics"]["forgetting"] = {"value": final["forgetting"]["value"], "direction": "min"}
+    if final.get("forgetting"):
+        block["forgetting"] = final["forgetting"]
     if sets:
         block["baseline"] = sets[0].baseline
         if getattr(sets[0], "outcomes", None) is not None:   # the primary set's, as its metrics above

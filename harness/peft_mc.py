@@ -92,8 +92,10 @@ class Translation:
 
     def command(self, model: str = MODEL_ARGS) -> str:
         """The `peftbench run` line of this experiment."""
-        return " ".join(["peftbench run", f"method={self.method}", *self.overrides, model, f"task={TASK}",
-                         f"budget={self.budget}", *self.budget_overrides, "seed=0"])
+        import shlex
+
+        return " ".join(["peftbench run", f"method={self.method}", *map(shlex.quote, self.overrides), model,
+                         f"task={TASK}", f"budget={self.budget}", *map(shlex.quote, self.budget_overrides), "seed=0"])
 
 
 # ----------------------------------------------------------------------------------------- translation

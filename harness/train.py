@@ -725,7 +725,9 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
             bar.set_postfix(loss=f"{loss_v:.3f}")
         if eval_every and st.step % eval_every == 0:
             with _autocast(st):   # evaluated as it trains: budget.amp is part of the experiment
-                ev = evaluate(model, tokenizer, data.evals[:1], spec, device, world=world)   # primary set: for curves
+                # the task's monitor set (peft_mc: 50 GSM8K train questions), else the primary set: for curves
+                ev = evaluate(model, tokenizer, [data.monitor] if data.monitor is not None else data.evals[:1], spec,
+                              device, world=world)
             res.eval_history.append({"step": st.step, **ev.metrics})
             log({f"eval/{k}": v for k, v in ev.metrics.items()}, st.step)
             checkpoint("running")
@@ -764,6 +766,13 @@ def train(spec: JobSpec, *, log: LogFn | None = None, progress: bool | None = No
                       "tokens": ev.tokens}
     res.eval_history.append({"step": step, **ev.metrics})
     log({f"eval/{k}": v for k, v in ev.metrics.items()}, step)
+    if data.general_text:   # forgetting as peft measures it: general text's cross-entropy, adapter on minus off
+        from harness.forgetting import measure
+
+        with _autocast(st):
+            res.final_eval["forgetting"] = measure(model, tokenizer, data.general_text, device,
+                                                   max_len=int(spec.budget["max_seq_len"]))
+        log({"eval/forgetting": res.final_eval["forgetting"]["value"]}, step)
     if impl.eval_variants is not None:   # the same trained model in other forms (DyLoRA: at every rank < r)
         with _autocast(st):
             res.final_eval["variants"] = evaluate_variants(impl.eval_variants(model, spec.method), model,

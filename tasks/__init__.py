@@ -53,6 +53,10 @@ class TaskData:
     source: str  # "local" | "hub"
     files: dict[str, str]  # split key -> absolute path of the file read (hub: the cache file)
     notes: list[str]  # honest caveats for the record
+    # evaluated every budget.eval_every steps instead of the primary set (peft_mc: 50 GSM8K train questions)
+    monitor: EvalSet | None = None
+    # held-out general text whose cross-entropy with and without the adapter is the job's forgetting
+    general_text: list[str] | None = None
 
     @property
     def eval(self) -> list[Example]:
@@ -368,4 +372,4 @@ __all__ = [
 ]
 
 # Loader modules register themselves; imported last because they import ``register`` from here.
-from tasks import commonsense, glue, gsm8k  # noqa: F401
+from tasks import commonsense, glue, gsm8k, metamathqa  # noqa: F401

@@ -203,3 +203,65 @@ def test_what_peftbench_cannot_express_is_one_error_per_folder_naming_it(
     lines = [line for line in err.splitlines() if line]
     assert len(lines) == 1 and f"({folder})" in lines[0] and named in lines[0], err
     assert "peftbench run method=lora " in out and "method.params.r=64" in out and "budget=peft_mc" in out
+
+
+# ------------------------------------------------------------------------- the task and budget, shrunk
+def _metamathqa_file(data: Path) -> None:
+    """A tiny MetaMathQA-format file (query, response, type, original_question), one row too long for the filter."""
+    rows = [{"query": f"What is {a} plus {b}?", "response": f"{a} plus {b} is {a + b}. The answer is: {a + b}",
+             "type": "GSM_AnsAug", "original_question": f"What is {a} plus {b}?"} for a, b in
+            [(2, 3), (4, 5), (7, 1), (6, 6), (9, 2), (3, 8), (5, 5), (1, 9)]]
+    rows.append({"query": "x" * 1200, "response": "y" * 100, "type": "MATH_SV", "original_question": "too long"})
+    (data / "metamathqa").mkdir(parents=True)
+    (data / "metamathqa" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+SHRUNK = ("method=lora", "model=smollm2-135m", "task=math/metamathqa", "budget=peft_mc", "budget.steps=4",
+          "budget.batch_size=2", "budget.max_seq_len=96", "budget.eval_every=2", "budget.eval_size_generate=3",
+          "budget.max_new_tokens=8", "task.monitor.size=2", "task.forgetting.sentences=8", "task.forgetting.per_text=4",
+          "method.optim.lr=1e-4", "method.optim.weight_decay=0.1", "logger=none")
+
+
+@pytest.mark.integration
+def test_the_shrunk_metamathqa_job_on_smollm2_records_forgetting(tmp_path: Path) -> None:
+    """task=math/metamathqa at budget=peft_mc, shrunk to 4 steps: it trains on the filtered MetaMathQA rows (the
+    1,300-character row is dropped), monitors 2 GSM8K train questions every 2 steps, reports GSM8K test and
+    records forgetting on the MRPC news sentences, adapter on minus off."""
+    from tests.conftest import run_record
+
+    _metamathqa_file(tmp_path / "data")
+    rec = run_record(tmp_path, *SHRUNK, f"data_dir={tmp_path / 'data'}")
+    ev = rec["eval"]
+    assert rec["train"]["steps"] == 4 and ev["split"] == "test" and ev["primary_metric"] == "exact_match"
+    assert any("8 MetaMathQA rows kept, 1 longer than 1300" in n for n in rec["meta"]["data"]["notes"])
+    assert [h["step"] for h in ev["history"]] == [2, 4, 4]
+    f = ev["forgetting"]
+    assert ev["metrics"]["forgetting"] == {"value": pytest.approx(f["after"] - f["before"]), "direction": "min"}
+    assert f["texts"] == 2 and f["tokens"] > 50 and 0 < f["before"] < 20 and f["value"] != 0.0
+
+
+def test_the_imported_lora_rank32_experiment_is_a_job_that_plan_shows(tmp_path: Path, zoo: dict[str, Any],
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """experiments/lora/llama-3.2-3B-rank32 → method=lora, r=32, α=64, q_proj/v_proj, dropout 0, AdamW lr 1e-4 and
+    weight decay 0.1 under budget=peft_mc; `peftbench plan` validates that job and lists it (the model from its
+    config alone: Llama-3.2-3B's config.json, no weights; a one-row MetaMathQA file stands in for the data)."""
+    from harness.cli import main
+    from harness.spec import compose, spec_from_config
+
+    adapter, training, _ = peft_mc.read_experiment(EXPERIMENTS / "lora" / "llama-3.2-3B-rank32")
+    t = peft_mc.translate(adapter, training, experiment="lora/llama-3.2-3B-rank32", zoo=zoo).check()
+    (tmp_path / "data" / "metamathqa").mkdir(parents=True)
+    (tmp_path / "data" / "metamathqa" / "train.jsonl").write_text('{"query": "1+1?", "response": "The answer is: 2"}\n')
+    args = [f"method={t.method}", *t.overrides, "model=hf", f"model.path={LLAMA_3B}", "model.kind=decoder",
+            "model.dtype=bfloat16", f"task={peft_mc.TASK}", f"budget={t.budget}", "seed=0",
+            f"data_dir={tmp_path / 'data'}", f"results_dir={tmp_path / 'results'}", f"runs_dir={tmp_path / 'runs'}"]
+    spec = spec_from_config(compose(args))
+    assert spec.method["name"] == "lora"
+    assert spec.method["params"] == {"r": 32, "lora_alpha": 64, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    assert spec.method["optim"]["lr"] == 1e-4 and spec.method["optim"]["weight_decay"] == 0.1
+    b = spec.budget
+    assert (b["name"], b["steps"], b["batch_size"], b["max_seq_len"], b["schedule"], b["warmup_ratio"], b["grad_clip"],
+            b["eval_every"], b["max_new_tokens"]) == ("peft_mc", 5000, 4, 768, "cosine", 0.1, 1.0, 250, 300)
+    assert main(["plan", *args]) == 0
+    out = capsys.readouterr().out
+    assert "1 to run" in out and "lora|hf|math/metamathqa|peft_mc|s0" in out
