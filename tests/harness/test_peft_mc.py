@@ -216,28 +216,28 @@ def _metamathqa_file(data: Path) -> None:
     (data / "metamathqa" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-SHRUNK = ("method=lora", "model=smollm2-135m", "task=math/metamathqa", "budget=peft_mc", "budget.steps=4",
-          "budget.batch_size=2", "budget.max_seq_len=96", "budget.eval_every=2", "budget.eval_size_generate=3",
-          "budget.max_new_tokens=8", "task.monitor.size=2", "task.forgetting.sentences=8", "task.forgetting.per_text=4",
-          "method.optim.lr=1e-4", "method.optim.weight_decay=0.1", "logger=none")
+SHRUNK = ("method=lora", "model=smollm2-135m", "task=math/metamathqa", "budget=peft_mc", "budget.steps=2",
+          "budget.batch_size=2", "budget.max_seq_len=64", "budget.eval_every=2", "budget.eval_size_generate=2",
+          "budget.max_new_tokens=4", "task.monitor.size=2", "task.forgetting.sentences=6", "task.forgetting.per_text=3",
+          "method.optim.lr=1e-3", "method.optim.weight_decay=0.1", "logger=none")
 
 
 @pytest.mark.integration
 def test_the_shrunk_metamathqa_job_on_smollm2_records_forgetting(tmp_path: Path) -> None:
-    """task=math/metamathqa at budget=peft_mc, shrunk to 4 steps: it trains on the filtered MetaMathQA rows (the
-    1,300-character row is dropped), monitors 2 GSM8K train questions every 2 steps, reports GSM8K test and
-    records forgetting on the MRPC news sentences, adapter on minus off."""
+    """task=math/metamathqa at budget=peft_mc, shrunk to 2 steps: it trains on the filtered MetaMathQA rows (the
+    1,300-character row is dropped), monitors 2 GSM8K train questions at step 2, reports GSM8K test and records
+    forgetting on the MRPC news sentences, adapter on minus off."""
     from tests.conftest import run_record
 
     _metamathqa_file(tmp_path / "data")
     rec = run_record(tmp_path, *SHRUNK, f"data_dir={tmp_path / 'data'}")
     ev = rec["eval"]
-    assert rec["train"]["steps"] == 4 and ev["split"] == "test" and ev["primary_metric"] == "exact_match"
+    assert rec["train"]["steps"] == 2 and ev["split"] == "test" and ev["primary_metric"] == "exact_match"
     assert any("8 MetaMathQA rows kept, 1 longer than 1300" in n for n in rec["meta"]["data"]["notes"])
-    assert [h["step"] for h in ev["history"]] == [2, 4, 4]
+    assert [h["step"] for h in ev["history"]] == [2, 2]   # the monitor set at step 2, then the test set
     f = ev["forgetting"]
     assert ev["metrics"]["forgetting"] == {"value": pytest.approx(f["after"] - f["before"]), "direction": "min"}
-    assert f["texts"] == 2 and f["tokens"] > 50 and 0 < f["before"] < 20 and f["value"] != 0.0
+    assert f["texts"] == 2 and f["tokens"] > 40 and 0 < f["before"] < 20 and f["value"] != 0.0
 
 
 def test_the_imported_lora_rank32_experiment_is_a_job_that_plan_shows(tmp_path: Path, zoo: dict[str, Any],
@@ -265,3 +265,15 @@ def test_the_imported_lora_rank32_experiment_is_a_job_that_plan_shows(tmp_path: 
     assert main(["plan", *args]) == 0
     out = capsys.readouterr().out
     assert "1 to run" in out and "lora|hf|math/metamathqa|peft_mc|s0" in out
+
+
+def test_the_monitor_questions_are_the_ones_peft_draws() -> None:
+    """peft: np.random.seed(0); np.random.shuffle(np.arange(len(gsm8k_train))); the first 50."""
+    import numpy as np
+
+    from tasks.metamathqa import monitor_indices
+
+    np.random.seed(0)
+    idx = np.arange(7473)
+    np.random.shuffle(idx)
+    assert monitor_indices(7473, 50, 0) == idx[:50].tolist()
