@@ -607,6 +607,42 @@ def experiment_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+CONF_GROUP = "peft_mc"   # conf/peft_mc/<experiment>.yaml: one experiment each, as a delta over the primary config
+
+
+def conf_name(experiment: str) -> str:
+    """The conf/peft_mc option of an experiment: its board label with / and . as - and _ (lora-rank32)."""
+    return method_label(experiment).replace("/", "-").replace(".", "_")
+
+
+def experiment_yaml(t: Translation) -> str:
+    """One experiment as a global delta (`+peft_mc=<name>`): the method it selects and its settings."""
+    import yaml
+
+    delta: dict[str, Any] = {"method": _apply({}, t.overrides)}
+    for o in t.budget_overrides:
+        key, _, value = o.partition("=")
+        delta.setdefault("budget", {})[key.split(".", 1)[1]] = json.loads(value)
+    body = yaml.safe_dump(delta, sort_keys=True, default_flow_style=None, width=110) if delta else ""
+    return (f"# @package _global_\n# peftbench run +{CONF_GROUP}={conf_name(t.experiment)} {MODEL_ARGS} task={TASK} "
+            f"budget={t.budget}\n# peft experiment {t.experiment} ({PUBLISHER} {SOURCE_PATH}/experiments), written "
+            f"by peftbench import peft-experiment --write-conf\ndefaults:\n  - override /method: {t.method}\n{body}")
+
+
+def sweep_yaml(names: Sequence[str]) -> str:
+    """sweeps/peft_mc.yaml: every written experiment, once, at peft's setting."""
+    return "\n".join([
+        f"# peftbench sweep {CONF_GROUP}      (written by peftbench import peft-experiment --write-conf)",
+        "# peft's method comparison (huggingface/peft method_comparison/MetaMathQA): each experiment folder peftbench",
+        f"# can express (conf/{CONF_GROUP}/), on Llama-3.2-3B with a bf16 base, MetaMathQA → GSM8K, budget={BUDGET},",
+        "# seed 0: one job per experiment, the same method settings as the folder (a GPU per job: about 20 min on an",
+        "# L40S each, as peft reports).",
+        "defaults:", "  - config", f"  - override budget: {BUDGET}", f"  - override task: {TASK}", "  - override model: hf",
+        "  - override launcher: local", "  - _self_", "", f"sweep_name: {CONF_GROUP}",
+        "model: {hub_id: meta-llama/Llama-3.2-3B, kind: decoder, dtype: bfloat16}",
+        "hydra:", "  sweeper:", "    params:", f"      +{CONF_GROUP}: {','.join(names)}", ""])
+
+
 def main(argv: list[str] | None = None) -> int:
     """`peftbench import peft-results FILE...` | `peftbench import peft-experiment DIR...`."""
     import argparse
@@ -627,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="seconds per recount (default 60; FRoD's init decomposes its targets: minutes)")
     exp = sub.add_parser("peft-experiment", help="peft experiment folders → peftbench method + overrides")
     exp.add_argument("dirs", nargs="+")
+    exp.add_argument("--write-conf", action="store_true",
+                     help=f"write conf/{CONF_GROUP}/<experiment>.yaml for each and sweeps/{CONF_GROUP}.yaml running them all")
     args = ap.parse_args(argv)
     if args.what == "peft-experiment":
         zoo = zoo_blocks()
@@ -644,6 +682,16 @@ def main(argv: list[str] | None = None) -> int:
             done.append(t)
         for t in done:
             print(f"# {t.experiment}\n{t.command()}")
+        if args.write_conf and done:
+            from harness.spec import CONF_DIR, SWEEPS_DIR
+
+            (CONF_DIR / CONF_GROUP).mkdir(exist_ok=True)
+            for t in done:
+                (CONF_DIR / CONF_GROUP / f"{conf_name(t.experiment)}.yaml").write_text(experiment_yaml(t))
+            names = sorted(p.stem for p in (CONF_DIR / CONF_GROUP).glob("*.yaml"))
+            (SWEEPS_DIR / f"{CONF_GROUP}.yaml").write_text(sweep_yaml(names))
+            print(f"# wrote {len(done)} experiment(s) to conf/{CONF_GROUP}/ and sweeps/{CONF_GROUP}.yaml "
+                  f"({len(names)} experiments): peftbench sweep {CONF_GROUP}")
         for e in errors:
             print(f"peftbench import peft-experiment: {e}", file=sys.stderr)
         return 1 if errors else 0

@@ -277,3 +277,25 @@ def test_the_monitor_questions_are_the_ones_peft_draws() -> None:
     idx = np.arange(7473)
     np.random.shuffle(idx)
     assert monitor_indices(7473, 50, 0) == idx[:50].tolist()
+
+
+def test_the_committed_peft_mc_sweep_is_what_the_import_writes(zoo: dict[str, Any]) -> None:
+    """conf/peft_mc/*.yaml and sweeps/peft_mc.yaml are `peftbench import peft-experiment --write-conf` over every
+    folder of peft's experiments/ that peftbench can express (58 of 71), byte for byte; an experiment composes to
+    the method block its translation gives."""
+    from harness.spec import CONF_DIR, SWEEPS_DIR, compose, spec_from_config
+
+    written = {}
+    for folder in sorted(p for p in EXPERIMENTS.glob("*/*") if p.is_dir()):
+        adapter, training, problems = peft_mc.read_experiment(folder)
+        t = peft_mc.translate(adapter, training, experiment=peft_mc.experiment_name(folder), zoo=zoo)
+        if not problems and not t.problems and t.method:
+            written[peft_mc.conf_name(t.experiment)] = (t, peft_mc.experiment_yaml(t))
+    committed = {p.stem: p.read_text() for p in (CONF_DIR / "peft_mc").glob("*.yaml")}
+    assert len(written) == 58 and committed == {k: v for k, (_, v) in written.items()}
+    assert (SWEEPS_DIR / "peft_mc.yaml").read_text() == peft_mc.sweep_yaml(sorted(written))
+    t = written["lily-rank140-mlp-a2-b2-s8_0"][0]
+    spec = spec_from_config(compose(["+peft_mc=lily-rank140-mlp-a2-b2-s8_0", "model=smollm2-135m", "task=gsm8k/gsm8k",
+                                     "logger=none"]))
+    assert spec.method["name"] == "lily" and spec.method["params"] == t.block["params"]
+    assert spec.method["params"]["r"] == 140 and spec.method["optim"]["lr"] == 1e-4
