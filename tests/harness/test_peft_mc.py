@@ -299,3 +299,39 @@ def test_the_committed_peft_mc_sweep_is_what_the_import_writes(zoo: dict[str, An
                                      "logger=none"]))
     assert spec.method["name"] == "lily" and spec.method["params"] == t.block["params"]
     assert spec.method["params"]["r"] == 140 and spec.method["optim"]["lr"] == 1e-4
+
+
+def test_the_dora_cs_sweep_is_lora_and_dora_at_the_llm_adapters_recipe(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """sweeps/dora_cs.yaml: LoRA (lr 3e-4) and DoRA (lr 1e-4), r=32, α=64, dropout 0.05 on q/k/v/up/down, 3 epochs of
+    commonsense_170k at batch 16 (31,932 steps), cutoff 256, 100 warmup steps; both jobs validate and plan (the
+    model from a Llama config alone; a two-item commonsense_170k file stands in for the training set)."""
+    from harness.cli import main
+    from harness.spec import compose, spec_from_config
+
+    data = tmp_path / "data" / "commonsense" / "commonsense_170k"
+    data.mkdir(parents=True)
+    boolq = PROJECT_ROOT.parent / "shared" / "data" / "commonsense" / "boolq" / "train.json"
+    if not boolq.exists():
+        pytest.skip(f"the offline commonsense data is not at {boolq}")
+    rows = json.loads(boolq.read_text())
+    (data / "train.json").write_text(json.dumps(rows[:2]))
+    common = [f"model.path={LLAMA_3B}", f"data_dir={tmp_path / 'data'}", f"results_dir={tmp_path / 'results'}",
+              f"runs_dir={tmp_path / 'runs'}", "launcher=debug", "logger=none"]
+    targets = ["down_proj", "k_proj", "q_proj", "up_proj", "v_proj"]
+    for name, method, lr in (("lora_r32", "lora", 3e-4), ("dora_r32", "dora", 1e-4)):
+        spec = spec_from_config(compose([f"+dora_cs={name}", "model=hf", "model.kind=decoder", "model.dtype=float16",
+                                         "task=commonsense/all", "task.train_set=commonsense_170k",
+                                         "budget=llm_adapters", *common[:2]]))
+        p = spec.method["params"]
+        assert spec.method["name"] == method and spec.method["optim"]["lr"] == lr
+        assert (p["r"], p["lora_alpha"], p["lora_dropout"], p["target_modules"]) == (32, 64, 0.05, targets)
+        assert p.get("use_dora", False) is (method == "dora")
+        b = spec.budget
+        assert (b["steps"], b["batch_size"], b["max_seq_len"], round(b["warmup_ratio"] * b["steps"])) == \
+            (31932, 16, 256, 100)
+        assert spec.task["train_set"] == "commonsense_170k"
+    assert main(["plan", "dora_cs", *common]) == 0
+    out = capsys.readouterr().out
+    assert "lora|hf|commonsense/all|llm_adapters|s0" in out and "dora|hf|commonsense/all|llm_adapters|s0" in out
+    assert "2 to run" in out
