@@ -56,9 +56,18 @@ def test_every_budget_states_the_new_fields_at_their_defaults(budget: str) -> No
     """Each conf/budget/*.yaml carries the fields (with a comment), at values that leave its signature as it
     was before they existed: the semantic block holds none of them."""
     b = compose_dict(("logger=none", f"budget={budget}"))["budget"]
+    if budget in LATER_RECIPES:   # a published recipe that trains under autocast: amp is its semantic setting
+        amp, micro = LATER_RECIPES[budget]
+        assert (b["micro_batch_size"], b["gradient_checkpointing"], b["parallel"]) == (micro, False, "ddp")
+        assert _spec(f"budget={budget}").semantic()["budget"]["amp"] == amp   # normalised: fp16 → float16
+        return
     assert (b["micro_batch_size"], b["gradient_checkpointing"], b["amp"], b["parallel"]) == (None, False, None, "ddp")
     assert not {"micro_batch_size", "gradient_checkpointing", "amp", "parallel"} & set(
         _spec(f"budget={budget}").semantic()["budget"])
+
+
+# budgets written after these fields existed, for a published recipe: (amp, micro_batch_size) as the recipe has them
+LATER_RECIPES = {"llm_adapters": ("float16", "auto")}   # LLM-Adapters / DoRA train with the HF Trainer's fp16=True
 
 
 # ------------------------------------------------------------------------------------ validation
