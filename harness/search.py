@@ -422,8 +422,14 @@ def make_executor(launcher: str, params: Mapping[str, Any], folder: Path) -> Any
         import logging
 
         logging.getLogger("submitit").setLevel(logging.ERROR)
-    # `parallel` is launcher=local's own (jobs at once); a search has search.parallelism for that
-    params = {k: v for k, v in params.items() if k not in ("_target_", "submitit_folder", "parallel") and v is not None}
+    # `parallel` is launcher=local's own (jobs at once); a search has search.parallelism for that.
+    # `nproc_per_job` is launcher=local's too (ranks per job, forked by peftbench's launcher, not submitit's)
+    if int(params.get("nproc_per_job") or 1) > 1:
+        raise ValueError("hydra.launcher.nproc_per_job: a search runs its trials through submitit, one process each "
+                         "under launcher=local; run several ranks per trial with launcher=slurm "
+                         "(hydra.launcher.tasks_per_node), or drop nproc_per_job")
+    params = {k: v for k, v in params.items()
+              if k not in ("_target_", "submitit_folder", "parallel", "nproc_per_job") and v is not None}
     init = {f"{cluster}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **init)
     generic = executor._valid_parameters()

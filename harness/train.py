@@ -906,6 +906,8 @@ def execution_info(st: StepState, model: nn.Module, budget: Mapping[str, Any]) -
             "accumulation_steps": -(-per_rank // min(used, per_rank)), "world_size": world.size,
             "parallel": world.parallel if world.distributed else None, "nodes": int(os.environ.get("GROUP_WORLD_SIZE")
                                                                              or os.environ.get("SLURM_NNODES") or 1),
+            # a rank per GPU: a node's GPUs are its ranks there (torchrun, srun and nproc_per_job set LOCAL_WORLD_SIZE)
+            "gpus_per_node": int(os.environ.get("LOCAL_WORLD_SIZE") or 1) if st.device.type == "cuda" else 0,
             "micro_batch_requested": budget.get("micro_batch_size"),
             "gradient_checkpointing": bool(budget.get("gradient_checkpointing")),
             "attn_implementation": getattr(getattr(hf, "config", None), "_attn_implementation", None),

@@ -348,3 +348,14 @@ def test_every_sampler_is_seeded_and_reproducible(tmp_path: Path, sampler: str) 
     if sampler == "grid":
         assert {(p["method.params.r"], p["method.params.lora_alpha"]) for p in draws[0]} == {
             (4, 8), (4, 16), (8, 8), (8, 16)}
+
+
+def test_launcher_local_fields_reach_submitit_as_it_knows_them(tmp_path: Path) -> None:
+    """launcher=local's own fields (parallel, nproc_per_job) never reach submitit's local executor, which refuses
+    an argument it does not know; several ranks per trial are refused with the launcher that gives them."""
+    from harness.search import make_executor
+
+    local = {"parallel": 2, "nproc_per_job": 1, "timeout_min": 5, "cpus_per_task": 1, "gpus_per_node": 0}
+    assert make_executor("local", local, tmp_path) is not None
+    with pytest.raises(ValueError, match="nproc_per_job.*tasks_per_node"):
+        make_executor("local", {**local, "nproc_per_job": 2}, tmp_path)

@@ -67,7 +67,7 @@ def assert_same_job(two: dict, one: dict, two_root: Path, one_root: Path, tol: f
             total, close = total + d.numel(), close + int((d <= tol).sum())
     assert close >= 0.999 * total, (close, total)
     ex = two["meta"]["execution"]
-    assert (ex["world_size"], ex["parallel"]) == (2, parallel)
+    assert (ex["world_size"], ex["parallel"], ex["nodes"], ex["gpus_per_node"]) == (2, parallel, 1, 0)
     assert [r["rank"] for r in two["train"]["ranks"]] == [0, 1]
     assert two["train"]["peak_memory_mb"] == max(r["peak_memory_mb"] for r in two["train"]["ranks"])
 
