@@ -84,9 +84,9 @@ def test_answer_outside_its_choices_names_the_example() -> None:
 
 
 # ------------------------------------------------------------------------------- with the model
-def _arc_examples() -> list[Example]:
-    """Three short ARC-Easy test items (gold: answer2, answer4, answer4)."""
-    rows = json.loads(ARC_EASY_TEST.read_text())[1:4]
+def _arc_examples(stop: int = 4) -> list[Example]:
+    """Short ARC-Easy test items from the second on (the first three's gold: answer2, answer4, answer4)."""
+    rows = json.loads(ARC_EASY_TEST.read_text())[1:stop]
     out = []
     for row in rows:
         words = tuple(row["instruction"].rsplit("Answer format: ", 1)[1].strip().split("/"))
@@ -178,12 +178,7 @@ def test_shards_scored_apart_and_merged_equal_the_whole_set(smollm, tmp_path: Pa
 
     backbone, tokenizer = smollm
     backbone.eval()
-    rows = json.loads(ARC_EASY_TEST.read_text())[1:8]
-    examples = []
-    for row in rows:
-        words = tuple(row["instruction"].rsplit("Answer format: ", 1)[1].strip().split("/"))
-        examples.append(Example(prompt=_alpaca(row["instruction"]), target=row["output"], answer=row["answer"],
-                                choices=words))
+    examples = _arc_examples(stop=8)
     kw = {"batch_size": 4, "device": torch.device("cpu")}
     whole = evaluate_loglik(backbone, tokenizer, examples, TASK_CFG, workdir=tmp_path / "whole", **kw)
     parts = [evaluate_loglik(backbone, tokenizer, examples[lo:hi], TASK_CFG, workdir=tmp_path / f"r{i}", **kw)
