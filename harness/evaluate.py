@@ -144,7 +144,7 @@ def sharded(run: Any, world: World, model: torch.nn.Module, tokenizer: Any, subs
         width = max(b - a for a, b in rank_bounds(len(subset), world))
         mine = subset[lo:hi] + [subset[0]] * (width - (hi - lo))
         preds, _, samples = run(model, tokenizer, mine, spec, device, lockstep=world)
-        preds, samples = preds[:hi - lo], samples[:max(0, min(len(samples), hi - lo))]
+        preds, samples = preds[:hi - lo], samples[:hi - lo]   # the padding's predictions dropped
     else:
         preds, _, samples = run(model, tokenizer, subset[lo:hi], spec, device) if hi > lo else ([], [], [])
     parts = [part for rank in gather_objects([(preds, samples)], world) for part in rank]
