@@ -109,8 +109,11 @@ def test_qlora_under_fsdp_equals_one_process(tmp_path: Path) -> None:
 
 def test_loglik_evaluation_is_sharded_and_merged(tmp_path: Path) -> None:
     """A log-likelihood task (lm-eval) on 2 DDP ranks: each scores its contiguous share of the set in its own
-    lm-eval, and the merged metrics, stderr and per-example outcomes are the one-process ones."""
-    job = (*DECODER[:3], "task=commonsense/piqa", "task.protocol=loglik", *DECODER[4:])
+    lm-eval, and the merged metrics, stderr and per-example outcomes are the one-process ones. One training step:
+    what is sharded here is the evaluation (training under DDP is test_two_ranks_equal_one_process's)."""
+    job = (*DECODER[:3], "task=commonsense/piqa", "task.protocol=loglik",
+           *("budget.steps=1" if o == "budget.steps=3" else o for o in DECODER[4:]))
+    assert "budget.steps=1" in job
     one = run_record(tmp_path / "one", *job)
     proc = torchrun(tmp_path / "two", *job)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -165,38 +168,56 @@ def test_a_rank_that_raises_ends_the_job_failed_naming_it(tmp_path: Path) -> Non
     assert elapsed < 120, elapsed   # model loading included; the gloo timeout is 600 s
 
 
+STOP_AT = 3   # of ENCODER's 6 steps: mid-run, with steps on both sides of the checkpoint
+SIGTERM_TORCHRUN = f'''
+import os
+if os.environ.get("RANK") == "0":
+    import signal
+    import time
+
+    import harness.train as t
+    real = t.train_step
+    def train_step(st, batch):
+        loss = real(st, batch)
+        if st.step == {STOP_AT}:
+            os.kill(os.getppid(), signal.SIGTERM)   # torchrun, which passes it on to both ranks
+            guard = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)   # the job's SignalGuard
+            deadline = time.monotonic() + 60
+            while getattr(guard, "pending", None) is None:   # hold this step until torchrun's SIGTERM lands
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no SIGTERM from torchrun within 60 s")
+                time.sleep(0.05)
+        return loss
+    t.train_step = train_step
+'''
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_ranks_sigtermed_mid_run_resume_exactly(parallel: str, tmp_path: Path) -> None:
     """SIGTERM to torchrun mid-training (what a cluster's time limit or `kill` does): torchrun passes it to both
     ranks, they agree on one step, checkpoint there (rank 0 writes it, with each rank's generators) and rank 0
-    records `cancelled`; rerunning resumes from the checkpoint to the uninterrupted 2-rank record, bit for bit."""
-    import signal
-
-    job = (*ENCODER, "budget.steps=40", f"budget.parallel={parallel}")
+    records `cancelled`; rerunning resumes from the checkpoint to the uninterrupted 2-rank record, bit for bit.
+    The signal is sent to torchrun from rank 0 after its step 3 (injected through sitecustomize, as in the test
+    above), and rank 0 holds that step until torchrun's SIGTERM reaches it: the stop lands at step 3, not at
+    whatever step a timer happened to hit."""
+    job = (*ENCODER, f"budget.parallel={parallel}")
     ref_root, root = tmp_path / "ref", tmp_path / "stopped"
     ref = torchrun(ref_root, *job)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    log = tmp_path / "stopped.log"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness.cli",
-           "run", *job, f"results_dir={root / 'results'}", f"runs_dir={root / 'runs'}"]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=fh,
-                                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while log.read_text().count("[peftbench] training") < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        time.sleep(2.0)   # some steps in
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(SIGTERM_TORCHRUN)
+    proc = torchrun(root, *job, env={"PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+                    timeout=300)
     stopped = only_record(root)
-    assert stopped["run"]["status"] == "cancelled", (stopped["run"], log.read_text()[-3000:])
-    assert 0 < stopped["train"]["steps"] < 40
+    assert stopped["run"]["status"] == "cancelled", (stopped["run"], proc.stderr[-3000:])
+    assert stopped["train"]["steps"] == STOP_AT   # mid-run: 0 < 3 < 6
     assert (root / "runs" / stopped["run"]["signature"] / "checkpoint.pt").exists()
     again = torchrun(root, *job)
     assert again.returncode == 0, again.stderr[-3000:]
     rec, want = only_record(root), only_record(ref_root)
-    assert rec["train"]["resumed_from_steps"] == [stopped["train"]["steps"]]
+    assert rec["train"]["resumed_from_steps"] == [STOP_AT]
+    assert rec["train"]["steps"] == want["train"]["steps"] == 6
     assert rec["eval"]["metrics"] == want["eval"]["metrics"]
     assert rec["train"]["loss_curve"] == want["train"]["loss_curve"]
     a, b = adapter(root), adapter(ref_root)
