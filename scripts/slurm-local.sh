@@ -82,9 +82,10 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
 JobRequeue=1
-# a requeued job waits cred_expire + 1 s before it may start again (120 s by default): short here,
-# and schedule every 2 s, so a requeue test does not sit in the queue for minutes
-AuthInfo=cred_expire=10
+# a requeued job waits cred_expire + 1 s before it may start again (120 s by default): the minimum (5)
+# here, and schedule every 2 s, so a requeue test does not sit in the queue. (The credential only has to
+# reach this node's slurmd within 5 s of the step's start: no prolog, no remote nodes.)
+AuthInfo=cred_expire=5
 SchedulerParameters=sched_interval=2,bf_interval=2
 KillWait=30
 MinJobAge=300

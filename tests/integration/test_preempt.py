@@ -1,7 +1,11 @@
 """Checkpoint on signal, for real: a training subprocess gets USR2 / SIGTERM / SIGKILL mid-run and is
 started again; the final record and adapter must equal an uninterrupted run's, bit for bit (CPU),
 and the costs must add up over the attempts. No SLURM needed (tests/integration/test_slurm.py does
-the same through a live SLURM)."""
+the same through a live SLURM, whose own signals reach the jobs from outside).
+Here the job signals itself after a given optimizer step (SELF_SIGNAL), so each attempt stops where
+the test says, however fast the machine trains, and the job can be short. Only the attempts that get a
+signal need a process of their own: the last attempt and the uninterrupted reference run in this one
+(harness.dispatch.execute, what the CLI runs; tests.conftest.run_record), which saves their start-up."""
 from __future__ import annotations
 
 import json
@@ -18,9 +22,26 @@ from harness.spec import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 
-# ~110 optimizer steps: long enough to be signalled mid-run, a few seconds of CPU
+# 27 optimizer steps: the signals below come at steps 5, 12 and 15, a couple of seconds of CPU
 JOB = ["method=lora", "task=glue/sst2", "seed=0", "logger=none", "threads=1", "budget=smoke",
-       "budget.tokens=6000", "budget.eval_size=64", "budget.checkpoint_every=null"]
+       "budget.tokens=1500", "budget.eval_size=64", "budget.checkpoint_every=null"]
+
+# a sitecustomize (as tests/integration/test_ddp.py's FAULT): right after optimizer step
+# PEFTBENCH_TEST_SIGNAL_STEP the job sends itself PEFTBENCH_TEST_SIGNAL, a real signal, caught (or not)
+# like one from outside
+SELF_SIGNAL = """
+import os
+if os.environ.get("PEFTBENCH_TEST_SIGNAL"):
+    import signal
+    import harness.train as t
+    real = t.train_step
+    def train_step(st, batch):
+        loss = real(st, batch)
+        if st.step == int(os.environ["PEFTBENCH_TEST_SIGNAL_STEP"]):
+            os.kill(os.getpid(), signal.Signals[os.environ["PEFTBENCH_TEST_SIGNAL"]])
+        return loss
+    t.train_step = train_step
+"""
 
 
 def _env() -> dict[str, str]:
@@ -29,38 +50,38 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start(root: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+def start(root: Path, *extra: str,
+          signal_at: tuple[signal.Signals, int] | None = None) -> tuple[subprocess.Popen, Path]:
+    """The job in a subprocess; with `signal_at` = (sig, step) it sends itself `sig` after that step."""
     log = root / f"attempt-{time.monotonic_ns()}.log"
+    env = _env()
+    if signal_at is not None:
+        inject = root / "inject"
+        inject.mkdir(parents=True, exist_ok=True)
+        (inject / "sitecustomize.py").write_text(SELF_SIGNAL)
+        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(inject), env.get("PYTHONPATH")])),
+                   PEFTBENCH_TEST_SIGNAL=signal_at[0].name, PEFTBENCH_TEST_SIGNAL_STEP=str(signal_at[1]))
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *JOB, f"results_dir={root / 'results'}",
-                             f"runs_dir={root / 'runs'}", *extra], cwd=PROJECT_ROOT, env=_env(),
+                             f"runs_dir={root / 'runs'}", *extra], cwd=PROJECT_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
     return proc, log
 
 
-def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert proc.poll() is None, f"exited {proc.returncode} before {text!r}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} after {timeout} s"
-        time.sleep(0.05)
-
-
-def interrupt(root: Path, sig: signal.Signals, *extra: str, after_s: float = 0.8) -> int:
-    """Start the job, let it train `after_s` seconds, send `sig`; returns the exit code."""
-    proc, log = start(root, *extra)
-    wait_for(log, "[peftbench] training", proc)
-    time.sleep(after_s)
-    proc.send_signal(sig)
+def interrupt(root: Path, sig: signal.Signals, step: int, *extra: str) -> tuple[int, Path]:
+    """Run the job until it gets `sig` after optimizer step `step`; returns the exit code and the log."""
+    proc, log = start(root, *extra, signal_at=(sig, step))
     rc = proc.wait(timeout=300)
     assert rc != 0 or sig == signal.SIGKILL, f"finished before {sig.name}:\n{log.read_text()[-2000:]}"
-    return rc
+    return rc, log
 
 
 def finish(root: Path, *extra: str) -> dict:
-    proc, log = start(root, *extra)
-    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
-    (path,) = (root / "results" / "records").glob("*.json")
-    return json.loads(path.read_text())
+    """The job to its end, in this process: it resumes whatever checkpoint the attempts before left."""
+    from tests.conftest import run_record
+
+    rec = run_record(root, *JOB, *extra)
+    assert len(list((root / "results" / "records").glob("*.json"))) == 1   # the attempts' one record
+    return rec
 
 
 def adapter(root: Path) -> dict:
@@ -96,7 +117,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 def test_usr2_then_sigterm_then_forced_rerun_resume_exactly(reference: tuple[dict, Path], tmp_path: Path) -> None:
     """Two signals, three attempts; the third with force=true still resumes its own checkpoint."""
     ref, ref_root = reference
-    assert interrupt(tmp_path, signal.SIGUSR2) == 128 + signal.SIGUSR2
+    rc, log = interrupt(tmp_path, signal.SIGUSR2, 5)
+    assert rc == 128 + signal.SIGUSR2, log.read_text()[-3000:]
     (path,) = (tmp_path / "results" / "records").glob("*.json")
     first_rec = json.loads(path.read_text())
     cancelled = first_rec["run"]
@@ -104,18 +126,19 @@ def test_usr2_then_sigterm_then_forced_rerun_resume_exactly(reference: tuple[dic
     assert (tmp_path / "runs" / ref["run"]["signature"] / "checkpoint.pt").exists()
     # what the stopped attempt cost is on record (not lost with the job): steps, time, the attempt log
     spent = first_rec["train"]
-    assert spent["completed"] is False and spent["attempts"] == 1 and spent["steps"] > 0
+    assert spent["completed"] is False and spent["attempts"] == 1 and spent["steps"] == 5
     assert spent["attempt_log"][0]["ended_by"] == "SIGUSR2" and spent["train_time_s"] > 0
-    assert interrupt(tmp_path, signal.SIGTERM) == 128 + signal.SIGTERM
+    rc, log = interrupt(tmp_path, signal.SIGTERM, 12)
+    assert rc == 128 + signal.SIGTERM, log.read_text()[-3000:]
     second = json.loads(path.read_text())["train"]
-    assert second["attempts"] == 2 and second["steps"] > spent["steps"]
+    assert second["attempts"] == 2 and second["steps"] == 12
     assert second["train_time_s"] > spent["train_time_s"]
     rec = finish(tmp_path, "force=true")
     assert_same_result(rec, ref, tmp_path, ref_root)
 
     train = rec["train"]
     first, second = train["resumed_from_steps"]
-    assert 0 < first < second < train["steps"]
+    assert (first, second) == (5, 12) and second < train["steps"]
     assert train["attempts"] == 3 and train["requeues"] == 0
     log = train["attempt_log"]
     assert [a["ended_by"] for a in log] == ["SIGUSR2", "SIGTERM", "finished"]
@@ -133,20 +156,13 @@ def test_hard_kill_loses_at_most_the_checkpoint_interval(reference: tuple[dict, 
     """SIGKILL cannot be caught: budget.checkpoint_every bounds the loss, and the result is still exact."""
     ref, ref_root = reference
     ckpt = tmp_path / "runs" / ref["run"]["signature"] / "checkpoint.pt"
-    proc, log = start(tmp_path, "budget.checkpoint_every=10")
-    wait_for(log, "[peftbench] training", proc)
-    deadline = time.monotonic() + 120
-    while not ckpt.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.02)
-    time.sleep(0.3)
-    proc.kill()
-    proc.wait(timeout=60)
+    rc, log = interrupt(tmp_path, signal.SIGKILL, 15, "budget.checkpoint_every=10")   # 5 steps after one
+    assert rc == -signal.SIGKILL and ckpt.exists(), log.read_text()[-3000:]
     assert not list((tmp_path / "results").rglob("*.json"))   # killed: no record at all, not half of one
     rec = finish(tmp_path, "budget.checkpoint_every=10")
     assert_same_result(rec, ref, tmp_path, ref_root)
     (resumed,) = rec["train"]["resumed_from_steps"]
-    assert resumed > 0 and resumed % 10 == 0
+    assert resumed == 10   # steps 11-15 were lost with the kill, no more
     assert rec["run"]["signature"] == ref["run"]["signature"]   # checkpoint_every is not semantic
 
 

@@ -1,7 +1,8 @@
 """launcher=slurm against a live SLURM (scripts/slurm-local.sh up; `make test` starts it as root).
 
 Everything here is real: sbatch, job arrays, `scontrol requeue`, `scancel --signal=USR2`, a time
-limit, `scancel`, and a cluster without accounting. The jobs are tiny (MiniLM, SST-2, one core).
+limit, `scancel`, and a cluster without accounting. The jobs are tiny (MiniLM, SST-2, one core); those
+that get signalled hold at known steps until SLURM's signal arrives (HOLD).
 Skipped, with the reason, where no SLURM node is up.
 """
 from __future__ import annotations
@@ -25,7 +26,10 @@ from tests.integration.test_preempt import adapter, assert_same_result
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
 BASE = ["task=glue/sst2", "logger=none", "budget=smoke", "budget.eval_size=64", "launcher=slurm_cpu"]
-LONG = ["method=lora", "seed=0", "budget.tokens=12000", "budget.checkpoint_every=null"]
+# 22 steps: the interrupted job holds (HOLD) after steps 2, 4 and 6 for its three signals, the preempted one
+# after step 2; the last attempts train the rest
+LONG = ["method=lora", "seed=0", "budget.tokens=1200", "budget.checkpoint_every=null"]
+INTERRUPTS = (2, 4, 6)
 
 
 def _no_cluster() -> str | None:
@@ -34,29 +38,66 @@ def _no_cluster() -> str | None:
     out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return f"SLURM not reachable: {out.stderr.strip()} (scripts/slurm-local.sh up)"
-    if not {"idle", "mixed", "allocated"} & set(out.stdout.split()):
+    # completing: up, still cleaning up after a job that just ended (as it is between most tests here)
+    if not {"idle", "mixed", "allocated", "completing"} & set(out.stdout.split()):
         return f"no usable SLURM node (states: {out.stdout.split()})"
     return None
 
 
-def _env() -> dict[str, str]:
+# A test hook for the jobs (a sitecustomize on their PYTHONPATH, which sbatch exports; as tests/integration/
+# test_ddp.py's FAULT for torchrun): after each optimizer step listed in PEFTBENCH_TEST_HOLD a job says so in
+# its log and holds that step until a signal reaches its SignalGuard. The test has SLURM signal it then: each
+# interruption lands mid-run at a known step however fast or loaded the machine is, so the jobs can be short.
+HOLD = """
+import os
+if os.environ.get("PEFTBENCH_TEST_HOLD") and os.environ.get("SLURM_JOB_ID"):
+    import signal
+    import sys
+    import time
+
+    import harness.train as t
+    real, hold_at = t.train_step, {int(s) for s in os.environ["PEFTBENCH_TEST_HOLD"].split(",")}
+    def train_step(st, batch):
+        loss = real(st, batch)
+        if st.step in hold_at:
+            guard = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)   # the job's SignalGuard
+            print(f"[test] holding after step {st.step}", file=sys.stderr, flush=True)
+            deadline = time.monotonic() + 600
+            while getattr(guard, "pending", None) is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no signal within 600 s of step {st.step}")
+                time.sleep(0.05)
+        return loss
+    t.train_step = train_step
+"""
+
+
+def _env(root: Path | None = None, hold: str = "") -> dict[str, str]:
+    """The environment sbatch exports to the jobs; with `hold` (steps, "2,4") their HOLD hook, under root."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    # sbatch exports this environment to the jobs: they import the same checkout
+    path = [str(PROJECT_ROOT), env.get("PYTHONPATH")]   # the jobs import the same checkout
+    if hold:
+        assert root is not None
+        (root / "inject").mkdir(parents=True, exist_ok=True)
+        (root / "inject" / "sitecustomize.py").write_text(HOLD)
+        path.insert(0, str(root / "inject"))
+        env["PEFTBENCH_TEST_HOLD"] = hold
     env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))})
+                "PYTHONPATH": os.pathsep.join(filter(None, path))})
     return env
 
 
 class Driver:
     """`peftbench run -m ...` in the background: the launcher that submits and waits."""
 
-    def __init__(self, root: Path, *args: str, name: str, options: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, *args: str, name: str, options: tuple[str, ...] = (),
+                 hold: str = "") -> None:
         self.root, self.log = root, root / f"{name}.driver.log"
         root.mkdir(parents=True, exist_ok=True)
         self.args = [*BASE, *args, f"results_dir={root / 'results'}", f"runs_dir={root / 'runs'}",
                      f"sweep_name={name}"]
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "-m", *options, *self.args],
-                                     cwd=PROJECT_ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                                     cwd=PROJECT_ROOT, env=_env(root, hold), stdout=subprocess.DEVNULL,
                                      stderr=self.log.open("w"))
 
     def job_id(self, timeout: float = 120) -> str:
@@ -69,13 +110,17 @@ class Driver:
     def job_log(self) -> str:
         return "".join(p.read_text() for p in sorted((self.root / "runs").rglob("*_log.err")))
 
-    def wait_training(self, attempt: int, timeout: float = 240) -> None:
+    def wait_training(self, attempt: int, timeout: float = 240, text: str = "[peftbench] training") -> None:
         """Until the job's log shows its `attempt`-th training start (logs are appended across requeues)."""
         deadline = time.monotonic() + timeout
-        while self.job_log().count("[peftbench] training") < attempt:
+        while self.job_log().count(text) < attempt:
             assert self.proc.poll() is None, self.log.read_text()[-3000:] + self.job_log()[-3000:]
-            assert time.monotonic() < deadline, f"attempt {attempt} never trained:\n{self.job_log()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {text!r} #{attempt}:\n{self.job_log()[-3000:]}"
             time.sleep(0.2)
+
+    def wait_held(self, n: int, timeout: float = 240) -> None:
+        """Until the job (its tasks, its attempts) has reached its `n`-th HOLD."""
+        self.wait_training(n, timeout, text="[test] holding after step")
 
     def finish(self, timeout: float = 420) -> str:
         self.proc.wait(timeout=timeout)
@@ -107,33 +152,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         print(f"\nSLURM tests skipped: {reason}", file=sys.stderr)
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("slurm")
-    # the two long jobs first (one core each), then the array queues behind them
+    # the two long jobs first (one core each), then the array, one task at a time (array_parallelism=1) on
+    # the core the cancelled job frees: the interrupted job, requeued three times, finds its core free each
+    # time instead of queueing behind array tasks
     job = Driver(root / "interrupted", *LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=0",
-                 name="interrupted")
-    cancel = Driver(root / "cancel", *LONG, name="cancel")
+                 name="interrupted", hold=",".join(map(str, INTERRUPTS)))
+    cancel = Driver(root / "cancel", *LONG, name="cancel", hold="1")
     job_id, cancel_id = job.job_id(), cancel.job_id()
     drivers = {"interrupted": job, "cancel": cancel,
-               "array": Driver(root / "array", "method=lora", "seed=0,1,2,3", "budget.tokens=1500", name="array")}
+               "array": Driver(root / "array", "method=lora", "seed=0,1,2,3", "budget.tokens=400",
+                                "hydra.launcher.array_parallelism=1", name="array")}
     # the uninterrupted reference, outside SLURM, meanwhile
     ref_root = root / "reference"
     ref = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *BASE[:-1], *LONG, "threads=1",
                             f"results_dir={ref_root / 'results'}", f"runs_dir={ref_root / 'runs'}"],
                            cwd=PROJECT_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    # interrupted: scontrol requeue → USR2 → time limit → finish, each while training; cancel: scancel
-    job.wait_training(1)
-    time.sleep(1.0)
+    # interrupted: scontrol requeue → USR2 → time limit → finish, each while held mid-run; cancel: scancel
+    job.wait_held(1)
     subprocess.run(["scontrol", "requeue", job_id], check=True)
-    cancel.wait_training(1)
-    time.sleep(1.0)
+    cancel.wait_held(1)
     subprocess.run(["scancel", cancel_id], check=True)
-    job.wait_training(2)
-    time.sleep(1.0)
+    job.wait_held(2)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-    job.wait_training(3)
-    time.sleep(0.5)
-    # hold the job mid-step until its one-minute limit: SLURM then sends SIGCONT + SIGTERM (a real
-    # time limit, independent of how fast this machine trains)
+    job.wait_held(3)
+    # stop the held job until its one-minute limit: SLURM then sends SIGCONT + SIGTERM (a real time limit)
     pids = _job_pids(job_id)
     assert pids, "the job's python process was not found"
     for pid in pids:
@@ -185,26 +228,6 @@ def test_scancel_leaves_a_cancelled_record(cluster: dict) -> None:
     assert rec["run"]["slurm"]["SLURM_JOB_ID"] == cluster["cancel_id"]
     (run_dir,) = (cancel.root / "runs").glob("[0-9a-f]" * 40)
     assert (run_dir / "checkpoint.pt").exists()   # rerunning resumes it
-
-
-def test_requeue_usr2_and_time_limit_each_resume_exactly(cluster: dict) -> None:
-    job = cluster["drivers"]["interrupted"]
-    out = job.finish()
-    assert "1 success" in out, out[-3000:]
-    (rec,) = job.records()
-    ref, ref_root = cluster["reference"]
-    assert_same_result(rec, ref, job.root, ref_root)
-    assert adapter(job.root)
-    train = rec["train"]
-    ended = [a["ended_by"] for a in train["attempt_log"]]
-    assert ended[:3] == ["SIGTERM", "SIGUSR2", "SIGTERM"] and ended[-1] == "finished", ended
-    steps = train["resumed_from_steps"]
-    assert len(steps) == len(ended) - 1 and 0 < steps[0] <= steps[1] <= steps[2] < train["steps"]
-    assert train["attempts"] == len(ended) >= 4 and train["requeues"] == len(ended) - 1
-    assert rec["run"]["slurm"]["SLURM_JOB_ID"] == cluster["job_id"]
-    assert train["train_time_s"] == pytest.approx(sum(a["train_time_s"] for a in train["attempt_log"]), abs=0.01)
-    assert train["wall_time_s"] >= 60   # the attempt held until its time limit counts too
-    assert "DUE TO TIME LIMIT" in job.job_log() and "DUE TO JOB REQUEUE" in job.job_log()
 
 
 def test_bad_partition_is_one_clear_message_and_leaves_nothing(tmp_path: Path) -> None:
@@ -276,6 +299,28 @@ def test_a_slurm_trial_is_pruned_from_its_own_reports(tmp_path: Path, monkeypatc
     assert "pruned by the median pruner at step 2" in rec["run"]["error"]
 
 
+def test_requeue_usr2_and_time_limit_each_resume_exactly(cluster: dict) -> None:
+    # after the search tests, not right after the fixture: the minute or more its job sits held until the
+    # time limit (one core idle) runs them
+    job = cluster["drivers"]["interrupted"]
+    out = job.finish()
+    assert "1 success" in out, out[-3000:]
+    (rec,) = job.records()
+    ref, ref_root = cluster["reference"]
+    assert_same_result(rec, ref, job.root, ref_root)
+    assert adapter(job.root)
+    train = rec["train"]
+    ended = [a["ended_by"] for a in train["attempt_log"]]
+    assert ended[:3] == ["SIGTERM", "SIGUSR2", "SIGTERM"] and ended[-1] == "finished", ended
+    steps = train["resumed_from_steps"]
+    assert len(steps) == len(ended) - 1 and tuple(steps[:3]) == INTERRUPTS and steps[2] < train["steps"]
+    assert train["attempts"] == len(ended) >= 4 and train["requeues"] == len(ended) - 1
+    assert rec["run"]["slurm"]["SLURM_JOB_ID"] == cluster["job_id"]
+    assert train["train_time_s"] == pytest.approx(sum(a["train_time_s"] for a in train["attempt_log"]), abs=0.01)
+    assert train["wall_time_s"] >= 60   # the attempt held until its time limit counts too
+    assert "DUE TO TIME LIMIT" in job.job_log() and "DUE TO JOB REQUEUE" in job.job_log()
+
+
 FAULTY = {  # test-only method YAMLs (a --config-dir), composed like any user's own method
     "lora_nan": "defaults: [lora, _self_]\nname: lora_nan\noptim:\n  lr: 1.0e+30\n",
     "lora_crash": "defaults: [lora, _self_]\nname: lora_crash\nparams:\n  target_modules: [no_such_module]\n",
@@ -321,10 +366,10 @@ def test_cancelling_one_task_or_the_sweep(tmp_path: Path) -> None:
     `peftbench cancel NAME` then stops the others, running or pending, and the driver ends with a summary."""
     if (why := _no_cluster()) is not None:
         pytest.skip(why)
-    # a budget no task can finish before the test cancels it (~15 min of training each): only the
-    # cancels end these tasks, however slow the CLI calls in between are on a loaded machine
+    # each task holds after its first step (HOLD) until its signal: only the cancels end these tasks, however
+    # slow the CLI calls in between are on a loaded machine (and the budget is ~15 min of training anyway)
     drv = Driver(tmp_path, "method=lora", "seed=0,1,2", "budget.tokens=400000", "budget.checkpoint_every=null",
-                 name="cancels")
+                 name="cancels", hold="1")
     array_id = drv.job_id()
     try:
         _cancel_one_then_the_sweep(drv, array_id, tmp_path)
@@ -335,8 +380,7 @@ def test_cancelling_one_task_or_the_sweep(tmp_path: Path) -> None:
 
 
 def _cancel_one_then_the_sweep(drv: Driver, array_id: str, tmp_path: Path) -> None:
-    drv.wait_training(1)
-    time.sleep(1.0)
+    drv.wait_held(1)
     subprocess.run(["scancel", f"{array_id}_0"], check=True)
     deadline = time.monotonic() + 120
     while "[1/3]" not in drv.log.read_text():
@@ -370,10 +414,9 @@ def test_a_job_preempted_by_a_higher_priority_partition_resumes_exactly(cluster:
     """Real preemption: a job in the `urgent` partition (PriorityTier 2, PreemptMode=REQUEUE) needs the
     whole node; the running `debug` job gets its signal, checkpoints, is requeued, and ends with the
     uninterrupted run's metrics and adapter."""
-    drv = Driver(tmp_path, *LONG, name="preempted")
+    drv = Driver(tmp_path, *LONG, name="preempted", hold="2")
     job_id = drv.job_id()
-    drv.wait_training(1)
-    time.sleep(1.0)
+    drv.wait_held(1)
     cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True).stdout.split()[0]
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", f"--cpus-per-task={cpus}", "--mem=500M",
                              "--output=/dev/null", "--wrap", "sleep 5"], env=_env(), capture_output=True,
@@ -386,7 +429,7 @@ def test_a_job_preempted_by_a_higher_priority_partition_resumes_exactly(cluster:
     assert_same_result(rec, ref, tmp_path, ref_root)
     ended = [a["ended_by"] for a in rec["train"]["attempt_log"]]
     assert ended[0] in ("SIGUSR2", "SIGTERM") and ended[-1] == "finished", ended
-    assert rec["train"]["resumed_from_steps"][0] > 0 and rec["run"]["slurm"]["SLURM_JOB_ID"] == job_id
+    assert rec["train"]["resumed_from_steps"][0] == 2 and rec["run"]["slurm"]["SLURM_JOB_ID"] == job_id
     assert "PREEMPTION" in drv.job_log() or rec["train"]["requeues"] >= 1, drv.job_log()[-2000:]
     subprocess.run(["scancel", urgent], check=False)
 
@@ -402,13 +445,12 @@ def test_a_two_task_job_trains_ddp_and_a_requeue_resumes_exactly(tmp_path: Path)
 
     if reason := _no_cluster():
         pytest.skip(reason)
-    job = (*ENCODER, "budget.steps=40")
+    job = (*ENCODER, "budget.steps=12")
     drv = Driver(tmp_path / "slurm", *(o for o in job if o.split("=")[0] not in
                                        ("logger", "task", "budget", "threads", "device", "budget.eval_size")),
-                 "hydra.launcher.tasks_per_node=2", name="ddp")
+                 "hydra.launcher.tasks_per_node=2", name="ddp", hold="4")
     job_id = drv.job_id()
-    drv.wait_training(2, timeout=420)   # both ranks' logs say "training"
-    time.sleep(2.0)
+    drv.wait_held(2, timeout=420)   # both ranks hold after step 4
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     # meanwhile, outside SLURM: the uninterrupted 2-rank run and the one-process run
     two = torchrun(tmp_path / "two", *job)
@@ -422,7 +464,6 @@ def test_a_two_task_job_trains_ddp_and_a_requeue_resumes_exactly(tmp_path: Path)
     assert (ex["world_size"], ex["parallel"], ex["nodes"]) == (2, "ddp", 1)
     assert [r["rank"] for r in rec["train"]["ranks"]] == [0, 1]
     assert rec["run"]["slurm"]["SLURM_JOB_ID"] == job_id
-    assert len(rec["train"]["resumed_from_steps"]) == 1 and 0 < rec["train"]["resumed_from_steps"][0] < 40, \
-        rec["train"]["attempt_log"]
+    assert rec["train"]["resumed_from_steps"] == [4], rec["train"]["attempt_log"]   # of 12 steps
     assert_same_result(rec, only_record(tmp_path / "two"), tmp_path / "slurm", tmp_path / "two")
     assert_same_job(rec, one, tmp_path / "slurm", tmp_path / "one")
