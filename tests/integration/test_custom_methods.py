@@ -4,27 +4,52 @@ moves) run, evaluation variants (DyLoRA at every rank) reach the record, and the
 fresh copy of the real backbone."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 pytestmark = pytest.mark.integration
 
+# 700 tokens: 11 optimizer steps; 16 dev sentences (DyLoRA is evaluated at each of its 8 ranks)
+JOB = ["task=glue/sst2", "seed=0", "logger=none", "threads=1", "budget=smoke", "budget.steps=null",
+       "budget.tokens=700", "budget.eval_size=16", "budget.checkpoint_every=null"]
 
-@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda", "dylora", "elalora"])
-def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> None:
-    from harness.models import load
+
+def spec_in(name: str, root: Path) -> Any:
     from harness.spec import spec_from_config
-    from harness.train import train
-    from methods import _adapters
     from tests.conftest import compose_dictconfig
 
-    cfg = compose_dictconfig([f"method={name}", "task=glue/sst2", "seed=0", "logger=none", "threads=1",
-                              f"results_dir={tmp_path}", f"runs_dir={tmp_path / 'runs'}", "budget=smoke",
-                              "budget.steps=null", "budget.tokens=600", "budget.eval_size=32"])
-    spec = spec_from_config(cfg)
-    res = train(spec, progress=False)
+    return spec_from_config(compose_dictconfig([f"method={name}", *JOB, f"results_dir={root}",
+                                                f"runs_dir={root / 'runs'}"]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Any, Any]]:
+    """trained(name) -> (spec, TrainResult) of one uninterrupted run of the method, made when first asked for:
+    the trains-saves-reloads test checks it and the resume test compares with it (DyLoRA and ElaLoRA are in
+    both; an identical second run would prove nothing more)."""
+    from harness.train import train
+
+    runs: dict[str, tuple[Any, Any]] = {}
+
+    def get(name: str) -> tuple[Any, Any]:
+        if name not in runs:
+            spec = spec_in(name, tmp_path_factory.mktemp(name))
+            runs[name] = (spec, train(spec, progress=False))
+        return runs[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ["lora_sb", "singlora", "lamda", "dylora", "elalora"])
+def test_custom_method_trains_saves_and_reloads(name: str, trained: Callable[[str], tuple[Any, Any]]) -> None:
+    from harness.models import load
+    from methods import _adapters
+
+    spec, res = trained(name)
     assert res.steps > 0 and res.loss_curve and res.adapter_bytes > 0
     adapter = spec.run_dir / "adapter"
     assert (adapter / _adapters.WEIGHTS_FILE).exists() and (adapter / "classifier.safetensors").exists()
@@ -41,7 +66,7 @@ def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> No
         r = spec.method["params"]["r"]
         variants = res.final_eval["variants"]
         assert sorted(variants, key=lambda n: int(n[2:])) == [f"r={b}" for b in range(1, r)]
-        assert all(v["n_examples"] == res.final_eval["n_examples"] == 32 for v in variants.values())
+        assert all(v["n_examples"] == res.final_eval["n_examples"] == 16 for v in variants.values())
         block = eval_block(spec, res)
         assert set(block["variants"]) == set(variants)
         assert all(set(v["metrics"]) == set(block["metrics"]) for v in block["variants"].values())
@@ -68,7 +93,8 @@ def test_custom_method_trains_saves_and_reloads(name: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("name", ["dylora", "elalora"])
-def test_interrupted_custom_run_resumes_exactly(name: str, tmp_path: Path) -> None:
+def test_interrupted_custom_run_resumes_exactly(name: str, tmp_path: Path,
+                                                trained: Callable[[str], tuple[Any, Any]]) -> None:
     """train() stopped by a (simulated) USR2 mid-run and started again equals the uninterrupted run bit for bit:
     loss curve, final metrics (DyLoRA's per-rank variants too) and every saved adapter tensor (ElaLoRA's moved
     ranks included)."""
@@ -77,10 +103,8 @@ def test_interrupted_custom_run_resumes_exactly(name: str, tmp_path: Path) -> No
     from safetensors.torch import load_file
 
     from harness.preempt import Interrupted, SignalGuard
-    from harness.spec import spec_from_config
     from harness.train import train
     from methods import _adapters
-    from tests.conftest import compose_dictconfig
 
     class StopAfter(SignalGuard):
         """A guard whose USR2 arrives at the `n`-th step boundary (train() looks once per step)."""
@@ -98,14 +122,9 @@ def test_interrupted_custom_run_resumes_exactly(name: str, tmp_path: Path) -> No
         def pending(self, value: int | None) -> None:
             pass
 
-    def spec_in(root: Path):
-        return spec_from_config(compose_dictconfig([
-            f"method={name}", "task=glue/sst2", "seed=0", "logger=none", "threads=1", f"results_dir={root}",
-            f"runs_dir={root / 'runs'}", "budget=smoke", "budget.steps=null", "budget.tokens=700",
-            "budget.eval_size=32", "budget.checkpoint_every=null"]))
-
-    reference = train(spec_in(tmp_path / "a"), progress=False)
-    spec = spec_in(tmp_path / "b")
+    ref_spec, reference = trained(name)
+    spec = spec_in(name, tmp_path)
+    assert spec.signature == ref_spec.signature
     with pytest.raises(Interrupted):
         train(spec, progress=False, guard=StopAfter(4))
     assert (spec.run_dir / "checkpoint.pt").exists()
@@ -116,8 +135,7 @@ def test_interrupted_custom_run_resumes_exactly(name: str, tmp_path: Path) -> No
     assert resumed.final_eval.get("variants", {}).keys() == reference.final_eval.get("variants", {}).keys()
     for key, v in reference.final_eval.get("variants", {}).items():
         assert resumed.final_eval["variants"][key]["metrics"] == v["metrics"]
-    expected = load_file(str(tmp_path / "a" / "runs" / spec.run_dir.relative_to(tmp_path / "b" / "runs") /
-                             "adapter" / _adapters.WEIGHTS_FILE))
+    expected = load_file(str(ref_spec.run_dir / "adapter" / _adapters.WEIGHTS_FILE))
     got = load_file(str(spec.run_dir / "adapter" / _adapters.WEIGHTS_FILE))
     assert sorted(got) == sorted(expected)
     for key, tensor in expected.items():

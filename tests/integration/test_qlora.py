@@ -19,8 +19,10 @@ pytest.importorskip("bitsandbytes")
 
 
 def _run(tmp_path: Path, *overrides: str) -> dict:
-    return run_record(tmp_path, "logger=none", "budget=smoke", "seed=0", "threads=2", "device=cpu",
-                      "budget.tokens=null", *overrides)
+    # no `threads`: in-process, train() would set it for the rest of this worker's tests too; the worker's share
+    # of the cores (tests/conftest.py) is what they all run with
+    return run_record(tmp_path, "logger=none", "budget=smoke", "seed=0", "device=cpu", "budget.tokens=null",
+                      *overrides)
 
 
 def _falls(rec: dict) -> None:

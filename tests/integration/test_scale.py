@@ -4,14 +4,16 @@ signature does not (plumbing), and a job with micro-batches resumes exactly afte
 (tests/harness/test_accumulation.py and test_precision.py prove the equalities on tiny models.)"""
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.spec import spec_from_config
 from tests.conftest import compose_dict, run_record
-from tests.integration.test_preempt import assert_same_result, finish, interrupt
+from tests.integration.test_preempt import assert_same_result
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +56,41 @@ def test_a_bf16_base_with_micro_batches_runs_a_job(tmp_path: Path) -> None:
     assert all(p[1] == p[1] for p in rec["train"]["loss_curve"])   # finite (NaN != NaN)
 
 
-def test_a_job_with_micro_batches_resumes_exactly(tmp_path: Path) -> None:
-    """Checkpoints are written between optimizer steps, i.e. after whole effective batches: a SIGUSR2'd
-    job with budget.micro_batch_size=2 resumes to the uninterrupted job's record and adapter, bit for bit."""
-    micro = ("budget.micro_batch_size=2", "budget.tokens=3000")   # ~55 steps: half test_preempt's job
+def test_a_job_with_micro_batches_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints are written between optimizer steps, i.e. after whole effective batches: a job with
+    budget.micro_batch_size=2 that gets SIGUSR2 between the two micro-batches of a step finishes that step,
+    checkpoints after it, and resumes to the uninterrupted job's record and adapter, bit for bit.
+
+    In-process (dispatch.execute, as the CLI runs it): the signal is a real one, sent to this process from inside
+    the step, so it lands mid-batch at a known step (test_preempt signals a CLI subprocess at a random time)."""
+    import harness.train
+    from harness.dispatch import execute
+
+    for var in [v for v in os.environ if v.startswith("SLURM_")]:   # outside SLURM a signal cancels, not requeues
+        monkeypatch.delenv(var)
+    job = (*JOB, "budget.steps=18", "budget.micro_batch_size=2", "budget.checkpoint_every=null")
+    stop = 6   # the step the signal arrives in (its first micro-batch); the checkpoint follows it
     ref_root, root = tmp_path / "ref", tmp_path / "stopped"
-    ref_root.mkdir()
-    root.mkdir()
-    ref = finish(ref_root, *micro)
-    assert ref["meta"]["execution"]["accumulation_steps"] == 2
-    assert interrupt(root, signal.SIGUSR2, *micro) == 128 + signal.SIGUSR2
-    rec = finish(root, *micro)
-    assert rec["train"]["resumed_from_steps"] and rec["train"]["attempts"] == 2
+    ref = run_record(ref_root, *job)
+    assert ref["meta"]["execution"]["accumulation_steps"] == 2 and ref["train"]["steps"] == 18
+
+    backward, calls = harness.train._backward, []
+
+    def signalled_backward(st: harness.train.StepState, loss: torch.Tensor) -> None:
+        backward(st, loss)
+        calls.append(st.step)   # the optimizer steps done so far
+        if len(calls) == 2 * (stop - 1) + 1:   # the first of step `stop`'s two micro-batches
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    spec = spec_from_config(compose_dict((*job, f"results_dir={root / 'results'}", f"runs_dir={root / 'runs'}")))
+    with monkeypatch.context() as m, pytest.raises(SystemExit) as exit_:
+        m.setattr(harness.train, "_backward", signalled_backward)
+        execute(spec)
+    assert exit_.value.code == 128 + signal.SIGUSR2
+    # the step the signal arrived in was finished (both its micro-batches ran), and no step after it
+    assert len(calls) == 2 * stop and calls[-2:] == [stop - 1, stop - 1]
+    assert (spec.run_dir / "checkpoint.pt").exists()
+    rec = run_record(root, *job)
+    assert rec["train"]["resumed_from_steps"] == [stop] and rec["train"]["attempts"] == 2
     assert rec["train"]["memory"]["steps_sampled"] == rec["train"]["steps"]   # the trace crossed the checkpoint
     assert_same_result(rec, ref, root, ref_root)
