@@ -1,6 +1,6 @@
 """Dispatch costs: submitting a big sweep, and what the local launcher adds to every job.
 
-Run:  python benchmarks/dispatch.py [--jobs 100] [--local-jobs 4] [--strict]
+Run:  python benchmarks/dispatch.py [--jobs 100] [--local-jobs 4] [--task glue/sst2] [--strict]
 
 Issue #9 bars, printed in one run:
 
@@ -18,8 +18,9 @@ Issue #9 bars, printed in one run:
    job at a time, once with 1 job and once with N: (T(N) - T(1)) / (N - 1) is the local launcher's time
    per job with the driver's fixed start-up cancelled out; minus the direct time per job, it is the
    overhead (a fresh Python process per job with its imports, submitit's pickling and polling).
-Every job writes into a throw-away results/runs folder. Exit code 0 (a report) unless --strict and a
-bar is missed.
+Every job writes into a throw-away results/runs folder. --task swaps the tiny job's task (another classify task
+with local data, e.g. glue/rte: a smaller training set to read, the same launch path). Exit code 0 (a report)
+unless --strict and a bar is missed.
 """
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ SUBMIT_TARGET_S = 10.0
 OVERHEAD_TARGET_S = 2.0
 TINY = ["method=lora", "task=glue/sst2", "budget=smoke", "budget.tokens=200", "budget.eval_size=16",
         "budget.max_seq_len=32", "logger=none"]
+
+
+def tiny_job(task: str | None = None) -> list[str]:
+    """TINY, with another task in place of SST-2 when one is given."""
+    return [f"task={task}" if task and o.startswith("task=") else o for o in TINY]
 
 
 def _env() -> dict[str, str]:
@@ -70,9 +76,9 @@ def sbatch_baseline(n: int, folder: Path) -> float:
     return dt
 
 
-def time_submission(n: int, folder: Path) -> float:
+def time_submission(n: int, folder: Path, tiny: list[str] = TINY) -> float:
     """Seconds from the driver's start to its 'submitted SLURM array' line; then cancel and stop it."""
-    args = [sys.executable, "-m", "harness.cli", "run", "-m", *TINY, f"seed={','.join(map(str, range(n)))}",
+    args = [sys.executable, "-m", "harness.cli", "run", "-m", *tiny, f"seed={','.join(map(str, range(n)))}",
             "launcher=slurm_cpu", "+hydra.launcher.additional_parameters.hold=true", "sweep_name=bench-dispatch",
             f"results_dir={folder / 'results'}", f"runs_dir={folder / 'runs'}"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,17 +101,17 @@ def time_submission(n: int, folder: Path) -> float:
             proc.kill()
 
 
-def time_plan(n: int, folder: Path) -> float:
-    args = [sys.executable, "-m", "harness.cli", "plan", *TINY, f"seed={','.join(map(str, range(n)))}",
+def time_plan(n: int, folder: Path, tiny: list[str] = TINY) -> float:
+    args = [sys.executable, "-m", "harness.cli", "plan", *tiny, f"seed={','.join(map(str, range(n)))}",
             f"results_dir={folder / 'results'}", f"runs_dir={folder / 'runs'}"]
     t0 = time.perf_counter()
     subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, check=True)
     return time.perf_counter() - t0
 
 
-def time_local(n: int, folder: Path, first_seed: int) -> float:
+def time_local(n: int, folder: Path, first_seed: int, tiny: list[str] = TINY) -> float:
     seeds = ",".join(str(first_seed + i) for i in range(n))
-    args = [sys.executable, "-m", "harness.cli", "run", "-m", *TINY, f"seed={seeds}", "launcher=local",
+    args = [sys.executable, "-m", "harness.cli", "run", "-m", *tiny, f"seed={seeds}", "launcher=local",
             f"results_dir={folder / 'results'}", f"runs_dir={folder / 'runs'}"]
     t0 = time.perf_counter()
     out = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
@@ -115,7 +121,7 @@ def time_local(n: int, folder: Path, first_seed: int) -> float:
     return dt
 
 
-def time_direct(n: int, folder: Path, first_seed: int) -> list[float]:
+def time_direct(n: int, folder: Path, first_seed: int, tiny: list[str] = TINY) -> list[float]:
     """Each job's `execute(spec)` in this (warm) process, as a launcher's worker calls it."""
     os.environ.update({k: v for k, v in _env().items() if k in ("HF_HUB_OFFLINE",)})
     import harness.train  # noqa: F401 - imports paid before timing: the direct caller is warm
@@ -124,7 +130,7 @@ def time_direct(n: int, folder: Path, first_seed: int) -> list[float]:
 
     times = []
     for i in range(n):
-        spec = spec_from_config(compose([*TINY, f"seed={first_seed + i}", "threads=1",
+        spec = spec_from_config(compose([*tiny, f"seed={first_seed + i}", "threads=1",
                                          f"results_dir={folder / 'results'}", f"runs_dir={folder / 'runs'}"]))
         t0 = time.perf_counter()
         summary = execute(spec)
@@ -142,30 +148,32 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=100, help="jobs in the submitted sweep")
     ap.add_argument("--local-jobs", type=int, default=4, help="N for the local launcher's per-job time")
+    ap.add_argument("--task", default=None, help="the tiny job's task (default glue/sst2)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a bar is missed")
     args = ap.parse_args(argv)
+    tiny = tiny_job(args.task)
     ok = True
     with tempfile.TemporaryDirectory(prefix="peftbench-bench-dispatch-") as tmp:
         folder = Path(tmp)
         why = slurm_reachable()
         if why is None:
             base = sbatch_baseline(args.jobs, folder)
-            submit = time_submission(args.jobs, folder / "submit")
+            submit = time_submission(args.jobs, folder / "submit", tiny)
             print(f"sbatch alone ({args.jobs}-task held array): {base:.2f} s")
             print(f"peftbench compose + validate + submit of {args.jobs} jobs: {submit:.2f} s "
                   f"({submit / base:.1f}x sbatch alone)")
             print(f"sweep_submit_s = {submit:.2f} (target <= {SUBMIT_TARGET_S:g}): {verdict(submit <= SUBMIT_TARGET_S)}")
             ok &= submit <= SUBMIT_TARGET_S
         else:
-            plan = time_plan(args.jobs, folder / "plan")
+            plan = time_plan(args.jobs, folder / "plan", tiny)
             print(f"SLURM not reachable ({why}): submission not measured")
             print(f"peftbench compose + validate of {args.jobs} jobs (peftbench plan): {plan:.2f} s")
             print(f"sweep_submit_s = n/a (compose + validate {plan:.2f} s; target <= {SUBMIT_TARGET_S:g} with sbatch)")
 
         n = max(2, args.local_jobs)
-        direct = time_direct(n, folder / "direct", first_seed=0)
-        one = time_local(1, folder / "local1", first_seed=100)
-        many = time_local(n, folder / "localn", first_seed=200)
+        direct = time_direct(n, folder / "direct", first_seed=0, tiny=tiny)
+        one = time_local(1, folder / "local1", first_seed=100, tiny=tiny)
+        many = time_local(n, folder / "localn", first_seed=200, tiny=tiny)
         per_job = (many - one) / (n - 1)
         overhead = per_job - statistics.mean(direct)
         print(f"direct execute(spec), warm process: {statistics.mean(direct):.2f} s per job "

@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outcomes", type=int, default=1000,
                    help="per-example outcomes in every synthetic record (issue 11's bar: 1000; 0 = none, as before)")
     p.add_argument("--no-kemeny", action="store_true", help="skip the exact-Kemeny timings (12 and 30 systems)")
+    p.add_argument("--kemeny-reps", type=int, default=None,
+                   help="random profiles per size for the Kemeny timings (default: leaderboard_rules.py's, 5)")
     p.add_argument("--no-scale", action="store_true",
                    help="skip the 70-method boards (e, f) and the committed records' cold build (g)")
     args = p.parse_args(argv)
@@ -446,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         import leaderboard_rules
 
         print()
-        ok = (leaderboard_rules.main(["--seed", str(args.seed)]) == 0) and ok
+        reps = [] if args.kemeny_reps is None else ["--reps", str(args.kemeny_reps)]
+        ok = (leaderboard_rules.main(["--seed", str(args.seed), *reps]) == 0) and ok
     return 0 if ok else 1
 
 

@@ -18,7 +18,12 @@ always trainable) is part of `train.trainable_params` for every method on an enc
 capacity solver and the formulas count the method's own parameters, without the head. A decoder has no extra
 head (SmolLM2's lm_head is tied to its embeddings, frozen by every adapter). Counts are made when the model is
 built: a data-dependent `init` hook (EVA, LoRA-SB) runs later, and train.py counts again after it; here it is run
-on a few random batches and peft's count must still match (EVA's rank redistribution changes the count).
+on a batch of text and peft's count must still match (EVA's rank redistribution changes the count).
+
+Whether the counts agree does not depend on how much data a hook saw, so the hooks get as little as they accept:
+a prepare hook (CorDA, LoRA-GA) calibrates on 2 batches, an init hook gets 1 (LoRA-SB reads 1; EVA cycles its data
+until its SVD converges, on one batch within a few passes, and still moves rank between layers, which is checked).
+Several distinct batches cost EVA 10-50 s of SmolLM2 forwards before it converges; 8 cost CorDA and LoRA-GA seconds.
 """
 from __future__ import annotations
 
@@ -203,9 +208,9 @@ TEXT = ("The quick brown fox jumps over the lazy dog while the farmer counts his
 
 
 def _batches(tokenizer: Any, kind: str, n: int, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """Training-like batches for prepare/init hooks (CorDA, LoRA-GA, EVA, LoRA-SB): windows of English text (EVA's
-    SVD converges within a few batches on text, not on random token ids), a two-class label (classify) or the
-    tokens themselves (generate). 2 × 16 tokens: EVA needs at least r·rho = 16 rows per batch."""
+    """Training-like batches for prepare/init hooks (CorDA, LoRA-GA, EVA, LoRA-SB): windows of English text (real
+    activations, as a hook sees in training), a two-class label (classify) or the tokens themselves (generate).
+    2 × 16 tokens: EVA needs at least r·rho = 16 rows per batch."""
     ids = tokenizer(TEXT, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
@@ -273,7 +278,7 @@ def _check_counts(name: str, model: str, real: RealModels) -> None:
     torch.manual_seed(0)
     job = types.SimpleNamespace(backbone=backbone_copy(loaded.backbone), tokenizer=loaded.tokenizer)
     built = build_model(spec, job, NUM_LABELS if kind == "encoder" else None,
-                        batches=_batches(loaded.tokenizer, kind, 8))
+                        batches=_batches(loaded.tokenizer, kind, 2))
     adapted = built.encoder if isinstance(built, EncoderClassifier) else built
     own = count_params(adapted)[0]
     hidden = int(loaded.backbone.config.hidden_size)
@@ -298,12 +303,21 @@ def _check_counts(name: str, model: str, real: RealModels) -> None:
         # a data-dependent init may replace parameters (EVA redistributes rank between layers) and train.py counts
         # again after it: the record's count must still be peft's, and the one the capacity solver saw (EVA keeps
         # it here: q and v of a layer read the same input, so they get the same rank, and the total rank is kept)
-        impl.init(built, _batches(loaded.tokenizer, kind, 64, seed=1))
+        impl.init(built, _batches(loaded.tokenizer, kind, 1, seed=1))
         after = count_params(adapted)[0]
+        if (cfg.get("params") or {}).get("init_lora_weights") == "eva":
+            assert len(_lora_ranks(adapted)) > 1, f"{name}: EVA left every layer at rank r: the recount checks nothing"
         assert count_params(built)[0] == after + head
         if cfg["kind"] == "peft":
             assert after == _peft_count(adapted), f"{name}: peft counts differently after the init hook"
         assert after == own, f"{name}: the init hook changed the count ({own} → {after})"
+
+
+def _lora_ranks(adapted: torch.nn.Module) -> set[int]:
+    """The distinct ranks of the adapter's LoRA layers (EVA's redistribution leaves several)."""
+    from peft.tuners.lora import LoraLayer
+
+    return {r for m in adapted.modules() if isinstance(m, LoraLayer) for r in m.r.values()}
 
 
 def _peft_count(adapted: torch.nn.Module) -> int:
