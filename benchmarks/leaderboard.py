@@ -1,6 +1,7 @@
 """Timing of leaderboard regeneration from 100k synthetic run records.
 
 Run:  python benchmarks/leaderboard.py [--records 100000] [--reps 3] [--disk 100000] [--jobs N] [--seed 0]
+                                      [--kemeny-reps 5]
 
 The records have the real schema (run / train / eval / meta blocks, as harness/dispatch.py writes
 them) over budgets × models × suites × 20 methods × 8 tasks × seeds, with a true per-method effect
