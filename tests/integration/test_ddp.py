@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import run_record
+from tests.integration.hooks import inject
 from tests.integration.test_preempt import adapter
 
 pytestmark = pytest.mark.integration
@@ -82,15 +84,37 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dic
     return out
 
 
+class TwoRanks:
+    """Each job's uninterrupted two-rank run under each parallel mode, made on first use: the equality tests
+    compare it with the one-process job, the SIGTERM tests resume to it (one torchrun instead of two)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.roots: dict[tuple[str, str], Path] = {}
+        self.jobs = {"minilm-sst2": ENCODER, "smollm2-gsm8k": DECODER}
+
+    def root(self, name: str, parallel: str) -> Path:
+        if (name, parallel) not in self.roots:
+            root = self.factory.mktemp(f"{name}-{parallel}")
+            proc = torchrun(root, *self.jobs[name], f"budget.parallel={parallel}")
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            self.roots[name, parallel] = root
+        return self.roots[name, parallel]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> TwoRanks:
+    return TwoRanks(tmp_path_factory)
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 @pytest.mark.parametrize("name", ["minilm-sst2", "smollm2-gsm8k"])
-def test_two_ranks_equal_one_process(name: str, parallel: str, one_process: dict, tmp_path: Path) -> None:
+def test_two_ranks_equal_one_process(name: str, parallel: str, one_process: dict, two_ranks: TwoRanks) -> None:
     """DDP (replicas, gradients all-reduced) and FSDP2 (each block's parameters, gradients and optimizer state
     sharded, gathered for its forward and backward; evaluation in lockstep) both give the one-process job."""
     one, one_root = one_process[name]
-    proc = torchrun(tmp_path, *(ENCODER if name == "minilm-sst2" else DECODER), f"budget.parallel={parallel}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert_same_job(only_record(tmp_path), one, tmp_path, one_root, parallel=parallel)
+    root = two_ranks.root(name, parallel)
+    assert_same_job(only_record(root), one, root, one_root, parallel=parallel)
 
 
 def test_qlora_under_fsdp_equals_one_process(tmp_path: Path) -> None:
@@ -139,27 +163,11 @@ def test_launcher_local_runs_a_job_as_two_ranks(one_process: dict, tmp_path: Pat
     assert_same_job(only_record(tmp_path), one, tmp_path, one_root)
 
 
-FAULT = '''
-import os
-if os.environ.get("RANK") == "1":
-    import harness.train as t
-    real = t.train_step
-    def train_step(st, batch):
-        if st.step == 2:
-            raise RuntimeError("rank 1 broke at step 2")
-        return real(st, batch)
-    t.train_step = train_step
-'''
-
-
 def test_a_rank_that_raises_ends_the_job_failed_naming_it(tmp_path: Path) -> None:
-    """Rank 1 raises at its third step (injected from outside the package, through sitecustomize): the job
+    """Rank 1 raises at its third step (injected from outside the package: tests/integration/hooks.py): the job
     ends within seconds, not at a collective's timeout, with one `failed` record naming rank 1 and its error."""
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(FAULT)
     t0 = time.monotonic()
-    proc = torchrun(tmp_path, *ENCODER, env={"PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    proc = torchrun(tmp_path, *ENCODER, env=inject(os.environ, tmp_path, 2, fail=True, rank=1))
     elapsed = time.monotonic() - t0
     assert proc.returncode != 0
     rec = only_record(tmp_path)
@@ -169,46 +177,20 @@ def test_a_rank_that_raises_ends_the_job_failed_naming_it(tmp_path: Path) -> Non
 
 
 STOP_AT = 3   # of ENCODER's 6 steps: mid-run, with steps on both sides of the checkpoint
-SIGTERM_TORCHRUN = f'''
-import os
-if os.environ.get("RANK") == "0":
-    import signal
-    import time
-
-    import harness.train as t
-    real = t.train_step
-    def train_step(st, batch):
-        loss = real(st, batch)
-        if st.step == {STOP_AT}:
-            os.kill(os.getppid(), signal.SIGTERM)   # torchrun, which passes it on to both ranks
-            guard = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)   # the job's SignalGuard
-            deadline = time.monotonic() + 60
-            while getattr(guard, "pending", None) is None:   # hold this step until torchrun's SIGTERM lands
-                if time.monotonic() > deadline:
-                    raise RuntimeError("no SIGTERM from torchrun within 60 s")
-                time.sleep(0.05)
-        return loss
-    t.train_step = train_step
-'''
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_ranks_sigtermed_mid_run_resume_exactly(parallel: str, tmp_path: Path) -> None:
+def test_two_ranks_sigtermed_mid_run_resume_exactly(parallel: str, two_ranks: TwoRanks, tmp_path: Path) -> None:
     """SIGTERM to torchrun mid-training (what a cluster's time limit or `kill` does): torchrun passes it to both
     ranks, they agree on one step, checkpoint there (rank 0 writes it, with each rank's generators) and rank 0
     records `cancelled`; rerunning resumes from the checkpoint to the uninterrupted 2-rank record, bit for bit.
-    The signal is sent to torchrun from rank 0 after its step 3 (injected through sitecustomize, as in the test
+    The signal is sent to torchrun from rank 0 after its step 3 (tests/integration/hooks.py, as in the test
     above), and rank 0 holds that step until torchrun's SIGTERM reaches it: the stop lands at step 3, not at
     whatever step a timer happened to hit."""
     job = (*ENCODER, f"budget.parallel={parallel}")
-    ref_root, root = tmp_path / "ref", tmp_path / "stopped"
-    ref = torchrun(ref_root, *job)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(SIGTERM_TORCHRUN)
-    proc = torchrun(root, *job, env={"PYTHONPATH": f"{inject}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
-                    timeout=300)
+    ref_root, root = two_ranks.root("minilm-sst2", parallel), tmp_path / "stopped"
+    hook = inject(os.environ, tmp_path, STOP_AT, signal_=signal.SIGTERM, to_parent=True, hold_s=60, rank=0)
+    proc = torchrun(root, *job, env=hook, timeout=300)
     stopped = only_record(root)
     assert stopped["run"]["status"] == "cancelled", (stopped["run"], proc.stderr[-3000:])
     assert stopped["train"]["steps"] == STOP_AT   # mid-run: 0 < 3 < 6

@@ -2,7 +2,7 @@
 started again; the final record and adapter must equal an uninterrupted run's, bit for bit (CPU),
 and the costs must add up over the attempts. No SLURM needed (tests/integration/test_slurm.py does
 the same through a live SLURM, whose own signals reach the jobs from outside).
-Here the job signals itself after a given optimizer step (SELF_SIGNAL), so each attempt stops where
+Here the job signals itself after a given optimizer step (tests/integration/hooks.py), so each attempt stops where
 the test says, however fast the machine trains, and the job can be short. Only the attempts that get a
 signal need a process of their own: the last attempt and the uninterrupted reference run in this one
 (harness.dispatch.execute, what the CLI runs; tests.conftest.run_record), which saves their start-up."""
@@ -19,29 +19,13 @@ from pathlib import Path
 import pytest
 
 from harness.spec import PROJECT_ROOT
+from tests.integration.hooks import inject
 
 pytestmark = pytest.mark.integration
 
 # 27 optimizer steps: the signals below come at steps 5, 12 and 15, a couple of seconds of CPU
 JOB = ["method=lora", "task=glue/sst2", "seed=0", "logger=none", "threads=1", "budget=smoke",
        "budget.tokens=1500", "budget.eval_size=64", "budget.checkpoint_every=null"]
-
-# a sitecustomize (as tests/integration/test_ddp.py's FAULT): right after optimizer step
-# PEFTBENCH_TEST_SIGNAL_STEP the job sends itself PEFTBENCH_TEST_SIGNAL, a real signal, caught (or not)
-# like one from outside
-SELF_SIGNAL = """
-import os
-if os.environ.get("PEFTBENCH_TEST_SIGNAL"):
-    import signal
-    import harness.train as t
-    real = t.train_step
-    def train_step(st, batch):
-        loss = real(st, batch)
-        if st.step == int(os.environ["PEFTBENCH_TEST_SIGNAL_STEP"]):
-            os.kill(os.getpid(), signal.Signals[os.environ["PEFTBENCH_TEST_SIGNAL"]])
-        return loss
-    t.train_step = train_step
-"""
 
 
 def _env() -> dict[str, str]:
@@ -55,12 +39,8 @@ def start(root: Path, *extra: str,
     """The job in a subprocess; with `signal_at` = (sig, step) it sends itself `sig` after that step."""
     log = root / f"attempt-{time.monotonic_ns()}.log"
     env = _env()
-    if signal_at is not None:
-        inject = root / "inject"
-        inject.mkdir(parents=True, exist_ok=True)
-        (inject / "sitecustomize.py").write_text(SELF_SIGNAL)
-        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(inject), env.get("PYTHONPATH")])),
-                   PEFTBENCH_TEST_SIGNAL=signal_at[0].name, PEFTBENCH_TEST_SIGNAL_STEP=str(signal_at[1]))
+    if signal_at is not None:   # a real signal, caught (or not) like one from outside
+        env = inject(env, root, signal_at[1], signal_=signal_at[0])
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *JOB, f"results_dir={root / 'results'}",
                              f"runs_dir={root / 'runs'}", *extra], cwd=PROJECT_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))

@@ -2,7 +2,7 @@
 
 Everything here is real: sbatch, job arrays, `scontrol requeue`, `scancel --signal=USR2`, a time
 limit, `scancel`, and a cluster without accounting. The jobs are tiny (MiniLM, SST-2, one core); those
-that get signalled hold at known steps until SLURM's signal arrives (HOLD).
+that get signalled hold at known steps until SLURM's signal arrives (tests/integration/hooks.py).
 Skipped, with the reason, where no SLURM node is up.
 """
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from harness.spec import PROJECT_ROOT
+from tests.integration.hooks import inject
 from tests.integration.test_preempt import adapter, assert_same_result
 
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
 BASE = ["task=glue/sst2", "logger=none", "budget=smoke", "budget.eval_size=64", "launcher=slurm_cpu"]
-# 22 steps: the interrupted job holds (HOLD) after steps 2, 4 and 6 for its three signals, the preempted one
+# 22 steps: the interrupted job holds after steps 2, 4 and 6 for its three signals, the preempted one
 # after step 2; the last attempts train the rest
 LONG = ["method=lora", "seed=0", "budget.tokens=1200", "budget.checkpoint_every=null"]
 INTERRUPTS = (2, 4, 6)
@@ -44,46 +45,21 @@ def _no_cluster() -> str | None:
     return None
 
 
-# A test hook for the jobs (a sitecustomize on their PYTHONPATH, which sbatch exports; as tests/integration/
-# test_ddp.py's FAULT for torchrun): after each optimizer step listed in PEFTBENCH_TEST_HOLD a job says so in
-# its log and holds that step until a signal reaches its SignalGuard. The test has SLURM signal it then: each
-# interruption lands mid-run at a known step however fast or loaded the machine is, so the jobs can be short.
-HOLD = """
-import os
-if os.environ.get("PEFTBENCH_TEST_HOLD") and os.environ.get("SLURM_JOB_ID"):
-    import signal
-    import sys
-    import time
-
-    import harness.train as t
-    real, hold_at = t.train_step, {int(s) for s in os.environ["PEFTBENCH_TEST_HOLD"].split(",")}
-    def train_step(st, batch):
-        loss = real(st, batch)
-        if st.step in hold_at:
-            guard = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)   # the job's SignalGuard
-            print(f"[test] holding after step {st.step}", file=sys.stderr, flush=True)
-            deadline = time.monotonic() + 600
-            while getattr(guard, "pending", None) is None:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no signal within 600 s of step {st.step}")
-                time.sleep(0.05)
-        return loss
-    t.train_step = train_step
-"""
+# HOLD_S: how long a job holding at a step (tests/integration/hooks.py) waits for SLURM's signal. After each step
+# listed in `hold` a job says so in its log ("[test] holding after step k") and holds that step until a signal
+# reaches its SignalGuard; the test has SLURM signal it then: each interruption lands mid-run at a known step
+# however fast or loaded the machine is, so the jobs can be short.
+HOLD_S = 600
 
 
 def _env(root: Path | None = None, hold: str = "") -> dict[str, str]:
-    """The environment sbatch exports to the jobs; with `hold` (steps, "2,4") their HOLD hook, under root."""
+    """The environment sbatch exports to the jobs; with `hold` (steps, "2,4") they hold there (hooks.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    path = [str(PROJECT_ROOT), env.get("PYTHONPATH")]   # the jobs import the same checkout
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",   # the jobs import the same checkout
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))})
     if hold:
         assert root is not None
-        (root / "inject").mkdir(parents=True, exist_ok=True)
-        (root / "inject" / "sitecustomize.py").write_text(HOLD)
-        path.insert(0, str(root / "inject"))
-        env["PEFTBENCH_TEST_HOLD"] = hold
-    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(filter(None, path))})
+        env = inject(env, root, [int(s) for s in hold.split(",")], hold_s=HOLD_S, slurm_only=True)
     return env
 
 
@@ -119,7 +95,7 @@ class Driver:
             time.sleep(0.2)
 
     def wait_held(self, n: int, timeout: float = 240) -> None:
-        """Until the job (its tasks, its attempts) has reached its `n`-th HOLD."""
+        """Until the job (its tasks, its attempts) has reached its `n`-th hold."""
         self.wait_training(n, timeout, text="[test] holding after step")
 
     def finish(self, timeout: float = 420) -> str:
@@ -366,7 +342,7 @@ def test_cancelling_one_task_or_the_sweep(tmp_path: Path) -> None:
     `peftbench cancel NAME` then stops the others, running or pending, and the driver ends with a summary."""
     if (why := _no_cluster()) is not None:
         pytest.skip(why)
-    # each task holds after its first step (HOLD) until its signal: only the cancels end these tasks, however
+    # each task holds after its first step (hold) until its signal: only the cancels end these tasks, however
     # slow the CLI calls in between are on a loaded machine (and the budget is ~15 min of training anyway)
     drv = Driver(tmp_path, "method=lora", "seed=0,1,2", "budget.tokens=400000", "budget.checkpoint_every=null",
                  name="cancels", hold="1")
