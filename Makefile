@@ -8,7 +8,7 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (0: one process, no xdist); shared resources: tests/conftest.py
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.peftbench-installed
 TEST_STAMP := $(VENV)/.peftbench-test-installed

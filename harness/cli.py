@@ -50,10 +50,11 @@ def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
         # a task whose data is nowhere exits 2 with one clear message, like every other config error
         # (a multirun's sweeper does the same for every job before launching any).
         try:
-            _check_single([a for a in argv if not a.startswith("-")])
+            spec = _check_single([a for a in argv if not a.startswith("-")])
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return 2
+        keep_out_bitsandbytes(spec)
     from tasks.suites import expand_override
 
     # task=glue names a suite: Hydra would look for conf/task/glue.yaml while composing the primary
@@ -63,6 +64,23 @@ def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
     sys.argv = [prog, *argv]
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)()
     return 0
+
+
+def keep_out_bitsandbytes(spec: Any) -> bool:
+    """In a process that runs this one job and exits (a single `peftbench run`, each of torchrun's ranks), keep
+    bitsandbytes out when the job does not need it (harness.quantization.bitsandbytes_users); True if it did.
+
+    Why: peft imports bitsandbytes whenever it is installed, and bitsandbytes compiles its CPU kernels with
+    torch.compile at import, which loads inductor: ~2.5 s of every job's start on a 2-core machine, for a job
+    that never quantizes. With its sys.modules entry None, importlib.util.find_spec answers None and an import
+    raises ImportError, so peft, transformers and accelerate take the path they take on the default install
+    (bitsandbytes is the `quant` extra). Never in a process that runs several jobs: a later one may need it."""
+    from harness.quantization import bitsandbytes_users
+
+    if bitsandbytes_users(spec.model, spec.method) or "bitsandbytes" in sys.modules:
+        return False
+    sys.modules["bitsandbytes"] = None   # type: ignore[assignment]
+    return True
 
 
 def _check_single(overrides: list[str]) -> Any:

@@ -31,3 +31,16 @@ def quant_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
         out["double_quant"] = True if dq is None else bool(dq)
         out["compute_dtype"] = model_cfg.get("compute_dtype") or model_cfg.get("dtype") or "float32"
     return out
+
+
+def bitsandbytes_users(model_cfg: Mapping[str, Any], method_cfg: Mapping[str, Any]) -> list[str]:
+    """What in a job needs bitsandbytes, as config fields: a quantized base (model.quantization) and LoftQ's
+    init (arXiv:2310.08659), which quantizes the full-precision base itself (method.params.init_lora_weights:
+    loftq). Empty: the job runs as it does on the default install, where bitsandbytes is the `quant` extra."""
+    users = []
+    if model_cfg.get("quantization") is not None:
+        users.append(f"model.quantization: {model_cfg['quantization']!r}")
+    params = method_cfg.get("params")
+    if isinstance(params, Mapping) and params.get("init_lora_weights") == "loftq":
+        users.append("method.params.init_lora_weights: 'loftq'")
+    return users

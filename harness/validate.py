@@ -213,7 +213,7 @@ def _check_dropout(c: _Checker, m: Mapping[str, Any]) -> None:
 
 def _check_quantization(c: _Checker, m: Mapping[str, Any]) -> None:
     """model.quantization (null | nf4 | fp4 | int8), double_quant, compute_dtype; bitsandbytes installed."""
-    from harness.quantization import QUANT_EXTRA, QUANTIZATIONS
+    from harness.quantization import QUANTIZATIONS
 
     q = c.choice(m, "model", "quantization", QUANTIZATIONS, optional=True)
     dq = m.get("double_quant")
@@ -229,12 +229,19 @@ def _check_quantization(c: _Checker, m: Mapping[str, Any]) -> None:
         for key in ("double_quant", "compute_dtype"):
             if m.get(key) is not None:
                 c.add(f"model.{key}: {m[key]!r} applies to 4-bit bases (nf4, fp4) only, not int8; leave it null")
-    if q is not None:
-        import importlib.util
 
-        if importlib.util.find_spec("bitsandbytes") is None:
-            c.add(f"model.quantization: {q!r} needs bitsandbytes, which is not installed: "
-                  f"pip install 'peftbench[{QUANT_EXTRA}]' (or bitsandbytes>=0.47)")
+
+def _check_bitsandbytes(c: _Checker, model: Mapping[str, Any], method: Mapping[str, Any]) -> None:
+    """bitsandbytes installed where the job needs it (a quantized base, LoftQ's init), before any compute."""
+    import importlib.util
+
+    from harness.quantization import QUANT_EXTRA, bitsandbytes_users
+
+    users = bitsandbytes_users(model, method)
+    if users and importlib.util.find_spec("bitsandbytes") is None:
+        for field in users:
+            c.add(f"{field} needs bitsandbytes, which is not installed: pip install 'peftbench[{QUANT_EXTRA}]' "
+                  "(or bitsandbytes>=0.47)")
 
 
 def quantized_base_refusal(method: Mapping[str, Any]) -> str | None:
@@ -479,6 +486,7 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
         _check_block_sizes(c, cfg["method"], cfg["model"])
         _check_float16_trainables(c, cfg["method"], cfg["model"])
         q = cfg["model"].get("quantization")
+        _check_bitsandbytes(c, cfg["model"], cfg["method"])
         why = quantized_base_refusal(cfg["method"]) if q is not None else None
         if why:
             c.add(f"model.quantization: {q!r} with method {cfg['method'].get('name')!r}, which {why}; use a "

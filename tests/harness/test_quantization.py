@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 
 from harness.models import bitsandbytes_config, logical_numel, quant_settings, quantization_info
+from harness.quantization import bitsandbytes_users
 from harness.spec import ConfigError, spec_from_config
 from harness.validate import quantized_base_refusal
 from tests.conftest import compose_dict
@@ -69,10 +70,60 @@ def test_adapter_methods_run_on_a_quantized_base() -> None:
     assert "trains the base" in quantized_base_refusal({"kind": "full"})
 
 
-def test_missing_bitsandbytes_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("overrides", "field"), [(("model.quantization=nf4",), "model.quantization: 'nf4'"),
+                                                  (("method=loftq",), "method.params.init_lora_weights: 'loftq'")])
+def test_missing_bitsandbytes_names_the_field_and_the_extra(overrides: tuple[str, ...], field: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
-    assert any("pip install 'peftbench[quant]'" in p for p in _problems("model.quantization=nf4"))
+    assert f"{field} needs bitsandbytes, which is not installed: pip install 'peftbench[quant]' " \
+           "(or bitsandbytes>=0.47)" in _problems(*overrides)
+    _spec()   # a job that needs none of it validates without it
+
+
+def test_bitsandbytes_users_are_a_quantized_base_and_loftq() -> None:
+    assert bitsandbytes_users(_spec().model, _spec().method) == []
+    nf4 = _spec("model.quantization=nf4")
+    assert bitsandbytes_users(nf4.model, nf4.method) == ["model.quantization: 'nf4'"]
+    loftq = _spec("method=loftq")
+    assert bitsandbytes_users(loftq.model, loftq.method) == ["method.params.init_lora_weights: 'loftq'"]
+
+
+KEEP_OUT = """
+import sys
+from harness import cli
+from harness.spec import spec_from_config
+from tests.conftest import compose_dict
+
+spec = spec_from_config(compose_dict({overrides!r}))
+kept_out = cli.keep_out_bitsandbytes(spec)
+import peft
+import torch
+from transformers import BertConfig, BertModel
+
+model = peft.get_peft_model(BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                 intermediate_size=64, vocab_size=50)),
+                            peft.LoraConfig(r=2, target_modules=["query", "value"]))
+model(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state.sum().backward()
+print(kept_out, sys.modules.get("bitsandbytes") is not None, peft.import_utils.is_bnb_available())
+"""
+
+
+@pytest.mark.parametrize(("overrides", "want"), [((), "True False False"),
+                                                 (("model.quantization=nf4",), "False True True")])
+def test_a_single_run_keeps_bitsandbytes_out_unless_it_needs_it(overrides: tuple[str, ...], want: str) -> None:
+    """A fresh process, as `peftbench run` is: a job that quantizes nothing builds and trains its peft model
+    with bitsandbytes never imported (as on the default install); one that does keeps it."""
+    import subprocess
+    import sys
+
+    from harness.spec import PROJECT_ROOT
+
+    code = KEEP_OUT.format(overrides=(*BASE, *overrides))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == want
 
 
 def test_bitsandbytes_config_follows_the_block() -> None:
