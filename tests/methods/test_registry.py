@@ -3,6 +3,8 @@ knob can be solved for a trainable-parameter target. Tiny models are built from 
 """
 from __future__ import annotations
 
+import copy
+import functools
 import types
 from typing import Any
 
@@ -11,6 +13,7 @@ import torch
 
 import methods
 from harness.capacity import _trainable_for, _with_knob, solve_capacity
+from harness.spec import CONF_DIR
 from methods import MethodImpl
 from tests.conftest import compose_dict, conf_names
 
@@ -42,9 +45,27 @@ def tiny_llama() -> torch.nn.Module:
 MODELS = {"encoder": (tiny_bert, TINY_ENCODER_CFG), "decoder": (tiny_llama, TINY_DECODER_CFG)}
 
 
+@functools.cache
+def _zoo() -> dict[str, dict[str, Any]]:
+    """Every method block in one Hydra session (methods.catalog.compose_methods): half the cost of a full
+    compose per method, paid once per process, at collection (KNOB_METHODS) rather than again per test."""
+    from methods.catalog import compose_methods
+
+    return dict(zip(METHODS, compose_methods(METHODS), strict=True))
+
+
 def method_cfg(name: str) -> dict[str, Any]:
-    """The method block as composed by Hydra (defaults such as dora → lora are merged)."""
-    return compose_dict(("logger=none", f"method={name}"))["method"]
+    """The method block as composed by Hydra (defaults such as dora → lora are merged; a fresh copy)."""
+    return copy.deepcopy(_zoo()[name])
+
+
+WITH_DEFAULTS = [m for m in METHODS if "defaults:" in (CONF_DIR / "method" / f"{m}.yaml").read_text()]
+
+
+@pytest.mark.parametrize("name", WITH_DEFAULTS)
+def test_the_zoo_composes_each_method_as_a_job_does(name: str) -> None:
+    """method_cfg's one-session compose gives a job's own method block, for every method built on another."""
+    assert method_cfg(name) == compose_dict(("logger=none", f"method={name}"))["method"]
 
 
 def _forward_backward(model: torch.nn.Module, kind: str) -> torch.Tensor:
