@@ -22,10 +22,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 from harness.spec import CONF_DIR, SWEEPS_DIR, ConfigError, compose
+
+# Set ("1") in a process that runs one job and ends: a single `peftbench run` (each of torchrun's ranks too)
+# and a SLURM task (hydra_plugins/peftbench_sweeper/slurm_launcher.py); never in a sweep driver or a fork
+# server. An environment variable, not a module global: `python -m harness.cli` makes this module __main__,
+# and cloudpickle then ships hydra_task to a SLURM task by value, with a copy of its globals.
+ONE_JOB_ENV = "PEFTBENCH_ONE_JOB_PROCESS"
 
 
 def hydra_task(cfg: Any) -> dict[str, Any]:
@@ -39,22 +46,24 @@ def hydra_task(cfg: Any) -> dict[str, Any]:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(2) from None
+    if os.environ.get(ONE_JOB_ENV) == "1":
+        keep_out_bitsandbytes(spec)
     return execute(spec)
 
 
 def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
     import hydra
 
-    if not any(a in ("-m", "--multirun") or a.startswith("--") for a in argv):
+    single_run = not any(a in ("-m", "--multirun") or a.startswith("--") for a in argv)
+    if single_run:
         # A single run: compose, validate and check the data first, so a typo in a group option or
         # a task whose data is nowhere exits 2 with one clear message, like every other config error
         # (a multirun's sweeper does the same for every job before launching any).
         try:
-            spec = _check_single([a for a in argv if not a.startswith("-")])
+            _check_single([a for a in argv if not a.startswith("-")])
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return 2
-        keep_out_bitsandbytes(spec)
     from tasks.suites import expand_override
 
     # task=glue names a suite: Hydra would look for conf/task/glue.yaml while composing the primary
@@ -62,13 +71,22 @@ def _hydra(argv: list[str], prog: str = "peftbench run") -> int:
     # sweeper, for sweeps/*.yaml that list a suite in hydra.sweeper.params).
     argv = [expand_override(a) if not a.startswith("-") else a for a in argv]
     sys.argv = [prog, *argv]
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)()
+    before = os.environ.get(ONE_JOB_ENV)
+    os.environ[ONE_JOB_ENV] = "1" if single_run else ""
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)()
+    finally:   # a caller in the same process (a test) runs on as it was
+        if before is None:
+            os.environ.pop(ONE_JOB_ENV, None)
+        else:
+            os.environ[ONE_JOB_ENV] = before
     return 0
 
 
 def keep_out_bitsandbytes(spec: Any) -> bool:
-    """In a process that runs this one job and exits (a single `peftbench run`, each of torchrun's ranks), keep
-    bitsandbytes out when the job does not need it (harness.quantization.bitsandbytes_users); True if it did.
+    """In a process that runs this one job and exits (ONE_JOB_ENV: a single `peftbench run`, each of
+    torchrun's ranks, a SLURM task), keep bitsandbytes out when the job does not need it
+    (harness.quantization.bitsandbytes_users); True if it did.
 
     Why: peft imports bitsandbytes whenever it is installed, and bitsandbytes compiles its CPU kernels with
     torch.compile at import, which loads inductor: ~2.5 s of every job's start on a 2-core machine, for a job

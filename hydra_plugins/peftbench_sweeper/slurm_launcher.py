@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,14 @@ def live_tasks(array_id: str) -> set[str] | None:
 
 
 class PeftbenchSlurmLauncher(SlurmLauncher):
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """One job in its SLURM task's own process (submitit calls this once there; a requeue starts a new
+        process): harness.cli.hydra_task may then keep bitsandbytes out when the job does not need it."""
+        from harness.cli import ONE_JOB_ENV
+
+        os.environ[ONE_JOB_ENV] = "1"
+        return super().__call__(*args, **kwargs)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 

@@ -169,3 +169,22 @@ def test_a_4bit_base_counts_its_logical_parameters() -> None:
     assert logical_numel(w) == 32 * 32 and w.numel() == 32 * 32 // 2
     info = quantization_info(plain, {"quantization": "nf4", "dtype": "float32"})
     assert info["quantized_linear_layers"] == 2 * 6 + 1 and info["base_bytes"] > 0   # 6 per layer and the pooler
+
+
+@pytest.mark.parametrize(("argv", "want"), [(["method=lora"], True), (["-m", "method=lora,dora"], False)])
+def test_only_a_single_run_counts_as_a_one_job_process(argv: list[str], want: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """hydra_task keeps bitsandbytes out only where the process runs one job: a single run (and a SLURM task),
+    never a sweep driver, whose later jobs may need it; and the flag does not outlive the call."""
+    import os
+
+    import hydra
+
+    from harness import cli
+
+    seen = []
+    monkeypatch.delenv(cli.ONE_JOB_ENV, raising=False)
+    monkeypatch.setattr(hydra, "main", lambda **_: lambda task: lambda: seen.append(os.environ.get(cli.ONE_JOB_ENV)))
+    monkeypatch.setattr(cli, "_check_single", lambda overrides: None)
+    assert cli._hydra([*argv, "logger=none"]) == 0
+    assert seen == ["1" if want else ""] and cli.ONE_JOB_ENV not in os.environ
