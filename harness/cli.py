@@ -89,7 +89,7 @@ def keep_out_bitsandbytes(spec: Any) -> bool:
     (harness.quantization.bitsandbytes_users); True if it did.
 
     Why: peft imports bitsandbytes whenever it is installed, and bitsandbytes compiles its CPU kernels with
-    torch.compile at import, which loads inductor: ~2.5 s of every job's start on a 2-core machine, for a job
+    torch.compile at import, which loads inductor: ~2 s of every job's start on a 2-core machine, for a job
     that never quantizes. With its sys.modules entry None, importlib.util.find_spec answers None and an import
     raises ImportError, so peft, transformers and accelerate take the path they take on the default install
     (bitsandbytes is the `quant` extra). Never in a process that runs several jobs: a later one may need it."""

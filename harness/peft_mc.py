@@ -17,7 +17,6 @@ problem naming it, and all of a folder's problems are raised together (:class:`P
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.spec import ConfigError
+from methods.catalog import zoo_blocks
 
 PUBLISHER = "huggingface/peft"
 PUBLISHER_SLUG = "huggingface-peft"
@@ -99,16 +99,6 @@ class Translation:
 
 
 # ----------------------------------------------------------------------------------------- translation
-@functools.cache
-def zoo_blocks() -> dict[str, dict[str, Any]]:
-    """Every conf/method block as a job composes it, by name (one Hydra session for the whole zoo, once per
-    process: seconds). Read-only: translate copies what it changes."""
-    from methods.catalog import compose_methods, method_names
-
-    names = method_names()
-    return dict(zip(names, compose_methods(names), strict=True))
-
-
 def _defaults(cls: type) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -558,7 +548,7 @@ def import_results(files: Sequence[Path], results_dir: Path, *, counter: Recount
             report.unchanged.append(target)
             report.records.append(read_record(target))
             continue
-        zoo = zoo if zoo is not None else zoo_blocks()
+        zoo = zoo if zoo is not None else zoo_blocks()   # read-only: translate copies what it changes
         translation = translate(doc["run_info"]["peft_config"], doc["run_info"]["train_config"],
                                 experiment=doc["run_info"]["experiment_name"], zoo=zoo)
         recounted = (recount(translation, doc["train_info"]["num_trainable_params"], counter) if counter

@@ -212,7 +212,8 @@ def _check_dropout(c: _Checker, m: Mapping[str, Any]) -> None:
 
 
 def _check_quantization(c: _Checker, m: Mapping[str, Any]) -> None:
-    """model.quantization (null | nf4 | fp4 | int8), double_quant, compute_dtype; bitsandbytes installed."""
+    """model.quantization (null | nf4 | fp4 | int8), double_quant, compute_dtype (whether bitsandbytes is
+    installed: _check_bitsandbytes, which also knows LoftQ's need)."""
     from harness.quantization import QUANTIZATIONS
 
     q = c.choice(m, "model", "quantization", QUANTIZATIONS, optional=True)

@@ -15,6 +15,7 @@ a method whose count cannot be had that way says why.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import types
@@ -39,6 +40,14 @@ def compose_methods(names: list[str]) -> list[dict[str, Any]]:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return [OmegaConf.to_container(compose(config_name=f"method/{n}")["method"], resolve=True) for n in names]
+
+
+@functools.cache
+def zoo_blocks() -> dict[str, dict[str, Any]]:
+    """Every method block as a job composes it, by name (one Hydra session for the whole zoo, once per
+    process: seconds). Shared and read-only: a caller copies what it changes."""
+    names = method_names()
+    return dict(zip(names, compose_methods(names), strict=True))
 
 
 def describe(cfg: dict[str, Any]) -> dict[str, Any]:

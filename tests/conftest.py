@@ -137,12 +137,14 @@ def _compose_cached(overrides: tuple[str, ...]) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 
-def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The composed config as a plain dict without the hydra node (a fresh deep copy each call).
+def compose_dict(overrides: list[str] | tuple[str, ...] = (), part: str | None = None) -> dict[str, Any]:
+    """The composed config as a plain dict without the hydra node (a fresh deep copy each call); with
+    ``part`` (method, task, ...) that block alone, and only it is copied.
 
     Composition costs ~0.1 s, so results are cached per override tuple.
     """
-    return copy.deepcopy(_compose_cached(tuple(overrides)))
+    cfg = _compose_cached(tuple(overrides))
+    return copy.deepcopy(cfg if part is None else cfg[part])
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from harness import peft_mc
 from harness.leaderboard.external import board_budget, criteria_rows, parse_criteria
 from harness.leaderboard.report import generate
 from harness.spec import PROJECT_ROOT, ConfigError
+from methods.catalog import zoo_blocks
 
 DATA = PROJECT_ROOT / "benchmarks" / "external" / "peft_mc"
 RESULTS = sorted((DATA / "results").glob("*.json"))
@@ -29,7 +30,7 @@ RULES = ["borda", "copeland", "plurality"]
 
 @pytest.fixture(scope="module")
 def zoo() -> dict[str, dict[str, Any]]:
-    return peft_mc.zoo_blocks()
+    return zoo_blocks()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ protocols forbid (encoder/decoder vs classify/generate) is reported as exactly o
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 from harness.spec import ConfigError, JobSpec, canonical_json, signature_of, spec_from_config
 from harness.validate import validate_config
-from tests.conftest import _compose_cached, compose_dict, conf_names
+from tests.conftest import compose_dict, conf_names
 
 METHODS = conf_names("method")
 MODELS = conf_names("model")
@@ -222,7 +221,7 @@ OPEN_MODEL = ("model.kind=decoder", f"model.path={Path(__file__).resolve().paren
 def _blocks(group: str, name: str) -> dict:
     """The group's block of a composed config, a fresh copy of that block alone (5,800 combinations below)."""
     extra = OPEN_MODEL if (group, name) == ("model", "hf") else ()
-    return copy.deepcopy(_compose_cached((*BASE, f"{group}={name}", *extra))[group])
+    return compose_dict((*BASE, f"{group}={name}", *extra), part=group)
 
 
 def _combo(method: str, model: str, task: str) -> dict:

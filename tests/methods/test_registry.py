@@ -4,7 +4,6 @@ knob can be solved for a trainable-parameter target. Tiny models are built from 
 from __future__ import annotations
 
 import copy
-import functools
 import types
 from typing import Any
 
@@ -15,6 +14,7 @@ import methods
 from harness.capacity import _trainable_for, _with_knob, solve_capacity
 from harness.spec import CONF_DIR
 from methods import MethodImpl
+from methods.catalog import zoo_blocks
 from tests.conftest import compose_dict, conf_names
 
 METHODS = conf_names("method")
@@ -45,18 +45,11 @@ def tiny_llama() -> torch.nn.Module:
 MODELS = {"encoder": (tiny_bert, TINY_ENCODER_CFG), "decoder": (tiny_llama, TINY_DECODER_CFG)}
 
 
-@functools.cache
-def _zoo() -> dict[str, dict[str, Any]]:
-    """Every method block in one Hydra session (methods.catalog.compose_methods): half the cost of a full
-    compose per method, paid once per process, at collection (KNOB_METHODS) rather than again per test."""
-    from methods.catalog import compose_methods
-
-    return dict(zip(METHODS, compose_methods(METHODS), strict=True))
-
-
 def method_cfg(name: str) -> dict[str, Any]:
-    """The method block as composed by Hydra (defaults such as dora → lora are merged; a fresh copy)."""
-    return copy.deepcopy(_zoo()[name])
+    """The method block as composed by Hydra (defaults such as dora → lora are merged; a fresh copy). From
+    methods.catalog.zoo_blocks: the whole zoo in one Hydra session, half the cost of a full compose per method,
+    paid once per process at collection (KNOB_METHODS) rather than again per test."""
+    return copy.deepcopy(zoo_blocks()[name])
 
 
 WITH_DEFAULTS = [m for m in METHODS if "defaults:" in (CONF_DIR / "method" / f"{m}.yaml").read_text()]
