@@ -93,10 +93,10 @@ def test_study_name_is_identity() -> None:
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A 6-trial study, parallelism 2, local launcher: the driver is SIGKILLed once 3 trials are
-    complete (jobs still in flight), then the same command resumes it to 6."""
+    """A 4-trial study, parallelism 2, local launcher: the driver is SIGKILLed once 2 trials are
+    complete (the next ones in flight), then the same command resumes it to 4."""
     root = tmp_path_factory.mktemp("study")
-    overrides = [*TINY, *_dirs(root), "launcher=local", "search.n_trials=6", "search.parallelism=2",
+    overrides = [*TINY, *_dirs(root), "launcher=local", "search.n_trials=4", "search.parallelism=2",
                  "search.sampler=random"]
     search = plan(overrides)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -113,25 +113,25 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     trials = []
                 complete = sum(t.state.name == "COMPLETE" for t in trials)
                 running = sum(t.state.name == "RUNNING" for t in trials)
-                if complete >= 3:
+                if complete >= 2:
                     proc.send_signal(signal.SIGKILL)
                     killed_at = datetime.datetime.now()
                     break
             time.sleep(0.2)
     finally:
         proc.wait(timeout=30)
-    assert complete >= 3 and killed_at is not None, "the driver never got to 3 complete trials"
+    assert complete >= 2 and killed_at is not None, "the driver never got to 2 complete trials"
     lines: list[str] = []
     result = run_search(overrides, log_fn=lines.append)
     return {"search": search, "result": result, "root": root, "running_at_kill": running, "log": lines,
             "killed_at": killed_at}
 
 
-def test_killed_study_resumes_to_six_without_duplicates(killed_and_resumed: dict) -> None:
+def test_killed_study_resumes_to_four_without_duplicates(killed_and_resumed: dict) -> None:
     search, result = killed_and_resumed["search"], killed_and_resumed["result"]
     trials = _load(search).get_trials(deepcopy=False)
-    assert [t.number for t in trials] == list(range(6))
-    assert result.n_trials == 6 and result.states == {"COMPLETE": 6}
+    assert [t.number for t in trials] == list(range(4))
+    assert result.n_trials == 4 and result.states == {"COMPLETE": 4}
     # the killed driver left trials RUNNING: they were reconciled (watched, told from a record, or rerun)
     if killed_and_resumed["running_at_kill"]:
         assert any("still running" in s or "reconciled" in s or "running it again" in s
@@ -144,7 +144,7 @@ def test_killed_study_resumes_to_six_without_duplicates(killed_and_resumed: dict
     assert max(overlap) <= 2 and any(o == 2 for o in overlap)
     # one record per trial, each naming its trial; every one evaluated on the validation split
     records = {rec["run"]["search"]["trial"]: rec for rec in iter_records(killed_and_resumed["root"] / "results")}
-    assert sorted(records) == list(range(6))
+    assert sorted(records) == list(range(4))
     for t in trials:
         rec = records[t.number]
         assert rec["run"]["search"] == {"study": search.study_name, "trial": t.number, "params": t.params}
@@ -164,7 +164,7 @@ def test_best_config_rerun_reproduces_its_score(killed_and_resumed: dict, capsys
     assert summary["accuracy"] == pytest.approx(best.value, abs=1e-9)
     assert cli_main(["studies", "--results-dir", str(killed_and_resumed["root"] / "results")]) == 0
     out = capsys.readouterr().out
-    assert f"{search.study_name}: 6 trial(s) (6 complete)" in out and f"best: trial {best.number}" in out
+    assert f"{search.study_name}: 4 trial(s) (4 complete)" in out and f"best: trial {best.number}" in out
 
 
 def test_median_pruner_prunes_a_bad_trial_from_a_subprocess_job(tmp_path: Path) -> None:
