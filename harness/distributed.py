@@ -280,6 +280,13 @@ def plain(value: Any) -> Any:
     return value.full_tensor() if isinstance(value, DTensor) else value
 
 
+def local(value: Any) -> Any:
+    """A DTensor as this rank's shard (no communication); anything else as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return value.to_local() if isinstance(value, DTensor) else value
+
+
 def any_rank(flag: bool, world: World, device: torch.device) -> bool:
     """True on every rank when it is true on any (one tiny all-reduce): e.g. whether some rank still generates."""
     if not world.distributed:

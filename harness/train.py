@@ -34,6 +34,7 @@ from harness.distributed import (
     full_trained_state,
     gather_objects,
     load_full_state,
+    local,
     plain,
     rank_rows,
     set_gradient_sync,
@@ -962,7 +963,10 @@ def _save_adapter(model: nn.Module, out_dir: Path, trainable_bytes: int, *,
         if state is not None:   # a frozen adapter tensor is not gathered: refuse rather than save a partial adapter
             from peft import get_peft_model_state_dict
 
-            absent = sorted(set(get_peft_model_state_dict(encoder)) -
+            # the model's own tensors as this rank's shards: peft >= 0.22 gathers DTensors in
+            # get_peft_model_state_dict, a collective that rank 0 alone (here) would wait on forever
+            own = {k: local(v) for k, v in encoder.state_dict().items()}
+            absent = sorted(set(get_peft_model_state_dict(encoder, state_dict=own)) -
                             set(get_peft_model_state_dict(encoder, state_dict=part(prefix))))
             if absent:
                 raise KeyError(f"adapter tensors missing from the gathered state: {absent[:5]}")
